@@ -1,0 +1,91 @@
+"""The pretrained baseline: trained once per (split, model, pretraining config, seed), then reused.
+
+The cache key hashes exactly the config parts that determine the pretrained weights. Writers
+hold a file lock, so parallel jobs that need the same baseline train it once; the checkpoint is
+written atomically, and one that fails to load (truncated, corrupt, wrong keys) is retrained.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf
+
+from seqft_lightning.config import stable_hash, stages_of, task_classes
+from seqft_lightning.io import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+# Trainer settings that change which optimizer steps pretraining takes.
+_TRAINER_KEYS_THAT_MATTER = ("limit_train_batches", "precision", "gradient_clip_val", "accumulate_grad_batches")
+_DATA_KEYS_THAT_DONT = ("data_dir", "vendored_dir", "batch_size", "eval_batch_size")
+
+
+def baseline_key(cfg: DictConfig) -> str:
+    """Hash of the config parts that determine the pretrained weights."""
+    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in _DATA_KEYS_THAT_DONT}
+    trainer = {k: cfg.trainer.get(k) for k in _TRAINER_KEYS_THAT_MATTER}
+    return stable_hash(
+        {
+            "data": data,
+            "task_classes": task_classes(stages_of(cfg)),
+            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            "pretrain": OmegaConf.to_container(cfg.pretrain, resolve=True),
+            "trainer": trainer,
+            "seed": int(cfg.seed),
+        }
+    )
+
+
+class BaselineCache:
+    """Checkpoints of pretrained baselines in ``cache_dir``, keyed by :func:`baseline_key`.
+
+    Each entry is a dict with ``state_dict`` (the net), ``history`` (pretraining curve rows) and
+    ``steps`` (optimizer steps taken), so a cache hit reproduces a cache miss exactly.
+    """
+
+    def __init__(self, cache_dir: str | Path, enabled: bool = True):
+        self.cache_dir = Path(cache_dir)
+        self.enabled = enabled
+
+    def path(self, key: str) -> Path:
+        return self.cache_dir / f"baseline-{key}.pt"
+
+    def _load(self, path: Path, net: torch.nn.Module) -> dict | None:
+        if not path.is_file():
+            return None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+            # Check on a copy first: a failed strict load may already have copied some tensors.
+            copy.deepcopy(net).load_state_dict(entry["state_dict"], strict=True)
+            net.load_state_dict(entry["state_dict"], strict=True)
+            return entry
+        except Exception as err:  # a truncated or foreign file must be retrained, never trusted
+            log.warning("cached baseline %s is unreadable (%s); retraining it", path, str(err).splitlines()[0])
+            return None
+
+    def get_or_train(self, key: str, net: torch.nn.Module, train: Callable[[], dict[str, Any]]) -> dict:
+        """Load the baseline ``key`` into ``net``, or run ``train()`` and cache its result.
+
+        ``train`` trains ``net`` in place and returns ``{"history": [...], "steps": int}``.
+        Returns the entry (``history``, ``steps``, and ``cached``: whether it was a hit).
+        """
+        if not self.enabled:
+            return {**train(), "cached": False}
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        path = self.path(key)
+        with FileLock(str(path) + ".lock"):
+            entry = self._load(path, net)
+            if entry is not None:
+                log.info("baseline cache hit: %s", path)
+                return {"history": entry["history"], "steps": entry["steps"], "cached": True}
+            log.info("baseline cache miss: pretraining into %s", path)
+            result = train()
+            state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+            atomic_torch_save(path, {"state_dict": state, "history": result["history"], "steps": int(result["steps"]), "key": key})
+            return {**result, "cached": False}

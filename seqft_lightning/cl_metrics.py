@@ -1,0 +1,149 @@
+"""Continual-learning metrics over an accuracy matrix.
+
+``R`` has shape ``[T, T']`` with ``R[i, j]`` = accuracy (fraction in [0, 1]) on
+task ``j`` after training stage ``i`` (``i = 0..T-1``); stage ``i`` trains task
+``i``.  ``T' >= T``: columns ``j >= T`` hold classes never trained on and are
+ignored by every metric here.
+
+Signs:
+
+* :func:`forgetting` / :func:`per_task_forgetting` are **positive when accuracy
+  was lost** (0 = nothing forgotten; negative = the task improved later).
+* :func:`backward_transfer` is **negative when accuracy was lost** (forgetting)
+  and positive when later stages improved earlier tasks.
+
+With a single stage (``T = 1``) there is no earlier task, so forgetting and
+backward transfer are undefined and returned as ``float('nan')`` (0.0 would
+wrongly read as "no forgetting"); :func:`per_task_forgetting` returns an empty
+array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "average_accuracy",
+    "forgetting",
+    "per_task_forgetting",
+    "backward_transfer",
+    "accuracy_matrix_from_confusions",
+]
+
+
+def _as_matrix(R: ArrayLike) -> np.ndarray:
+    """``R`` as a float ``[T, T']`` array with ``T >= 1`` and ``T' >= T``."""
+    m = np.asarray(R, dtype=float)
+    if m.ndim != 2 or m.shape[0] < 1 or m.shape[1] < m.shape[0]:
+        raise ValueError(f"accuracy matrix must have shape [T, T'] with 1 <= T <= T', got {m.shape}")
+    return m
+
+
+def average_accuracy(R: ArrayLike) -> float:
+    """Mean final accuracy over the ``T`` trained tasks: ``mean_{j<T} R[T-1, j]`` (fraction)."""
+    m = _as_matrix(R)
+    t = m.shape[0]
+    return float(m[t - 1, :t].mean())
+
+
+def per_task_forgetting(R: ArrayLike) -> np.ndarray:
+    """Forgetting of each earlier task ``j < T-1`` (Chaudhry et al. 2018).
+
+    ``f_j = max_{i < T-1} R[i, j] − R[T-1, j]``: the drop from the best accuracy
+    seen before the last stage to the final one.  Positive = accuracy lost.
+    Shape ``[T-1]`` (empty for ``T = 1``).
+    """
+    m = _as_matrix(R)
+    t = m.shape[0]
+    if t == 1:
+        return np.empty(0)
+    return m[: t - 1, : t - 1].max(axis=0) - m[t - 1, : t - 1]
+
+
+def forgetting(R: ArrayLike) -> float:
+    """Average forgetting ``mean_j f_j`` over ``j < T-1``; positive = accuracy lost; nan if ``T = 1``."""
+    f = per_task_forgetting(R)
+    return float(f.mean()) if f.size else float("nan")
+
+
+def backward_transfer(R: ArrayLike) -> float:
+    """BWT (Lopez-Paz & Ranzato 2017): ``mean_{j<T-1} (R[T-1, j] − R[j, j])``.
+
+    Negative = forgetting, positive = later stages improved earlier tasks;
+    nan if ``T = 1``.
+    """
+    m = _as_matrix(R)
+    t = m.shape[0]
+    if t == 1:
+        return float("nan")
+    return float((m[t - 1, : t - 1] - np.diag(m)[: t - 1]).mean())
+
+
+def accuracy_matrix_from_confusions(
+    confusions: Sequence[np.ndarray], task_classes: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """Build ``R`` from one confusion matrix per stage.
+
+    Args:
+        confusions: ``confusions[i]`` is the ``[C, C]`` confusion matrix (rows =
+            true class, columns = predicted class, counts) after stage ``i``.
+        task_classes: classes of each task, ``task_classes[j]``.
+
+    Returns:
+        ``R`` of shape ``[len(confusions), len(task_classes) (+1)]`` where
+        ``R[i, j] = Σ_{c ∈ task j} cm_i[c, c] / Σ_{c ∈ task j} Σ_k cm_i[c, k]``
+        (fraction correct over all test samples of the task's classes; nan if the
+        task has no samples).  One extra last column pools every class
+        ``0..C-1`` that is in no task, if there is any.
+    """
+    if len(confusions) == 0:
+        raise ValueError("need at least one confusion matrix")
+    mats = [np.asarray(cm, dtype=float) for cm in confusions]
+    n_classes = mats[0].shape[0]
+    for cm in mats:
+        if cm.shape != (n_classes, n_classes):
+            raise ValueError(f"confusion matrices must all be [C, C] with C={n_classes}, got {cm.shape}")
+    groups = [sorted({int(c) for c in cls}) for cls in task_classes]
+    for g in groups:
+        if any(not 0 <= c < n_classes for c in g):
+            raise ValueError(f"task classes {g} out of range 0..{n_classes - 1}")
+    used = {c for g in groups for c in g}
+    rest = [c for c in range(n_classes) if c not in used]
+    if rest:
+        groups.append(rest)
+
+    R = np.empty((len(mats), len(groups)))
+    for i, cm in enumerate(mats):
+        for j, g in enumerate(groups):
+            total = cm[g, :].sum()
+            R[i, j] = cm[g, g].sum() / total if total > 0 else float("nan")
+    return R
+
+
+def continual_summary(
+    confusions: Sequence[np.ndarray],
+    trained_stages: Sequence[Sequence[int]],
+    task_groups: Sequence[Sequence[int]],
+) -> dict[str, float]:
+    """``cl/avg_acc``, ``cl/forgetting``, ``cl/bwt`` of a staged run.
+
+    Args:
+        confusions: confusion matrix after each training stage (not the baseline).
+        trained_stages: class groups actually trained, one per confusion (``[[3,4,7]]`` for joint).
+        task_groups: the study's tasks (``method.stages``), over which average accuracy is taken,
+            so that sequential and joint report it over the same tasks.
+
+    ``cl/avg_acc`` is the mean final accuracy over ``task_groups``; forgetting (positive = lost)
+    and BWT (negative = lost) come from the matrix over ``trained_stages`` and are nan for a
+    single stage.
+    """
+    R = accuracy_matrix_from_confusions(confusions, trained_stages)
+    final = accuracy_matrix_from_confusions(confusions[-1:], task_groups)[0, : len(task_groups)]
+    return {
+        "cl/avg_acc": float(np.mean(final)),
+        "cl/forgetting": forgetting(R),
+        "cl/bwt": backward_transfer(R),
+    }

@@ -1,0 +1,153 @@
+"""Pure statistics over seeds (no I/O, no pandas state).
+
+Conventions
+-----------
+- Inputs are metric values in their native unit (accuracies are fractions in [0, 1]);
+  outputs keep that unit (a difference of 0.012 = 1.2 percentage points).
+- Standard deviations use ``ddof=1`` (sample std over seeds).
+- Confidence intervals are two-sided Student-t intervals:
+  ``mean ± t_{(1+c)/2, n-1} * std / sqrt(n)``; undefined (NaN) for n < 2.
+- Paired differences are ``a - b`` per seed (for the study: sequential − joint, so a
+  positive difference favours sequential).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+SUPPORTED = "supported"
+NOT_SUPPORTED = "not supported"
+INCONCLUSIVE = "inconclusive"
+#: Fewer paired seeds than this can never support or reject a hypothesis.
+MIN_PAIRED_SEEDS = 3
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean over seeds with sample std (ddof=1) and t-based confidence interval."""
+
+    n: int
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """Paired comparison of ``a`` vs ``b`` over shared seeds; ``diff = a - b``.
+
+    ``t_pvalue`` (paired t-test) and ``wilcoxon_pvalue`` (signed-rank) are two-sided.
+    """
+
+    n: int
+    seeds: tuple
+    mean_diff: float
+    std_diff: float
+    ci_low: float
+    ci_high: float
+    t_pvalue: float
+    wilcoxon_pvalue: float
+    verdict: str
+
+
+def _clean(values: Iterable[float]) -> np.ndarray:
+    arr = np.asarray([float(v) for v in values], dtype=float)
+    return arr[np.isfinite(arr)]
+
+
+def t_interval(values: Iterable[float], confidence: float = 0.95) -> Summary:
+    """Mean, std (ddof=1) and Student-t CI of ``values`` (NaNs are dropped).
+
+    n == 0 gives all-NaN; n == 1 gives the value as mean with NaN std and CI.
+    """
+    arr = _clean(values)
+    n = int(arr.size)
+    if n == 0:
+        return Summary(0, math.nan, math.nan, math.nan, math.nan)
+    mean = float(arr.mean())
+    if n < 2:
+        return Summary(n, mean, math.nan, math.nan, math.nan)
+    std = float(arr.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + confidence / 2.0, df=n - 1)) * std / math.sqrt(n)
+    return Summary(n, mean, std, mean - half, mean + half)
+
+
+def verdict(ci_low: float, ci_high: float, n: int, min_n: int = MIN_PAIRED_SEEDS) -> str:
+    """Verdict on "a beats b" from the CI of the paired difference ``a - b``.
+
+    - ``"supported"``: n >= min_n and the whole CI is > 0,
+    - ``"not supported"``: n >= min_n and the whole CI is < 0 (b is better),
+    - ``"inconclusive"``: fewer than ``min_n`` pairs, an undefined CI, or a CI that
+      contains 0.
+    """
+    if n < min_n or not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return INCONCLUSIVE
+    if ci_low > 0:
+        return SUPPORTED
+    if ci_high < 0:
+        return NOT_SUPPORTED
+    return INCONCLUSIVE
+
+
+def _paired_t_pvalue(a: np.ndarray, b: np.ndarray, diffs: np.ndarray) -> float:
+    if diffs.size < 2:
+        return math.nan
+    if np.allclose(diffs, diffs[0], rtol=0.0, atol=1e-15):
+        # Zero variance: t is 0/0 (no evidence) or ±inf (every seed moves the same way).
+        return 1.0 if abs(diffs[0]) <= 1e-15 else 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(sps.ttest_rel(a, b).pvalue)
+
+
+def _wilcoxon_pvalue(diffs: np.ndarray) -> float:
+    if diffs.size == 0:
+        return math.nan
+    if np.all(np.abs(diffs) <= 1e-15):
+        return 1.0  # no non-zero difference: no evidence either way
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return float(sps.wilcoxon(diffs).pvalue)
+    except ValueError:
+        return math.nan
+
+
+def paired_arrays(a: Iterable[float], b: Iterable[float], confidence: float = 0.95,
+                  seeds: tuple = ()) -> PairedResult:
+    """Paired statistics of equal-length arrays (pairs with a NaN are dropped)."""
+    a_arr = np.asarray(list(a), dtype=float)
+    b_arr = np.asarray(list(b), dtype=float)
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(f"paired arrays differ in length: {a_arr.size} vs {b_arr.size}")
+    keep = np.isfinite(a_arr) & np.isfinite(b_arr)
+    a_arr, b_arr = a_arr[keep], b_arr[keep]
+    if seeds:
+        seeds = tuple(s for s, k in zip(seeds, keep) if k)
+    diffs = a_arr - b_arr
+    s = t_interval(diffs, confidence)
+    return PairedResult(
+        n=s.n,
+        seeds=tuple(seeds),
+        mean_diff=s.mean,
+        std_diff=s.std,
+        ci_low=s.ci_low,
+        ci_high=s.ci_high,
+        t_pvalue=_paired_t_pvalue(a_arr, b_arr, diffs),
+        wilcoxon_pvalue=_wilcoxon_pvalue(diffs),
+        verdict=verdict(s.ci_low, s.ci_high, s.n),
+    )
+
+
+def paired_by_seed(a: Mapping, b: Mapping, confidence: float = 0.95) -> PairedResult:
+    """Pair ``{seed: value}`` mappings on their shared seeds; ``diff = a[seed] - b[seed]``."""
+    shared = sorted(set(a) & set(b), key=lambda s: (str(type(s)), s))
+    return paired_arrays([a[s] for s in shared], [b[s] for s in shared], confidence,
+                         seeds=tuple(shared))

@@ -1,0 +1,158 @@
+"""Structured-config schemas and the checks that turn a bad config into one clear line.
+
+Types are checked by merging each section into its dataclass schema (OmegaConf does the type
+conversion and rejects what cannot convert); ranges and cross-field rules are checked below.
+Every failure raises :class:`~seqft_lightning.errors.ConfigError` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from seqft_lightning.errors import ConfigError
+
+
+@dataclass
+class DataSchema:
+    samples_per_task: Optional[int] = 1000
+    calibration_size: int = 5000
+    split_seed: int = 0
+    batch_size: int = 64
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class ModelSchema:
+    input_dim: int = 784
+    hidden_dims: list[int] = field(default_factory=lambda: [128, 64])
+    num_classes: int = 10
+
+
+@dataclass
+class PretrainSchema:
+    enabled: bool = True
+    epochs: int = 5
+    batch_size: int = 64
+
+
+@dataclass
+class MethodSchema:
+    name: str = "sequential"
+    stages: list[list[int]] = field(default_factory=lambda: [[3], [4], [7]])
+    epochs_per_stage: int = 10
+    batch_size: int = 64
+
+
+@dataclass
+class RootSchema:
+    seed: int = 0
+    resume: bool = False
+
+
+SECTION_SCHEMAS = {"data": DataSchema, "model": ModelSchema, "pretrain": PretrainSchema, "method": MethodSchema, None: RootSchema}
+
+
+def _check_types(cfg: DictConfig) -> None:
+    for section, schema in SECTION_SCHEMAS.items():
+        node = cfg if section is None else cfg.get(section)
+        if node is None:
+            raise ConfigError(f"config group '{section}' is missing; select one, e.g. `{section}=<option>`")
+        for f in fields(schema):
+            if f.name not in node:
+                continue
+            key = f.name if section is None else f"{section}.{f.name}"
+            try:
+                OmegaConf.merge(OmegaConf.structured(schema), {f.name: node[f.name]})
+            except OmegaConfBaseException as err:
+                msg = str(err).splitlines()[0]
+                raise ConfigError(f"{key}={OmegaConf.to_yaml(node[f.name]).strip() if isinstance(node[f.name], (DictConfig, ListConfig)) else node[f.name]!r} has the wrong type ({msg}); expected {f.type}") from None
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate_stages(stages: Any, num_classes: int, key: str = "method.stages") -> list[list[int]]:
+    """Check ``stages`` is a non-empty list of non-empty, disjoint class lists in ``[0, num_classes)``."""
+    _require(isinstance(stages, (list, ListConfig)) and len(stages) > 0, f"{key} must be a non-empty list of class lists, e.g. [[3],[4],[7]]")
+    seen: dict[int, int] = {}
+    out = []
+    for i, stage in enumerate(stages):
+        _require(isinstance(stage, (list, ListConfig)) and len(stage) > 0, f"{key}[{i}] is empty; every stage needs at least one class, e.g. [[3],[4],[7]]")
+        for c in stage:
+            _require(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < num_classes, f"{key}[{i}] has class {c!r}; classes must be integers in 0..{num_classes - 1}")
+            _require(c not in seen, f"{key}: class {c} appears in stage {seen.get(c)} and stage {i}; each class may be trained in one stage only")
+            seen[c] = i
+        out.append([int(c) for c in stage])
+    return out
+
+
+def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
+    """Raise :class:`ConfigError` on the first invalid value of ``cfg`` (one line, names the key)."""
+    _check_types(cfg)
+    _require(cfg.seed >= 0, f"seed={cfg.seed} must be >= 0")
+    method = cfg.method
+    _require(method.name in known_methods, f"method.name={method.name!r} is unknown; choose one of {sorted(known_methods)} (e.g. `method=sequential`)")
+    num_classes = int(cfg.model.num_classes)
+    _require(num_classes >= 2, f"model.num_classes={num_classes} must be >= 2")
+    validate_stages(method.stages, num_classes)
+    for key, value, minimum in [
+        ("method.epochs_per_stage", method.epochs_per_stage, 0),
+        ("method.batch_size", method.batch_size, 1),
+        ("pretrain.epochs", cfg.pretrain.epochs, 0),
+        ("pretrain.batch_size", cfg.pretrain.batch_size, 1),
+        ("data.calibration_size", cfg.data.calibration_size, 0),
+        ("data.eval_batch_size", cfg.data.get("eval_batch_size", 1), 1),
+        ("data.batch_size", cfg.data.get("batch_size", 1), 1),
+    ]:
+        _require(value >= minimum, f"{key}={value} must be >= {minimum}")
+    spt = cfg.data.samples_per_task
+    _require(spt is None or spt >= 1, f"data.samples_per_task={spt} must be >= 1, or null for every available sample")
+    _require(all(int(h) >= 1 for h in cfg.model.hidden_dims), f"model.hidden_dims={list(cfg.model.hidden_dims)} must hold positive sizes")
+
+
+def stages_of(cfg: DictConfig) -> list[list[int]]:
+    """``method.stages`` as plain, validated lists of ints."""
+    return validate_stages(cfg.method.stages, int(cfg.model.num_classes))
+
+
+def task_classes(stages: list[list[int]]) -> list[int]:
+    """Classes held out for fine-tuning: the union of the stages, sorted."""
+    return sorted({int(c) for stage in stages for c in stage})
+
+
+def stable_hash(obj: Any) -> str:
+    """SHA-256 (first 16 hex digits) of ``obj`` as canonical JSON (containers resolved first)."""
+    if isinstance(obj, (DictConfig, ListConfig)):
+        obj = OmegaConf.to_container(obj, resolve=True)
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# Keys that do not change what a run computes: where it writes, how it shows progress.
+_COSMETIC = {"paths", "hydra", "resume", "logger", "callbacks"}
+_COSMETIC_TRAINER = {"enable_progress_bar", "enable_model_summary", "log_every_n_steps", "default_root_dir"}
+
+
+def _drop_locations(node: Any) -> Any:
+    """Remove ``*_dir`` keys recursively: where files live does not change what is computed."""
+    if isinstance(node, dict):
+        return {k: _drop_locations(v) for k, v in node.items() if not str(k).endswith("_dir")}
+    if isinstance(node, list):
+        return [_drop_locations(v) for v in node]
+    return node
+
+
+def result_hash(cfg: DictConfig) -> str:
+    """Hash of everything that determines a run's results (used to decide whether to resume)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    container = _drop_locations({k: v for k, v in resolved.items() if k not in _COSMETIC})
+    if isinstance(container.get("trainer"), dict):
+        container["trainer"] = {k: v for k, v in container["trainer"].items() if k not in _COSMETIC_TRAINER}
+    return stable_hash(container)

@@ -1,0 +1,178 @@
+"""LightningDataModules that hold every split in memory as tensors.
+
+``TaskDataModule`` does the splitting and serves the loaders; subclasses only say where the raw
+images come from (:class:`MNISTTaskDataModule` from the vendored IDX files,
+:class:`SyntheticTaskDataModule` from a seeded random generator for fast tests).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import lightning.pytorch as pl
+import torch
+
+from seqft_lightning.data.loaders import TensorBatchLoader
+from seqft_lightning.data.mnist_files import ensure_mnist_raw
+from seqft_lightning.data.splits import Splits, make_splits
+from seqft_lightning.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+class TaskDataModule(pl.LightningDataModule):
+    """Pretraining pool, per-class task sets, calibration split and test set, as tensors.
+
+    Args:
+        task_classes: classes held out for fine-tuning (the union of the method's stages).
+        samples_per_task: training images held out per task class (``None``: all that remain).
+        calibration_size: images held out (stratified) for validation and model selection.
+        split_seed: seed of the split; independent of the training seed on purpose.
+        batch_size: default training batch size (methods usually pass their own).
+        eval_batch_size: batch size of the calibration and test loaders.
+        mean, std: normalisation applied once to pixel values scaled to [0, 1].
+    """
+
+    num_classes = 10
+
+    def __init__(
+        self,
+        task_classes: Sequence[int] = (3, 4, 7),
+        samples_per_task: int | None = 1000,
+        calibration_size: int = 5000,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        mean: float = 0.1307,
+        std: float = 0.3081,
+    ):
+        super().__init__()
+        self.task_classes = sorted(int(c) for c in task_classes)
+        self.samples_per_task = samples_per_task
+        self.calibration_size = int(calibration_size)
+        self.split_seed = int(split_seed)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.mean, self.std = float(mean), float(std)
+        self.device = torch.device("cpu")
+        self.splits: Splits | None = None
+
+    # -- subclasses -------------------------------------------------------------------------
+    def load_raw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(train_images uint8 [N,28,28], train_labels, test_images, test_labels)``."""
+        raise NotImplementedError
+
+    # -- Lightning hooks --------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        train_images, train_labels, test_images, test_labels = self.load_raw()
+        train_x, test_x = self._normalise(train_images), self._normalise(test_images)
+        self.splits = make_splits(
+            train_labels, self.task_classes, self.samples_per_task, self.calibration_size, self.split_seed, self.num_classes
+        )
+        train_y, test_y = train_labels.long(), test_labels.long()
+        self.pretrain_x, self.pretrain_y = train_x[self.splits.pretrain], train_y[self.splits.pretrain]
+        self.calib_x, self.calib_y = train_x[self.splits.calibration], train_y[self.splits.calibration]
+        self.test_x, self.test_y = test_x, test_y
+        self._task = {c: (train_x[idx], train_y[idx]) for c, idx in self.splits.tasks.items()}
+        log.info(
+            "splits: pretrain %d, calibration %d, tasks %s, test %d",
+            len(self.pretrain_y), len(self.calib_y), {c: len(v[1]) for c, v in self._task.items()}, len(self.test_y),
+        )
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.reshape(len(images), -1).float().div_(255.0)
+        return x.sub_(self.mean).div_(self.std)
+
+    def to(self, device: torch.device | str) -> "TaskDataModule":
+        """Move every split to ``device`` once, so batches never cross the bus."""
+        self.device = torch.device(device)
+        for name in ("pretrain_x", "pretrain_y", "calib_x", "calib_y", "test_x", "test_y"):
+            setattr(self, name, getattr(self, name).to(self.device))
+        self._task = {c: (x.to(self.device), y.to(self.device)) for c, (x, y) in self._task.items()}
+        return self
+
+    # -- data -------------------------------------------------------------------------------
+    def task_data(self, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Held-out task samples of ``classes`` (concatenated, unshuffled)."""
+        unknown = [c for c in classes if c not in self._task]
+        if unknown:
+            raise DataError(f"classes {unknown} were not held out as task classes (held out: {self.task_classes})")
+        xs, ys = zip(*(self._task[int(c)] for c in classes))
+        return torch.cat(xs), torch.cat(ys)
+
+    # -- loaders ----------------------------------------------------------------------------
+    def pretrain_dataloader(self, batch_size: int | None = None) -> TensorBatchLoader:
+        return TensorBatchLoader(self.pretrain_x, self.pretrain_y, batch_size or self.batch_size, shuffle=True)
+
+    def task_dataloader(self, classes: Sequence[int], batch_size: int | None = None) -> TensorBatchLoader:
+        x, y = self.task_data(classes)
+        return TensorBatchLoader(x, y, batch_size or self.batch_size, shuffle=True)
+
+    def joint_dataloader(self, batch_size: int | None = None) -> TensorBatchLoader:
+        return self.task_dataloader(self.task_classes, batch_size)
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        return self.joint_dataloader()
+
+    def val_dataloader(self) -> TensorBatchLoader | list:
+        if len(self.calib_y) == 0:
+            return []
+        return TensorBatchLoader(self.calib_x, self.calib_y, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        return TensorBatchLoader(self.test_x, self.test_y, self.eval_batch_size, shuffle=False)
+
+
+class MNISTTaskDataModule(TaskDataModule):
+    """MNIST from the vendored IDX archives, parsed by torchvision's ``MNIST`` class.
+
+    Args:
+        data_dir: torchvision root; the verified IDX files are unpacked to ``<data_dir>/MNIST/raw``.
+        vendored_dir: folder of the four committed ``*-ubyte.gz`` archives.
+    """
+
+    def __init__(self, data_dir: str, vendored_dir: str, **kwargs):
+        super().__init__(**kwargs)
+        self.data_dir, self.vendored_dir = str(data_dir), str(vendored_dir)
+
+    def prepare_data(self) -> None:
+        ensure_mnist_raw(self.vendored_dir, self.data_dir)
+
+    def load_raw(self):
+        from torchvision.datasets import MNIST
+
+        self.prepare_data()
+        try:
+            train = MNIST(self.data_dir, train=True, download=False)
+            test = MNIST(self.data_dir, train=False, download=False)
+        except (RuntimeError, ValueError, OSError) as err:
+            raise DataError(f"could not parse MNIST under {self.data_dir} ({err}); delete that folder and rerun") from err
+        return train.data, train.targets, test.data, test.targets
+
+
+class SyntheticTaskDataModule(TaskDataModule):
+    """Tiny, learnable stand-in for MNIST: class-dependent Gaussian blobs rendered as 28×28 uint8.
+
+    For tests and smoke runs only; it touches no file.
+    """
+
+    def __init__(self, train_size: int = 600, test_size: int = 200, seed: int = 0, **kwargs):
+        kwargs.setdefault("samples_per_task", 20)
+        kwargs.setdefault("calibration_size", 100)
+        super().__init__(**kwargs)
+        self.train_size, self.test_size, self.seed = int(train_size), int(test_size), int(seed)
+
+    def load_raw(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        prototypes = torch.rand(self.num_classes, 28 * 28, generator=generator)
+
+        def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+            labels = torch.arange(n) % self.num_classes
+            noise = 0.35 * torch.randn(n, 28 * 28, generator=generator)
+            images = (prototypes[labels] + noise).clamp(0, 1).mul(255).round().to(torch.uint8)
+            return images.reshape(n, 28, 28), labels
+
+        return (*draw(self.train_size), *draw(self.test_size))

@@ -1,0 +1,91 @@
+"""Deterministic, disjoint splits of the MNIST training set.
+
+Order of carving (all seeded by ``split_seed`` only, so every method and seed shares one split):
+
+1. ``calibration``: ``calibration_size`` images stratified by class (largest-remainder rounding of
+   the class proportions). Used for validation curves and every model-selection choice.
+2. ``tasks[c]``: for each task class ``c``, ``samples_per_task`` of the images of ``c`` left after
+   step 1 (``None`` = all of them), held out for fine-tuning on that class alone.
+3. ``pretrain``: everything else, the pool the baseline is pretrained on.
+
+The official test set is never touched here: it is only for reporting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from seqft_lightning.errors import DataError
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Index tensors (int64, sorted) into the training set."""
+
+    pretrain: torch.Tensor
+    calibration: torch.Tensor
+    tasks: dict[int, torch.Tensor]
+
+    def task_indices(self, classes: Sequence[int]) -> torch.Tensor:
+        return torch.sort(torch.cat([self.tasks[int(c)] for c in classes])).values
+
+
+def stratified_quotas(counts: torch.Tensor, total: int) -> torch.Tensor:
+    """Split ``total`` over classes proportionally to ``counts`` (largest remainder, exact sum)."""
+    n = int(counts.sum())
+    # Integer arithmetic: quota_c = floor(counts_c * total / n) with remainder numerator rem_c / n,
+    # so equal fractional parts compare equal (floats broke ties by rounding error).
+    scaled = counts.long() * int(total)
+    quotas = torch.div(scaled, n, rounding_mode="floor")
+    remainders = scaled - quotas * n
+    short = total - int(quotas.sum())
+    # Hand the leftover units to the largest fractional parts; ties go to the lower class index.
+    order = torch.argsort(-remainders, stable=True)
+    quotas[order[:short]] += 1
+    return quotas
+
+
+def make_splits(
+    labels: torch.Tensor,
+    task_classes: Sequence[int],
+    samples_per_task: int | None,
+    calibration_size: int,
+    split_seed: int,
+    num_classes: int = 10,
+) -> Splits:
+    """Carve calibration, per-task and pretraining index sets out of ``labels``.
+
+    Raises :class:`DataError` when a task class has fewer than ``samples_per_task`` images left
+    after the calibration split.
+    """
+    labels = labels.long().cpu()
+    if not 0 <= calibration_size < len(labels):
+        raise DataError(f"data.calibration_size={calibration_size} must be in [0, {len(labels)}); lower it")
+    generator = torch.Generator().manual_seed(int(split_seed))
+    perm = torch.randperm(len(labels), generator=generator)
+    counts = torch.bincount(labels, minlength=num_classes)
+    quotas = stratified_quotas(counts, calibration_size)
+
+    calibration, pretrain, tasks = [], [], {}
+    for c in range(num_classes):
+        shuffled = perm[labels[perm] == c]
+        calibration.append(shuffled[: quotas[c]])
+        rest = shuffled[quotas[c] :]
+        if c in task_classes:
+            wanted = len(rest) if samples_per_task is None else int(samples_per_task)
+            if wanted > len(rest):
+                raise DataError(
+                    f"data.samples_per_task={samples_per_task} exceeds the {len(rest)} training images of class {c} "
+                    f"left after the calibration split; lower data.samples_per_task or data.calibration_size"
+                )
+            tasks[c] = torch.sort(rest[:wanted]).values
+            rest = rest[wanted:]
+        pretrain.append(rest)
+    return Splits(
+        pretrain=torch.sort(torch.cat(pretrain)).values,
+        calibration=torch.sort(torch.cat(calibration)).values,
+        tasks=tasks,
+    )

@@ -1,0 +1,3 @@
+from seqft_lightning.models.components.mlp import MLP
+
+__all__ = ["MLP"]

@@ -1,0 +1,34 @@
+"""OmegaConf resolvers the configs use (registered on import of the package)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def project_root() -> str:
+    """The repository holding ``conf/`` and ``data/`` (editable install), else the working dir."""
+    candidate = Path(__file__).resolve().parents[1]
+    return str(candidate if (candidate / "conf").is_dir() else Path.cwd())
+
+
+def singletons(classes) -> list[list[int]]:
+    """``[3, 7]`` -> ``[[3], [7]]``: one stage per class (e.g. the classes a model must forget)."""
+    return [[int(c)] for c in classes]
+
+
+def job_dirname(override_dirname: str, max_len: int = 120) -> str:
+    """A sweep job's folder name from its overrides: ``/`` made safe, long names shortened + hashed."""
+    import hashlib
+
+    name = override_dirname.replace("/", "_") or "default"
+    if len(name) > max_len:
+        name = f"{name[: max_len - 17]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    return name
+
+
+def register() -> None:
+    for name, fn in {"project_root": project_root, "singletons": singletons, "job_dirname": job_dirname}.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

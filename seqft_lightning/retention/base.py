@@ -1,0 +1,107 @@
+"""Base class of the retention strategies and small helpers they share.
+
+A retention strategy is plugged into the fine-tuning stage loop.  The loop calls,
+in this order:
+
+* ``on_finetune_start(net, datamodule)`` once, after the pretrained baseline is
+  ready and before any fine-tuning stage;
+* per stage ``i`` (0-based) with class list ``classes``:
+  ``loader = wrap_train_loader(loader, i, classes)``,
+  ``on_stage_start(net, i, classes)``,
+  training, during which every step adds ``penalty(net, x, y, logits)`` (when not
+  ``None``) to the cross-entropy loss,
+  ``on_stage_end(net, i, classes, datamodule)``.
+
+:class:`Retention` itself does nothing: it is the ``none`` option, i.e. plain
+fine-tuning.  Hooks never mutate the caller's ``classes`` list or loader.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Retention", "trainable_params", "snapshot_params"]
+
+
+def trainable_params(net: nn.Module) -> dict[str, nn.Parameter]:
+    """Named parameters that are trainable floating-point tensors.
+
+    These are the parameters the weight-space penalties (EWC, L2-SP) act on.
+    """
+    return {
+        name: p
+        for name, p in net.named_parameters()
+        if p.requires_grad and p.is_floating_point()
+    }
+
+
+def snapshot_params(net: nn.Module) -> dict[str, Tensor]:
+    """Detached copies of :func:`trainable_params` (same device and dtype)."""
+    return {name: p.detach().clone() for name, p in trainable_params(net).items()}
+
+
+def move_to(tensors: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """Return ``tensors`` on ``device`` (the same dict when already there).
+
+    Hooks may run while the net is still on the CPU and Lightning moves it to the
+    accelerator later, so stored tensors are moved lazily at penalty time.
+    """
+    if all(t.device == device for t in tensors.values()):
+        return tensors
+    return {name: t.to(device) for name, t in tensors.items()}
+
+
+class Retention:
+    """No-op retention strategy (``none``): plain sequential fine-tuning.
+
+    Subclasses override the hooks they need and :meth:`settings`.
+    """
+
+    name: str = "none"
+
+    # ------------------------------------------------------------------ hooks
+    def on_finetune_start(self, net: nn.Module, datamodule: Any) -> None:
+        """Called once, after pretraining and before the first fine-tuning stage."""
+
+    def wrap_train_loader(self, loader: Any, stage_index: int, classes: Sequence[int]) -> Any:
+        """Return the loader to train stage ``stage_index`` on (default: unchanged)."""
+        return loader
+
+    def on_stage_start(self, net: nn.Module, stage_index: int, classes: Sequence[int]) -> None:
+        """Called right before training stage ``stage_index`` on ``classes``."""
+
+    def penalty(self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | None:
+        """Extra loss term (scalar, >= 0, same units as the cross-entropy) or ``None``.
+
+        ``x``/``y`` is the training batch, ``logits = net(x)`` with autograd graph.
+        """
+        return None
+
+    def on_stage_end(
+        self, net: nn.Module, stage_index: int, classes: Sequence[int], datamodule: Any
+    ) -> None:
+        """Called right after training stage ``stage_index`` on ``classes``."""
+
+    # --------------------------------------------------------------- metadata
+    def settings(self) -> dict[str, Any]:
+        """Constructor settings of the strategy (JSON-serialisable scalars/lists)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """Flat dict ``{"name": ..., **settings}`` for the run's metrics.json."""
+        return {"name": self.name, **self.settings()}
+
+    def state(self) -> dict[str, Any]:
+        """Alias of :meth:`describe`."""
+        return self.describe()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,405 @@
+"""Tests of ``seqft_lightning.compare`` on small hand-made sweep folders.
+
+Expected statistics are written out by hand (t quantiles: t_{0.975,2} = 4.302652729749462).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from seqft_lightning.compare import aggregate as agg
+from seqft_lightning.compare import cli
+from seqft_lightning.compare.load import find_error_line, load_jobs, newest_sweep_dir
+from seqft_lightning.compare.stats import (INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, paired_arrays,
+                                           paired_by_seed, t_interval, verdict)
+from seqft_lightning.compare.variants import retention_name, variant_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = (3, 4, 7)
+T_975_DF2 = 4.302652729749462
+
+
+# --------------------------------------------------------------------------- synthetic run folders
+
+def metric_dict(acc: float, target: float, retained: float) -> dict[str, float]:
+    """Flat test metrics; task classes 3/4/7 = target+0.01/target-0.01/target (mean = target)."""
+    d = {"test/acc": acc, "test/precision": acc - 0.01, "test/recall": acc - 0.02, "test/f1": acc - 0.015,
+         "test/loss": 1.0 - acc, "test/acc_target": target, "test/acc_retained": retained}
+    for k in range(10):
+        d[f"test/acc_class_{k}"] = retained
+    d["test/acc_class_3"], d["test/acc_class_4"], d["test/acc_class_7"] = target + 0.01, target - 0.01, target
+    return d
+
+
+def make_config(method: str, stages: list, seed: int, retention: str | None = None, **extra) -> dict:
+    cfg = {
+        "seed": seed,
+        "method": {"name": method, "stages": stages},
+        "trainer": {"max_epochs": 2, "accelerator": "cpu", "devices": 1 + seed % 2},  # devices must not matter
+        "paths": {"output_dir": f"/runs/{method}/{seed}"},                            # nor paths
+        "optimizer": {"lr": 0.01},
+        "logger": {"csv": {"save_dir": f"/runs/{seed}"}},
+    }
+    if retention is not None:
+        cfg["retention"] = {"_target_": f"seqft_lightning.retention.{retention}", "strength": 100.0}
+    elif seed % 2:  # the pipeline's no-op class; older runs have no retention key at all
+        cfg["retention"] = {"_target_": "seqft_lightning.retention.Retention"}
+    cfg["resume"] = seed == 2  # operational switch, must not split a variant
+    for key, value in extra.items():
+        cfg[key] = value
+    return cfg
+
+
+def write_job(job_dir: Path, cfg: dict, final: dict | None = None, baseline: dict | None = None,
+              lam: float | None = None, log_text: str | None = None) -> Path:
+    """One job dir following the run-folder contract; ``final=None`` -> no metrics.json (failed)."""
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    if log_text is not None:
+        (job_dir / "train.log").write_text(log_text)
+    if final is None:
+        return job_dir
+    stages = cfg["method"]["stages"]
+    T = len(stages)
+    per_stage = [metric_dict(final["test/acc"] - 0.01 * (T - k), final["test/acc_target"],
+                             final["test/acc_retained"] + 0.01 * (T - k)) for k in range(1, T)] + [final]
+    metrics = {"method": cfg["method"]["name"], "seed": cfg["seed"], "stages": stages,
+               "retention": "none" if "retention" not in cfg else "ewc",
+               "baseline": baseline, "final": final, "per_stage": per_stage}
+    if lam is not None:
+        metrics["lambda"] = lam
+    rows = []
+    for stage, d in enumerate([baseline, *per_stage]):
+        trained = "pretrain" if stage == 0 else "+".join(map(str, stages[stage - 1]))
+        rows.append([stage, trained, "all", d["test/acc"], d["test/precision"], d["test/recall"],
+                     d["test/f1"], d["test/loss"]])
+        rows.append([stage, trained, "target", d["test/acc_target"], None, None, None, None])
+        rows.append([stage, trained, "retained", d["test/acc_retained"], None, None, None, None])
+        for k in range(10):
+            rows.append([stage, trained, f"class_{k}", d[f"test/acc_class_{k}"], None, None, None, None])
+    pd.DataFrame(rows, columns=["stage", "trained_classes", "evaluated", "acc", "precision", "recall", "f1",
+                                "loss"]).to_csv(job_dir / "stages.csv", index=False)
+    curves, step = [], 0
+    for stage in range(T + 1):
+        for epoch in range(2):
+            for _ in range(3):
+                step += 10
+                curves.append([stage, epoch, step, "train", "loss", 1.0 / (1 + step / 50)])
+            curves.append([stage, epoch, step, "val", "acc", 0.8 + 0.01 * stage + 0.005 * epoch])
+    pd.DataFrame(curves, columns=["stage", "epoch", "step", "split", "metric", "value"]).to_csv(
+        job_dir / "curves.csv", index=False)
+    (job_dir / "confusion").mkdir()
+    for stage in range(T + 1):
+        mat = np.full((10, 10), 1, dtype=int) + np.eye(10, dtype=int) * (80 + stage)
+        pd.DataFrame(mat, columns=[f"pred_{k}" for k in range(10)],
+                     index=pd.Index(range(10), name="true")).to_csv(job_dir / "confusion" / f"stage_{stage}.csv")
+    if lam is not None:
+        lams = np.linspace(0, 1, 5)
+        pd.DataFrame({"lambda": lams, "acc": 0.8 + 0.05 * lams, "acc_target": 0.5 + 0.4 * lams,
+                      "acc_retained": 0.98 - 0.1 * lams}).to_csv(job_dir / "calibration.csv", index=False)
+    (job_dir / "metrics.json").write_text(json.dumps(metrics))
+    return job_dir
+
+
+# Crafted headline numbers per seed (fractions).
+SEQ_TARGET = {0: 0.92, 1: 0.94, 2: 0.93}
+JOINT_TARGET = {0: 0.90, 1: 0.91, 2: 0.905}      # seq − joint = 0.02, 0.03, 0.025 -> CI > 0
+SEQ_ACC = {0: 0.95, 1: 0.96, 2: 0.94}
+JOINT_ACC = {0: 0.955, 1: 0.95, 2: 0.945}        # seq − joint = −0.005, 0.01, −0.005 -> CI spans 0
+BASE = {s: metric_dict(0.90, 0.88, 0.91) for s in range(3)}
+
+
+def build_sweep(root: Path) -> Path:
+    sweep = root / "outputs" / "multirun" / "2024-01-01_00-00-00"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    i = 0
+
+    def nxt() -> Path:
+        nonlocal i
+        i += 1
+        return sweep / str(i - 1)
+
+    for s in range(3):
+        write_job(nxt(), make_config("sequential", [[3], [4], [7]], s),
+                  metric_dict(SEQ_ACC[s], SEQ_TARGET[s], 0.96), BASE[s])
+        write_job(nxt(), make_config("joint", [[3, 4, 7]], s),
+                  metric_dict(JOINT_ACC[s], JOINT_TARGET[s], 0.97), BASE[s])
+    for s in range(2):
+        write_job(nxt(), make_config("sequential", [[7], [4], [3]], s), metric_dict(0.93, 0.91, 0.95), BASE[s])
+        ewc_final = metric_dict(0.955, 0.90, 0.975)
+        ewc_final.update({"cl/forgetting": 0.01 * (s + 1), "cl/bwt": -0.01 * (s + 1), "cl/avg_acc": 0.9})
+        write_job(nxt(), make_config("sequential", [[3], [4], [7]], s, retention="EWC"), ewc_final, BASE[s])
+        write_job(nxt(), make_config("task_arithmetic", [[3], [4], [7]], s), metric_dict(0.94, 0.85, 0.97),
+                  BASE[s], lam=0.5)
+    # failed job: config, a log with a traceback, no metrics.json
+    write_job(nxt(), make_config("sequential", [[3], [4], [7]], 2, retention="EWC"),
+              log_text="INFO epoch 0\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
+                       "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_sweep(tmp_path_factory.mktemp("sweep"))
+
+
+@pytest.fixture(scope="module")
+def analysis(sweep: Path) -> agg.Analysis:
+    return agg.analyse(load_jobs(sweep))
+
+
+@pytest.fixture(scope="module")
+def compared(sweep: Path) -> Path:
+    """Run the whole CLI once; returns the compare/ folder."""
+    assert cli.main([str(sweep)]) == 0
+    return sweep / "compare"
+
+
+# --------------------------------------------------------------------------- stats
+
+def test_t_interval_matches_hand_computation():
+    s = t_interval([0.92, 0.94, 0.93])
+    # mean 0.93, std (ddof=1) 0.01, half width t * 0.01 / sqrt(3) = 0.0248414...
+    assert s.n == 3
+    assert s.mean == pytest.approx(0.93)
+    assert s.std == pytest.approx(0.01)
+    assert s.ci_low == pytest.approx(0.93 - T_975_DF2 * 0.01 / math.sqrt(3))
+    assert s.ci_low == pytest.approx(0.9051586, abs=1e-7)
+    assert s.ci_high == pytest.approx(0.9548414, abs=1e-7)
+
+
+def test_t_interval_small_samples():
+    one = t_interval([0.5])
+    assert one.n == 1 and one.mean == 0.5 and math.isnan(one.std) and math.isnan(one.ci_low)
+    assert t_interval([]).n == 0
+    assert t_interval([0.5, float("nan"), 0.7]).n == 2  # NaNs dropped
+
+
+@pytest.mark.parametrize(("ci", "n", "expected"), [
+    ((0.01, 0.03), 3, SUPPORTED),
+    ((-0.03, -0.01), 5, NOT_SUPPORTED),
+    ((-0.01, 0.02), 5, INCONCLUSIVE),      # CI spans 0
+    ((0.01, 0.03), 2, INCONCLUSIVE),       # too few seeds even though CI > 0
+    ((0.0, 0.03), 4, INCONCLUSIVE),        # touching 0 is not "entirely above"
+    ((math.nan, math.nan), 4, INCONCLUSIVE),
+])
+def test_verdict_rule(ci, n, expected):
+    assert verdict(*ci, n) == expected
+
+
+def test_paired_verdicts_on_crafted_data():
+    sup = paired_by_seed(SEQ_TARGET, JOINT_TARGET)
+    # diffs 0.02, 0.03, 0.025: mean 0.025, std 0.005, half width t*0.005/sqrt(3) = 0.0124207...
+    assert sup.n == 3 and sup.seeds == (0, 1, 2)
+    assert sup.mean_diff == pytest.approx(0.025)
+    assert sup.std_diff == pytest.approx(0.005)
+    assert sup.ci_low == pytest.approx(0.025 - 0.0124207, abs=1e-6)
+    assert sup.ci_high == pytest.approx(0.025 + 0.0124207, abs=1e-6)
+    assert sup.verdict == SUPPORTED
+    assert sup.t_pvalue < 0.05
+    assert sup.wilcoxon_pvalue == pytest.approx(0.25)  # exact, n=3, all positive
+
+    worse = paired_arrays([0.80, 0.81, 0.82], [0.90, 0.92, 0.91])
+    assert worse.mean_diff == pytest.approx(-0.10)
+    assert worse.verdict == NOT_SUPPORTED
+
+    span = paired_by_seed(SEQ_ACC, JOINT_ACC)
+    assert span.mean_diff == pytest.approx(0.0, abs=1e-12)
+    assert span.ci_low < 0 < span.ci_high
+    assert span.verdict == INCONCLUSIVE
+
+    few = paired_by_seed({0: 0.9, 1: 0.95}, {0: 0.8, 1: 0.82, 2: 0.7})  # only 2 shared seeds
+    assert few.n == 2 and few.verdict == INCONCLUSIVE
+
+
+def test_paired_degenerate_cases():
+    zero = paired_arrays([0.9, 0.8, 0.7], [0.9, 0.8, 0.7])
+    assert zero.mean_diff == 0 and zero.t_pvalue == 1.0 and zero.wilcoxon_pvalue == 1.0
+    assert zero.verdict == INCONCLUSIVE
+    single = paired_arrays([0.9], [0.8])
+    assert single.n == 1 and math.isnan(single.t_pvalue) and single.verdict == INCONCLUSIVE
+    none = paired_by_seed({}, {0: 0.5})
+    assert none.n == 0 and math.isnan(none.mean_diff) and none.verdict == INCONCLUSIVE
+
+
+# --------------------------------------------------------------------------- variants
+
+def test_variant_labels():
+    cfgs = [
+        make_config("sequential", [[3], [4], [7]], 0),
+        make_config("sequential", [[3], [4], [7]], 1),      # same variant, other seed/devices/paths
+        make_config("sequential", [[7], [4], [3]], 0),      # other stage order
+        make_config("joint", [[3, 4, 7]], 0),
+        make_config("joint", [[3, 4, 7]], 1),
+        make_config("sequential", [[3], [4], [7]], 0, retention="EWC"),
+    ]
+    labels = variant_labels(cfgs)
+    assert labels[0] == labels[1] == "sequential method.stages=[[3],[4],[7]]"
+    assert labels[2] == "sequential method.stages=[[7],[4],[3]]"
+    assert labels[3] == labels[4] == "joint"
+    assert labels[5] == "sequential+ewc"
+    assert len(set(labels)) == 4
+
+
+def test_variant_labels_hyperparameter_and_retention_names():
+    a = make_config("sequential", [[3], [4], [7]], 0, retention="EWC")
+    b = make_config("sequential", [[3], [4], [7]], 0, retention="EWC")
+    b["retention"]["strength"] = 10.0
+    assert variant_labels([a, b]) == ["sequential+ewc retention.strength=100.0",
+                                      "sequential+ewc retention.strength=10.0"]
+    assert retention_name({}) == "none"
+    assert retention_name({"retention": None}) == "none"
+    assert retention_name({"retention": {"_target_": "seqft_lightning.retention.Retention"}}) == "none"
+    assert retention_name({"retention": {"_target_": "x.L2SP"}}) == "l2sp"
+
+
+# --------------------------------------------------------------------------- loading and aggregation
+
+def test_load_marks_failed_job(sweep: Path):
+    jobs = load_jobs(sweep)
+    assert len(jobs) == 13
+    failed = [j for j in jobs if not j.ok]
+    assert [j.rel for j in failed] == ["12"]
+    assert failed[0].status == "failed"
+    assert "RuntimeError: CUDA out of memory" in failed[0].reason
+
+
+def test_find_error_line_and_unfinished_job(tmp_path: Path):
+    assert find_error_line("ok\nValueError: bad\nshutting down\n") == "ValueError: bad"
+    assert find_error_line("all good\n") == ""
+    write_job(tmp_path / "sweep" / "0", make_config("joint", [[3, 4, 7]], 0), log_text="epoch 0 done\n")
+    (job,) = load_jobs(tmp_path / "sweep")
+    assert job.status == "unfinished" and "no metrics.json" in job.reason
+
+
+def test_newest_sweep_uses_mtime_not_name(tmp_path: Path):
+    assert newest_sweep_dir(tmp_path / "missing") is None
+    older, newer = tmp_path / "outputs" / "multirun" / "zzz", tmp_path / "outputs" / "multirun" / "aaa"
+    for i, sweep in enumerate((older, newer)):
+        write_job(sweep / "0", make_config("joint", [[3, 4, 7]], 0))
+        (sweep / "multirun.yaml").write_text("{}\n")
+        os.utime(sweep / "multirun.yaml", (1_000_000 + i, 1_000_000 + i))
+    assert newest_sweep_dir(tmp_path / "outputs") == newer
+    assert newest_sweep_dir(tmp_path / "outputs" / "multirun") == newer
+
+
+def test_aggregated_means_stds_and_cis(analysis: agg.Analysis):
+    seq = "sequential method.stages=[[3],[4],[7]]"
+    assert set(analysis.variants) == {seq, "sequential method.stages=[[7],[4],[3]]", "joint",
+                                      "sequential+ewc", "task_arithmetic"}
+    assert analysis.task_classes == [3, 4, 7]
+    row = analysis.summary.set_index(["variant", "metric"]).loc[(seq, "test/acc_target")]
+    assert row["n"] == 3
+    assert row["mean"] == pytest.approx(0.93)
+    assert row["std"] == pytest.approx(0.01)
+    assert row["ci_low"] == pytest.approx(0.9051586, abs=1e-7)
+    assert row["ci_high"] == pytest.approx(0.9548414, abs=1e-7)
+    joint = analysis.summary.set_index(["variant", "metric"]).loc[("joint", "test/acc")]
+    # 0.955, 0.95, 0.945: mean 0.95, std 0.005
+    assert joint["mean"] == pytest.approx(0.95) and joint["std"] == pytest.approx(0.005)
+    ewc = analysis.summary.set_index(["variant", "metric"]).loc[("sequential+ewc", "cl/forgetting")]
+    # 0.01, 0.02 (the failed seed-2 job is excluded): mean 0.015, std 0.0070711, t_{0.975,1} = 12.7062
+    assert ewc["n"] == 2
+    assert ewc["mean"] == pytest.approx(0.015)
+    assert ewc["std"] == pytest.approx(0.0070710678)
+    assert ewc["ci_high"] == pytest.approx(0.015 + 12.7062047 * 0.005, abs=1e-6)
+    # class mean of the task classes = target (3: +0.01, 4: −0.01, 7: ±0)
+    cm = analysis.summary.set_index(["variant", "metric"]).loc[(seq, agg.CLASS_MEAN)]
+    assert cm["mean"] == pytest.approx(0.93)
+    base = analysis.summary.set_index(["variant", "metric"]).loc[(agg.BASELINE_LABEL, "test/acc")]
+    assert base["n"] == 3 and base["mean"] == pytest.approx(0.90) and base["std"] == pytest.approx(0.0)
+
+
+def test_hypothesis_results(analysis: agg.Analysis):
+    # both plain stage orders of sequential are tested against joint, on 2 metrics each
+    assert {(r["variant"], r["reference"]) for r in analysis.hypothesis} == {
+        ("sequential method.stages=[[3],[4],[7]]", "joint"), ("sequential method.stages=[[7],[4],[3]]", "joint")}
+    by_metric = {r["metric"]: r for r in analysis.hypothesis
+                 if r["variant"] == "sequential method.stages=[[3],[4],[7]]"}
+    assert set(by_metric) == {"test/acc_target", "test/acc"}
+    assert by_metric["test/acc_target"]["verdict"] == SUPPORTED
+    assert by_metric["test/acc_target"]["mean_diff"] == pytest.approx(0.025)
+    assert by_metric["test/acc"]["verdict"] == INCONCLUSIVE
+    # vs baseline: sequential target 0.93 vs 0.88 in every seed
+    vs_base = [r for r in analysis.comparisons if r["reference"] == agg.BASELINE_LABEL
+               and r["variant"] == "task_arithmetic" and r["metric"] == "test/acc_target"]
+    assert len(vs_base) == 1 and vs_base[0]["n"] == 2 and vs_base[0]["mean_diff"] == pytest.approx(-0.03)
+    assert vs_base[0]["verdict"] == INCONCLUSIVE  # only two seeds
+
+
+# --------------------------------------------------------------------------- outputs
+
+def test_outputs_written(compared: Path):
+    csv = pd.read_csv(compared / "summary.csv")
+    assert len(csv) == 13
+    assert set(csv["status"]) == {"ok", "failed"}
+    for col in ("test/acc", "test/precision", "test/recall", "test/f1", "test/acc_target", "test/acc_retained",
+                "test/acc_class_3", "test/acc_class_4", "test/acc_class_7", "cl/forgetting", "cl/bwt", "lambda"):
+        assert col in csv.columns, col
+    assert "test/acc_class_0" not in csv.columns  # only task classes are published
+    assert not list(compared.glob(".*.tmp"))     # atomic writes leave no temp files
+
+    summary = (compared / "summary.md").read_text()
+    assert "93.00 ± 1.00 [90.52, 95.48]" in summary  # sequential target, percent
+    assert agg.BASELINE_LABEL in summary
+
+    hyp = (compared / "hypothesis.md").read_text()
+    seq, rev = "`sequential method.stages=[[3],[4],[7]]` vs `joint`", "`sequential method.stages=[[7],[4],[3]]` vs"
+    assert f"- {seq}, target acc (pooled): **supported**" in hyp
+    assert f"- {seq}, accuracy: **inconclusive**" in hyp
+    assert f"- {rev} `joint`, target acc (pooled): **inconclusive**" in hyp  # other stage order: 2 seeds only
+    assert "+2.50" in hyp  # mean difference sequential − joint, pp
+
+
+def test_plots_written(compared: Path):
+    plots = compared / "plots"
+    expected = ["stage_trend.png", "class_heatmap.png", "training_curves.png", "calibration.png",
+                "headline_bars.png", "confusion_joint.png", "confusion_sequential+ewc.png",
+                "confusion_task_arithmetic.png"]
+    for name in expected:
+        assert (plots / name).is_file(), name
+        assert (plots / name).stat().st_size > 1000, name
+    assert len(list(plots.glob("confusion_*.png"))) == 5  # one per variant
+
+
+def test_report_mentions_failed_job_and_embeds_plots(compared: Path):
+    md = (compared / "report.md").read_text()
+    html = (compared / "report.html").read_text()
+    for text in (md, html):
+        assert "RuntimeError: CUDA out of memory" in text
+        assert "failed" in text
+    assert md.index("## Verdict") < md.index("## Summary over seeds") < md.index("## Plots")
+    assert "](plots/stage_trend.png)" in md
+    assert html.count("data:image/png;base64,") >= 9
+    assert "<table>" in html and "src=\"plots/" not in html
+
+
+def test_cli_missing_dir_exits_2_with_one_line(tmp_path: Path):
+    proc = subprocess.run([sys.executable, str(ROOT / "compare.py"), str(tmp_path / "nope")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "does not exist" in lines[0]
+
+
+def test_cli_no_jobs_and_default_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "empty").mkdir()
+    assert cli.main([str(tmp_path / "empty")]) == 2
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([]) == 2  # no ./outputs at all
+    sweep = tmp_path / "outputs" / "multirun" / "s1"
+    write_job(sweep / "0", make_config("joint", [[3, 4, 7]], 0), metric_dict(0.9, 0.9, 0.9), BASE[0])
+    (sweep / "multirun.yaml").write_text("{}\n")
+    assert newest_sweep_dir(tmp_path / "outputs") == sweep
+    assert newest_sweep_dir(tmp_path / "outputs" / "multirun") == sweep

@@ -12,6 +12,15 @@ log = logging.getLogger("seqft_lightning")
 
 T = TypeVar("T")
 
+CONSOLE = "console"  # LogRecord attribute: False keeps a record off the console handler
+
+
+class ConsoleFilter(logging.Filter):
+    """Drop records logged with ``extra={"console": False}`` (they go to log files only)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, CONSOLE, True)
+
 EXIT_USER_ERROR = 2
 
 
@@ -20,8 +29,8 @@ def run_or_exit(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except SeqftError as err:
-        log.error("error: %s", err)
-        # Also on stderr directly: Hydra may route logging to a file only.
-        if not any(isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stderr for h in logging.getLogger().handlers):
-            sys.stderr.write(f"error: {err}\n")
+        # The bare line on stderr for the user; the log record (kept off the console by
+        # ConsoleFilter) for the run's train.log.
+        log.error("error: %s", err, extra={CONSOLE: False})
+        sys.stderr.write(f"error: {err}\n")
         sys.exit(EXIT_USER_ERROR)

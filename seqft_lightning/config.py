@@ -116,11 +116,25 @@ def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
     spt = cfg.data.samples_per_task
     _require(spt is None or spt >= 1, f"data.samples_per_task={spt} must be >= 1, or null for every available sample")
     _require(all(int(h) >= 1 for h in cfg.model.hidden_dims), f"model.hidden_dims={list(cfg.model.hidden_dims)} must hold positive sizes")
+    if method.get("merger") is not None:
+        instantiate_checked(method.merger, "method.merger")  # its constructor checks its arguments
 
 
 def stages_of(cfg: DictConfig) -> list[list[int]]:
     """``method.stages`` as plain, validated lists of ints."""
     return validate_stages(cfg.method.stages, int(cfg.model.num_classes))
+
+
+def instantiate_checked(node: DictConfig, key: str) -> Any:
+    """``hydra.utils.instantiate(node)``; an invalid argument becomes a one-line ConfigError."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node)
+    except (InstantiationException, ValueError, TypeError) as err:
+        cause = err.__cause__ or err
+        raise ConfigError(f"{key}: {str(cause).splitlines()[0]}") from err
 
 
 def task_classes(stages: list[list[int]]) -> list[int]:

@@ -57,7 +57,7 @@ def flat_metrics(
     precision, recall, f1 = per_class_prf(confusion)
     retained = [c for c in range(num_classes) if c not in set(target_classes)]
     out = {
-        f"{prefix}/acc": float(confusion.diagonal().sum() / confusion.sum()),
+        f"{prefix}/acc": float(confusion.diagonal().sum().double() / confusion.sum()),
         f"{prefix}/precision": float(precision.mean()),
         f"{prefix}/recall": float(recall.mean()),
         f"{prefix}/f1": float(f1.mean()),

@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqft_lightning.baseline import BaselineCache, baseline_key
 from seqft_lightning.cl_metrics import continual_summary
-from seqft_lightning.config import result_hash, stages_of, task_classes, validate_config
+from seqft_lightning.config import instantiate_checked, result_hash, stages_of, task_classes, validate_config
 from seqft_lightning.io import atomic_write_json
-from seqft_lightning.methods import METHODS
+from seqft_lightning.methods import METHODS, get_method
 from seqft_lightning.models.classifier import ClassifierModule
 from seqft_lightning.recorder import METRICS_FILE, RunRecorder
 from seqft_lightning.retention import Retention
@@ -58,6 +58,47 @@ def _pretrain(cfg: DictConfig, runner: Runner) -> dict[str, Any]:
     return {"history": list(runner.module.history), "steps": steps}
 
 
+def obtain_baseline(cfg: DictConfig, runner: Runner) -> None:
+    """Put the pretrained baseline into ``runner.module.net``: from the cache, or by pretraining.
+
+    With pretraining off, the baseline is the (seeded) random initialisation.
+    """
+    if not (cfg.pretrain.enabled and cfg.pretrain.epochs > 0):
+        return
+    module = runner.module
+    cache = BaselineCache(cfg.paths.cache_dir, enabled=cfg.pretrain.get("cache", True))
+    entry = cache.get_or_train(baseline_key(cfg), module.net, lambda: _pretrain(cfg, runner))
+    if entry["cached"]:
+        module.history, module.step_offset = list(entry["history"]), int(entry["steps"])
+        for row in module.history:  # replay the pretraining curve into this run's logs
+            for logger in runner.loggers:
+                logger.log_metrics({f"{row['split']}/{row['metric']}": row["value"]}, step=row["step"])
+
+
+def build_retention(cfg: DictConfig) -> Retention:
+    """The retention strategy of ``cfg`` (``none`` when the group is absent); bad settings -> ConfigError."""
+    if cfg.get("retention") is None:
+        return Retention()
+    return instantiate_checked(cfg.retention, "retention")
+
+
+def build_runner(cfg: DictConfig, stages: list[list[int]], retention: Retention) -> Runner:
+    """Data (on the training device), model, module, loggers and recorder of one run."""
+    targets = task_classes(stages)
+    datamodule = instantiate(cfg.data, task_classes=targets)
+    datamodule.prepare_data()
+    datamodule.setup()
+    eval_trainer = make_eval_trainer(cfg)
+    datamodule.to(eval_trainer.strategy.root_device)
+    # One "GPU available" banner per run is enough; every stage builds a Trainer.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    net = instantiate(cfg.model)
+    module = ClassifierModule(net, target_classes=targets, log_every_n_steps=cfg.trainer.get("log_every_n_steps", 50))
+    module.retention = Retention()  # pretraining is plain; the run's retention starts with fine-tuning
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return Runner(cfg, datamodule, module, RunRecorder(cfg.paths.output_dir, targets), loggers, eval_trainer)
+
+
 def train(cfg: DictConfig) -> tuple[dict, dict]:
     """Run the experiment ``cfg`` describes; return ``(metrics, objects)``.
 
@@ -74,40 +115,18 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
             return done, {}
     started = time.perf_counter()
     stages = stages_of(cfg)
-    targets = task_classes(stages)
+    retention = build_retention(cfg)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data, task_classes=targets)
-    datamodule.prepare_data()
-    datamodule.setup()
-    eval_trainer = make_eval_trainer(cfg)
-    device = eval_trainer.strategy.root_device
-    datamodule.to(device)
-    # One "GPU available" banner per run is enough; every stage builds a Trainer.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-
-    net = instantiate(cfg.model)
-    module = ClassifierModule(net, target_classes=targets, log_every_n_steps=cfg.trainer.get("log_every_n_steps", 50))
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    recorder = RunRecorder(run_dir, targets)
-    runner = Runner(cfg, datamodule, module, recorder, loggers)
-    runner._eval_trainer = eval_trainer
-
-    if cfg.pretrain.enabled and cfg.pretrain.epochs > 0:
-        cache = BaselineCache(cfg.paths.cache_dir, enabled=cfg.pretrain.get("cache", True))
-        entry = cache.get_or_train(baseline_key(cfg), net, lambda: _pretrain(cfg, runner))
-        if entry["cached"]:
-            module.history, module.step_offset = list(entry["history"]), int(entry["steps"])
-            for row in module.history:  # replay the pretraining curve into this run's logs
-                for logger in loggers:
-                    logger.log_metrics({f"{row['split']}/{row['metric']}": row["value"]}, step=row["step"])
+    runner = build_runner(cfg, stages, retention)
+    module, recorder = runner.module, runner.recorder
+    obtain_baseline(cfg, runner)
     # Fine-tuning must not depend on whether the baseline came from the cache.
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     baseline = runner.record(0, "pretrain")
 
-    retention = instantiate(cfg.retention) if cfg.get("retention") is not None else Retention()
     module.retention = retention
-    extra = METHODS[cfg.method.name](runner, cfg) or {}
+    extra = get_method(cfg.method.name)(runner, cfg) or {}
 
     per_stage = recorder.stage_metrics[1:]
     final = extra.pop("final", per_stage[-1] if per_stage else baseline)
@@ -119,7 +138,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         "method": cfg.method.name,
         "seed": int(cfg.seed),
         "stages": stages,
-        "task_classes": targets,
+        "task_classes": task_classes(stages),
         "retention": retention.name,
         "retention_settings": retention.settings(),
         "baseline": baseline,
@@ -130,8 +149,9 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     }
     recorder.write_curves(module.history)
     recorder.save_checkpoint("final.pt", module.net, model=OmegaConf.to_container(cfg.model, resolve=True), method=cfg.method.name, seed=int(cfg.seed))
-    for logger in loggers:
+    for logger in runner.loggers:
         logger.finalize("success")
+    device = runner.eval_trainer.strategy.root_device
     atomic_write_json(run_dir / "run_info.json", {"device": str(device), "wall_time_s": round(time.perf_counter() - started, 3)})
     recorder.finish(metrics)
-    return metrics, {"datamodule": datamodule, "module": module, "runner": runner}
+    return metrics, {"datamodule": runner.datamodule, "module": module, "runner": runner}

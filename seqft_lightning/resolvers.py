@@ -18,6 +18,15 @@ def singletons(classes) -> list[list[int]]:
     return [[int(c)] for c in classes]
 
 
+def grid(start: float, stop: float, step: float) -> list[float]:
+    """``start, start+step, ..., stop`` (stop included), rounded to 9 decimals: e.g. a lambda grid."""
+    start, stop, step = float(start), float(stop), float(step)
+    if step <= 0 or stop < start:
+        raise ValueError(f"grid({start}, {stop}, {step}) needs step > 0 and stop >= start")
+    count = int(round((stop - start) / step)) + 1
+    return [round(start + i * step, 9) for i in range(count)]
+
+
 def job_dirname(override_dirname: str, max_len: int = 120) -> str:
     """A sweep job's folder name from its overrides: ``/`` made safe, long names shortened + hashed."""
     import hashlib
@@ -29,6 +38,6 @@ def job_dirname(override_dirname: str, max_len: int = 120) -> str:
 
 
 def register() -> None:
-    for name, fn in {"project_root": project_root, "singletons": singletons, "job_dirname": job_dirname}.items():
+    for name, fn in {"project_root": project_root, "singletons": singletons, "grid": grid, "job_dirname": job_dirname}.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

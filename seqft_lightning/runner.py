@@ -31,15 +31,24 @@ class Runner:
         module: the LightningModule being trained (its ``net`` is the model).
         recorder: where evaluations go.
         loggers: Lightning loggers shared by every stage (one continuous step axis).
+        eval_trainer: the Trainer used for ``test`` calls (default: :func:`make_eval_trainer`).
     """
 
-    def __init__(self, cfg: DictConfig, datamodule: TaskDataModule, module: ClassifierModule, recorder: RunRecorder, loggers: list):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        datamodule: TaskDataModule,
+        module: ClassifierModule,
+        recorder: RunRecorder,
+        loggers: list,
+        eval_trainer: pl.Trainer | None = None,
+    ):
         self.cfg = cfg
         self.datamodule = datamodule
         self.module = module
         self.recorder = recorder
         self.loggers = loggers
-        self._eval_trainer: pl.Trainer | None = None
+        self.eval_trainer = eval_trainer or make_eval_trainer(cfg)
         self.trained_stages: list[list[int]] = []  # class groups trained through train_stages, in order
 
     # -- trainers ---------------------------------------------------------------------------
@@ -50,12 +59,6 @@ class Runner:
 
     def make_trainer(self, max_epochs: int) -> pl.Trainer:
         return instantiate(self.cfg.trainer, max_epochs=max_epochs, logger=self.loggers or False, callbacks=self._callbacks())
-
-    @property
-    def eval_trainer(self) -> pl.Trainer:
-        if self._eval_trainer is None:
-            self._eval_trainer = make_eval_trainer(self.cfg)
-        return self._eval_trainer
 
     # -- one stage --------------------------------------------------------------------------
     def fit(self, loader: Any, epochs: int, optimizer: Callable, stage: int) -> int:

@@ -72,7 +72,8 @@ def test_flat_metrics_match_hand_computed_values():
         "test/loss_class_2": float(F.cross_entropy(LOGITS[5:], Y[5:])),
     }
     for key, value in expected.items():
-        assert results[key] == pytest.approx(value, abs=1e-9), key
+        # counts-based metrics are exact (float64); losses are float32 cross-entropies
+        assert results[key] == pytest.approx(value, abs=1e-6 if "loss" in key else 1e-12), key
 
 
 def test_target_and_retained_split_follows_target_classes():
@@ -218,6 +219,6 @@ def test_retention_penalty_gradient_reaches_the_weights():
         net = MLP(input_dim=8, hidden_dims=[8], num_classes=3)
         module = ClassifierModule(net, optimizer=functools.partial(torch.optim.SGD, lr=0.001), retention=retention)
         _trainer(max_epochs=2).fit(module, train_dataloaders=TensorBatchLoader(x, y, 16))
-        return float(sum((p**2).sum() for p in net.parameters()))
+        return float(sum((p.detach() ** 2).sum() for p in net.parameters()))
 
     assert norm_after(WeightDecayPenalty()) < 0.5 * norm_after(None)

@@ -15,12 +15,11 @@ import copy
 import logging
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from seqft_lightning.config import stages_of
+from seqft_lightning.config import instantiate_checked, stages_of
 from seqft_lightning.errors import ConfigError
 from seqft_lightning.io import atomic_torch_save
 from seqft_lightning.merging import TaskVector
@@ -33,18 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def lambda_grid(spec: Any, defaults: Sequence[float] = ()) -> list[float]:
-    """The lambda values to try: an explicit list, or ``{start, stop, step}`` (stop included),
-    plus the method's own default(s); sorted, duplicates (to 1e-9) removed."""
-    if isinstance(spec, (DictConfig, dict)):
-        start, stop, step = float(spec["start"]), float(spec["stop"]), float(spec["step"])
-        if step <= 0 or stop < start:
-            raise ConfigError(f"method.lambda_grid={dict(spec)} needs step > 0 and stop >= start")
-        values = list(np.arange(start, stop + step / 2, step))
-    elif isinstance(spec, (ListConfig, list, tuple)) and len(spec) > 0:
-        values = [float(v) for v in spec]
-    else:
-        raise ConfigError(f"method.lambda_grid={spec!r} must be a non-empty list or {{start, stop, step}}")
-    values += [float(d) for d in defaults if d is not None]
+    """The lambda values to try: ``spec`` (a list) plus the method's own default(s); sorted,
+    duplicates (to 1e-9) removed."""
+    if not isinstance(spec, (ListConfig, list, tuple)) or len(spec) == 0:
+        raise ConfigError(f"method.lambda_grid={spec!r} must be a non-empty list, e.g. [0.1,0.3,0.5] or ${{grid:0,1,0.05}}")
+    values = [float(v) for v in spec] + [float(d) for d in defaults if d is not None]
     return sorted({round(v, 9) for v in values})
 
 
@@ -106,7 +98,7 @@ def _require_calibration(runner: Runner, cfg: DictConfig) -> None:
 def run_merge(runner: Runner, cfg: DictConfig) -> dict:
     """Fine-tune experts, merge their task vectors, pick lambda on calibration, record the result."""
     _check_no_retention(runner, cfg)
-    merger: MergeMethod = instantiate(cfg.method.merger)
+    merger: MergeMethod = instantiate_checked(cfg.method.merger, "method.merger")
     stages = _selected_stages(cfg)
     experts = finetune_experts(runner, cfg, stages)
     base = runner.module.net

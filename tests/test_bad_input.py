@@ -1,0 +1,148 @@
+"""Bad input gives one clear line naming the key (or file), a nonzero exit, and no metrics.json.
+
+Most cases run in-process through ``train(cfg)``; a few go through ``python train.py`` to check
+the exit status and what reaches stderr. The subprocesses start together (module fixture) so
+their start-up costs overlap.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from seqft_lightning.errors import ConfigError, DataError
+from seqft_lightning.pipeline import train
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def _corrupt_vendored_copy(dest: Path) -> Path:
+    """Copies of the vendored archives, with ``train-labels`` truncated to half its size."""
+    dest.mkdir(parents=True)
+    for name in MNIST_FILES:
+        shutil.copy(REPO / "data" / "mnist" / f"{name}.gz", dest / f"{name}.gz")
+    bad = dest / "train-labels-idx1-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    return dest
+
+
+def _assert_refused(cfg, error, *needles):
+    with pytest.raises(error) as info:
+        train(cfg)
+    message = str(info.value)
+    assert "\n" not in message, message
+    for needle in needles:
+        assert needle in message, (needle, message)
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+    return message
+
+
+# -- in-process --------------------------------------------------------------------------------
+INVALID_CONFIGS = [
+    (["method.stages=[[3],[12]]"], ConfigError, ["method.stages[1]", "12", "0..9"]),
+    (["method.stages=[[-1],[4]]"], ConfigError, ["method.stages[0]", "-1"]),
+    (["method.stages=[[3],[3,4]]"], ConfigError, ["method.stages", "class 3", "stage 0", "stage 1"]),
+    (["method.stages=[[3],[]]"], ConfigError, ["method.stages[1]", "empty"]),
+    (["method.stages=[]"], ConfigError, ["method.stages"]),
+    (["method.epochs_per_stage=-1"], ConfigError, ["method.epochs_per_stage=-1", ">= 0"]),
+    (["pretrain.epochs=-1"], ConfigError, ["pretrain.epochs=-1", ">= 0"]),
+    (["method.batch_size=0"], ConfigError, ["method.batch_size=0", ">= 1"]),
+    (["pretrain.batch_size=-5"], ConfigError, ["pretrain.batch_size=-5"]),
+    (["data.samples_per_task=0"], ConfigError, ["data.samples_per_task=0"]),
+    (["data.calibration_size=-1"], ConfigError, ["data.calibration_size=-1"]),
+    (["method.name=foo"], ConfigError, ["method.name='foo'", "sequential", "joint"]),
+    (["seed=abc"], ConfigError, ["seed=", "abc", "wrong type"]),
+    (["seed=-1"], ConfigError, ["seed=-1"]),
+    (["method.epochs_per_stage=ten"], ConfigError, ["method.epochs_per_stage", "ten", "wrong type"]),
+    (["data.samples_per_task=many"], ConfigError, ["data.samples_per_task", "wrong type"]),
+    (["method.stages=[[3],[x]]"], ConfigError, ["method.stages"]),
+]
+
+
+@pytest.mark.parametrize("overrides, error, needles", [pytest.param(*case, id=case[0][0]) for case in INVALID_CONFIGS])
+def test_invalid_config_is_refused_in_process(compose, overrides, error, needles):
+    _assert_refused(compose(overrides), error, *needles)
+
+
+def test_too_many_samples_per_task_is_refused(compose):
+    # passes validation; the split finds only ~5600 images of class 3 after calibration
+    message = _assert_refused(compose(["data.samples_per_task=100000", "trainer=cpu"]), DataError, "data.samples_per_task=100000", "class 3")
+    assert "calibration" in message
+
+
+def test_corrupt_data_file_is_refused(compose, tmp_path):
+    vendored = _corrupt_vendored_copy(tmp_path / "vendored")
+    cfg = compose([f"data.vendored_dir={vendored}", f"paths.data_dir={tmp_path / 'data'}", "trainer=cpu"])
+    _assert_refused(cfg, DataError, "train-labels-idx1-ubyte.gz", "corrupt")
+    assert not (tmp_path / "data" / "MNIST" / "raw" / "train-labels-idx1-ubyte").exists()
+
+
+def test_unknown_method_group_option_is_hydras_error(compose):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose(["method=foo"])
+    message = str(info.value)
+    assert "method/foo" in message
+    for option in ("sequential", "joint", "baseline"):
+        assert option in message
+
+
+# -- through train.py ----------------------------------------------------------------------------
+SUBPROCESS_CASES = {
+    "class_out_of_range": (["method.stages=[[3],[12]]"], 2, "method.stages[1]"),
+    "corrupt_file": (None, 2, "train-labels-idx1-ubyte.gz"),  # overrides built from tmp dirs
+    "unknown_method": (["method=foo"], 1, "method/foo"),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """Start every ``train.py`` case at once; return ``{case: (completed process, run dir)}``."""
+    base = tmp_path_factory.mktemp("cli")
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    procs = {}
+    for case, (overrides, _, _) in SUBPROCESS_CASES.items():
+        run_dir = base / case / "run"
+        if overrides is None:
+            vendored = _corrupt_vendored_copy(base / case / "vendored")
+            overrides = [f"data.vendored_dir={vendored}", f"paths.data_dir={base / case / 'data'}", "trainer=cpu"]
+        cmd = [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}", f"paths.cache_dir={base / case / 'cache'}"]
+        procs[case] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), run_dir)
+    results = {}
+    for case, (proc, run_dir) in procs.items():
+        try:
+            out, err = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        results[case] = (subprocess.CompletedProcess(proc.args, proc.returncode, out, err), run_dir)
+    return results
+
+
+@pytest.mark.parametrize("case", [c for c, v in SUBPROCESS_CASES.items() if v[1] == 2])
+def test_train_py_prints_one_error_line_and_exits_2(cli_runs, case):
+    proc, run_dir = cli_runs[case]
+    _, code, needle = SUBPROCESS_CASES[case]
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (run_dir / "metrics.json").exists()
+    mentions = [line for line in proc.stderr.splitlines() if "error: " in line]
+    assert len(mentions) == 1 and needle in mentions[0], proc.stderr
+    # the issue's contract: the line itself starts with "error:" (no logging prefix)
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert error_lines == mentions, f"expected one stderr line starting with 'error:', got: {mentions}"
+
+
+def test_train_py_unknown_method_is_hydras_error(cli_runs):
+    proc, run_dir = cli_runs["unknown_method"]
+    assert proc.returncode == 1
+    assert "method/foo" in proc.stderr
+    assert "Available options in 'method'" in proc.stderr and "sequential" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (run_dir / "metrics.json").exists()

@@ -7,8 +7,10 @@ written atomically, and one that fails to load (truncated, corrupt, wrong keys) 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +42,10 @@ def baseline_key(cfg: DictConfig) -> str:
             "seed": int(cfg.seed),
         }
     )
+
+
+def _ddp_child() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
 class BaselineCache:
@@ -79,7 +85,10 @@ class BaselineCache:
             return {**train(), "cached": False}
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
-        with FileLock(str(path) + ".lock"):
+        # Under DDP, ranks > 0 are started by rank 0 while it holds the lock and trains: they must
+        # train with it, not wait for it (their atomic save writes the same weights).
+        lock = contextlib.nullcontext() if _ddp_child() else FileLock(str(path) + ".lock")
+        with lock:
             entry = self._load(path, net)
             if entry is not None:
                 log.info("baseline cache hit: %s", path)

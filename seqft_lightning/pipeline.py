@@ -24,7 +24,8 @@ from seqft_lightning.config import instantiate_checked, result_hash, stages_of, 
 from seqft_lightning.io import atomic_write_json
 from seqft_lightning.methods import METHODS, get_method
 from seqft_lightning.models.classifier import ClassifierModule
-from seqft_lightning.recorder import METRICS_FILE, RunRecorder
+from seqft_lightning.recorder import RunRecorder
+from seqft_lightning.resume import completed_run
 from seqft_lightning.retention import Retention
 from seqft_lightning.runner import Runner, make_eval_trainer
 
@@ -36,18 +37,21 @@ warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
 
 
-def completed_metrics(run_dir: Path, config_hash: str) -> dict | None:
-    """The metrics of a finished run in ``run_dir`` with the same config, else ``None``."""
-    import json
+class _TrainerBannerFilter(logging.Filter):
+    """Drop the banner every new Trainer logs (devices, tips, limit_* notes); keep the rest
+    (e.g. Lightning's "Detected KeyboardInterrupt" message)."""
 
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return None
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return metrics if metrics.get("config_hash") == config_hash else None
+    BANNERS = ("GPU available", "TPU available", "HPU available", "Tip:", "was configured so", "LOCAL_RANK:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(banner in message for banner in self.BANNERS)
+
+
+def _quiet_trainer_banners() -> None:
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _TrainerBannerFilter) for f in logger.filters):
+        logger.addFilter(_TrainerBannerFilter())
 
 
 def _pretrain(cfg: DictConfig, runner: Runner) -> dict[str, Any]:
@@ -91,7 +95,7 @@ def build_runner(cfg: DictConfig, stages: list[list[int]], retention: Retention)
     eval_trainer = make_eval_trainer(cfg)
     datamodule.to(eval_trainer.strategy.root_device)
     # One "GPU available" banner per run is enough; every stage builds a Trainer.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    _quiet_trainer_banners()
     net = instantiate(cfg.model)
     module = ClassifierModule(net, target_classes=targets, log_every_n_steps=cfg.trainer.get("log_every_n_steps", 50))
     module.retention = Retention()  # pretraining is plain; the run's retention starts with fine-tuning
@@ -108,11 +112,9 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     validate_config(cfg, set(METHODS))
     run_dir = Path(cfg.paths.output_dir)
     config_hash = result_hash(cfg)
-    if cfg.get("resume"):
-        done = completed_metrics(run_dir, config_hash)
-        if done is not None:
-            log.info("resume: %s is complete with the same config; skipping", run_dir)
-            return done, {}
+    done = completed_run(cfg)
+    if done is not None:
+        return done, {}
     started = time.perf_counter()
     stages = stages_of(cfg)
     retention = build_retention(cfg)
@@ -120,6 +122,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     runner = build_runner(cfg, stages, retention)
     module, recorder = runner.module, runner.recorder
+    recorder.start()
     obtain_baseline(cfg, runner)
     # Fine-tuning must not depend on whether the baseline came from the cache.
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -28,10 +28,10 @@ import torch
 
 from seqft_lightning.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from seqft_lightning.metrics import STAGE_COLUMNS, group_row, stage_rows
+from seqft_lightning.resume import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 
 
 def _csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -69,6 +69,16 @@ class RunRecorder:
         self.trained_labels: list[str] = []
         self.stage_metrics: list[dict[str, float]] = []
         self.extra_rows: list[dict] = []
+
+    def start(self) -> None:
+        """Invalidate what an earlier run left in this folder before writing anything new.
+
+        An old ``metrics.json`` would make a crashed rerun look complete, so it goes first;
+        temporary files of a killed writer go too.
+        """
+        (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
+        for stale in self.run_dir.rglob(".*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def record_stage(self, stage: int, trained: Sequence[int] | str, metrics: dict, confusion: torch.Tensor, loss_per_class: torch.Tensor) -> None:
         """Record the test evaluation after ``stage`` (0 = baseline) and write its files."""

@@ -8,7 +8,8 @@ synthetic data set, on the CPU, writing only into pytest's temporary directories
 * ``resume=true`` skips a complete run with the same config and reruns one whose config changed.
 * Two processes that need the same uncached baseline train it once (one miss, one hit).
 * A truncated cached baseline is detected and retrained.
-* Two-job sweeps through the joblib launcher and through submitit (``submitit_local``).
+* Two-job sweeps through the joblib launcher and through submitit (``submitit_local``); rerunning
+  a sweep with ``resume=true`` redoes only the job whose results are incomplete.
 * SIGINT (Ctrl-C) stops a run with a nonzero status and no ``metrics.json``.
 
 Most of the time is process start-up (importing torch and Lightning), so the independent
@@ -27,6 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -43,7 +45,7 @@ COMMON = [
 ]
 # Long enough that stages 2-3 take far longer than the 10 ms polling interval (a signal sent right
 # after stage 1 lands mid-run), short enough for the test budget.
-LONG_STAGES = "method.epochs_per_stage=60"
+LONG_STAGES = "method.epochs_per_stage=40"
 SHORT_STAGES = "method.epochs_per_stage=1"
 # Files that only a finished run writes (metrics.json last of all).
 COMPLETE_MARKERS = ("metrics.json", "run_info.json", "curves.csv", "checkpoints/final.pt")
@@ -75,7 +77,8 @@ class Proc:
         self.signalled_at_stage_1 = False
         cmd = [sys.executable, "train.py", *(["-m"] if multirun else []), *COMMON, *overrides]
         with open(log, "wb") as handle:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=handle, stderr=subprocess.STDOUT, preexec_fn=_restore_sigint)
+            # Its own process group, so that kill() also ends a launcher's workers and jobs.
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=handle, stderr=subprocess.STDOUT, preexec_fn=_restore_sigint, start_new_session=True)
         self.watcher = None
         if signal_after_stage_1 is not None:
             self.watcher = threading.Thread(target=self._signal_after, args=(run_dir / "confusion" / "stage_1.csv", signal_after_stage_1), daemon=True)
@@ -94,8 +97,7 @@ class Proc:
         try:
             rc = self.proc.wait(timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
             raise AssertionError(f"timed out after {TIMEOUT_S} s:\n{self.output()[-4000:]}")
         if self.watcher is not None:
             self.watcher.join()
@@ -111,13 +113,13 @@ class Proc:
         return out
 
     def kill(self) -> None:
+        """If still running: SIGKILL its process group (it, and any workers or jobs it started)."""
         if self.proc.poll() is None:
-            self.proc.kill()
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.proc.wait()
-
-
-def run(log: Path, *overrides: str) -> str:
-    return Proc(log, *overrides).succeed()
 
 
 def assert_nothing_complete(run_dir: Path) -> None:
@@ -142,6 +144,7 @@ def load_net(run_dir: Path, checkpoint: Path):
 
 # --------------------------------------------------------------------------- the module's processes
 
+SWEPT = ["method=sequential,joint", SHORT_STAGES]
 LAUNCHERS = {
     "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
     "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"],
@@ -151,12 +154,13 @@ LAUNCHERS = {
 def _truncated_baseline(tmp: Path, overrides: list[str]) -> Path:
     """Put a real checkpoint of the right net, cut off halfway, where ``overrides``' baseline goes."""
     import torch
+    from hydra import compose, initialize_config_dir
 
     from seqft_lightning.baseline import BaselineCache, baseline_key
     from seqft_lightning.models.components import MLP
-    from conftest import compose_train_config
 
-    cfg = compose_train_config([*COMMON, *overrides], tmp / "unused")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*COMMON, *overrides, f"paths.output_dir={tmp / 'unused'}"])
     path = BaselineCache(tmp / "cache").path(baseline_key(cfg))
     path.parent.mkdir(parents=True)
     torch.save({"state_dict": MLP().state_dict(), "history": [], "steps": 1}, path)
@@ -164,7 +168,75 @@ def _truncated_baseline(tmp: Path, overrides: list[str]) -> Path:
     return path
 
 
-def _start(name: str, tmp: Path) -> Proc:
+class After:
+    """Once ``first`` has ended, run ``then()`` in a background thread (it looks at what ``first``
+    left and starts the follow-up processes); :meth:`get` waits and returns what ``then`` returned."""
+
+    def __init__(self, first: Proc, then: Callable[[], Any]):
+        self.first, self.then, self.value, self.error = first, then, None, None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.first.wait()
+            self.value = self.then()
+        except BaseException as err:  # re-raised in the test that asks for it
+            self.error = err
+
+    def get(self) -> Any:
+        self.thread.join(TIMEOUT_S)
+        if self.error is not None:
+            raise self.error
+        assert not self.thread.is_alive(), "follow-up did not start in time"
+        return self.value
+
+    def kill(self) -> None:
+        self.first.kill()
+        self.thread.join(30)
+        for proc in (self.value or {}).values():
+            if isinstance(proc, Proc):
+                proc.kill()
+
+
+def _files(run_dir: Path) -> set[str]:
+    return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+
+
+def _resume_killed(tmp: Path) -> dict:
+    """The killed run's files as it left them; then the same command again with resume=true."""
+    run_dir = tmp / "run"
+    left = _files(run_dir)
+    proc = Proc(tmp / "resumed.log", LONG_STAGES, f"paths.cache_dir={tmp / 'cache'}", f"hydra.run.dir={run_dir}", "resume=true")
+    return {"left": left, "proc": proc}
+
+
+def _resume_reference(tmp: Path, ref_tmp: Path) -> dict:
+    """Two copies of the finished reference run; rerun one unchanged and one with another config."""
+    cache = f"paths.cache_dir={ref_tmp.parent / 'shared_cache'}"
+    out = {}
+    for name, epochs in (("same", LONG_STAGES), ("changed", "method.epochs_per_stage=2")):
+        run_dir = tmp / name  # a copy: the reference stays as it is (and a moved run dir still resumes)
+        shutil.copytree(ref_tmp / "run", run_dir)
+        out[f"{name}_before"] = ((run_dir / "metrics.json").stat().st_mtime_ns, (run_dir / "metrics.json").read_bytes())
+        out[name] = Proc(tmp / f"{name}.log", "method=sequential", epochs, cache, f"hydra.run.dir={run_dir}", "resume=true")
+    return out
+
+
+def _resume_sweep(tmp: Path, sweep_tmp: Path) -> dict:
+    """A copy of the finished joblib sweep with one job made incomplete; the sweep again with resume=true."""
+    sweep = tmp / "sweep"
+    shutil.copytree(sweep_tmp / "sweep", sweep)
+    done, lost = (next(sweep.glob(f"*method={m},*")) for m in ("joint", "sequential"))
+    for name in COMPLETE_MARKERS:  # as a job killed mid-stage leaves it
+        (lost / name).unlink()
+    before = (done / "metrics.json").stat().st_mtime_ns
+    # The same sweep command as before, plus resume=true, into the same sweep dir.
+    proc = Proc(tmp / "resume.log", *LAUNCHERS["joblib"], *SWEPT, f"paths.cache_dir={sweep_tmp / 'cache'}", f"hydra.sweep.dir={sweep}", "resume=true", multirun=True)
+    return {"sweep": sweep, "done": done, "lost": lost, "before": before, "proc": proc}
+
+
+def _start(name: str, tmp: Path, started: dict) -> Proc | After:
     log, run_dir, cache = tmp / f"{name}.log", tmp / "run", f"paths.cache_dir={tmp / 'cache'}"
     if name in ("sequential", "joint"):  # same cache dir for both: they need the same baseline
         cache = f"paths.cache_dir={tmp.parent / 'shared_cache'}"
@@ -177,56 +249,67 @@ def _start(name: str, tmp: Path) -> Proc:
         _truncated_baseline(tmp, [SHORT_STAGES])
         return Proc(log, SHORT_STAGES, cache, f"hydra.run.dir={run_dir}")
     if name in LAUNCHERS:
-        return Proc(log, *LAUNCHERS[name], "method=sequential,joint", SHORT_STAGES, cache, f"hydra.sweep.dir={tmp / 'sweep'}", multirun=True)
+        return Proc(log, *LAUNCHERS[name], *SWEPT, cache, f"hydra.sweep.dir={tmp / 'sweep'}", multirun=True)
+    if name == "resumed":
+        return After(started["killed"][0], lambda: _resume_killed(started["killed"][1]))
+    if name == "reference_reruns":
+        return After(started["sequential"][0], lambda: _resume_reference(tmp, started["sequential"][1]))
+    if name == "sweep_resumed":
+        return After(started["joblib"][0], lambda: _resume_sweep(tmp, started["joblib"][1]))
     raise KeyError(name)
 
 
-# The processes each test waits for ("sequential" doubles as the uninterrupted reference run).
+# What each test needs ("sequential" doubles as the uninterrupted reference run), and what each
+# follow-up waits for. Follow-ups start as soon as their process ends, while others still run.
 NEEDS = {
-    "test_sigkill_after_stage_1_leaves_nothing_complete_and_resume_reproduces_the_run": {"killed", "sequential"},
-    "test_resume_skips_a_complete_run_and_reruns_when_the_config_changed": {"sequential"},
+    "test_sigkill_after_stage_1_leaves_nothing_complete_and_resume_reproduces_the_run": {"killed", "resumed", "sequential"},
+    "test_resume_skips_a_complete_run_and_reruns_when_the_config_changed": {"sequential", "reference_reruns"},
     "test_sigint_stops_the_run_without_complete_results": {"sigint"},
     "test_two_processes_needing_the_same_baseline_train_it_once": {"sequential", "joint"},
     "test_truncated_cached_baseline_is_retrained": {"truncated"},
     "test_two_job_sweep_through_launcher": set(LAUNCHERS),
+    "test_rerunning_a_sweep_with_resume_redoes_only_incomplete_jobs": {"joblib", "sweep_resumed"},
 }
+FOLLOW_UPS = ("resumed", "reference_reruns", "sweep_resumed")  # started after the others
 
 
 @pytest.fixture(scope="module")
 def jobs(request, tmp_path_factory):
-    """Start, all at once, every process the selected tests of this module need; name -> (Proc, dir)."""
+    """Start, all at once, every process the selected tests of this module need; name -> (Proc or After, dir)."""
     selected = {getattr(item, "originalname", item.name) for item in request.session.items if getattr(item, "module", None) is request.module}
-    names = sorted(set().union(*(NEEDS[t] for t in selected if t in NEEDS)))
+    needed = set().union(*(NEEDS[t] for t in selected if t in NEEDS))
     base = tmp_path_factory.mktemp("sweeps")
-    started = {}
+    started: dict = {}
     try:
-        for name in names:
+        for name in sorted(needed - set(FOLLOW_UPS)) + [n for n in FOLLOW_UPS if n in needed]:
             tmp = base / name
             tmp.mkdir()
-            started[name] = (_start(name, tmp), tmp)
+            started[name] = (_start(name, tmp, started), tmp)
         yield started
     finally:
-        for proc, _ in started.values():
-            proc.kill()
+        for job, _ in reversed(list(started.values())):
+            job.kill()
 
 
 # --------------------------------------------------------------------------- interrupted runs, resume
 
 def test_sigkill_after_stage_1_leaves_nothing_complete_and_resume_reproduces_the_run(jobs):
     killed, tmp = jobs["killed"]
-    run_dir = tmp / "run"
     rc, out = killed.wait()
     assert killed.signalled_at_stage_1, f"stage 1 never finished:\n{out[-4000:]}"
     assert rc == -signal.SIGKILL, f"the run ended ({rc}) before it could be killed mid-stage:\n{out[-4000:]}"
-    assert (run_dir / "confusion" / "stage_1.csv").is_file()
-    assert_nothing_complete(run_dir)
-    assert not (run_dir / "confusion" / "stage_3.csv").exists()
+    resumed = jobs["resumed"][0].get()
+    left = resumed["left"]  # what the killed run left, before the rerun touched it
+    assert "confusion/stage_1.csv" in left
+    assert not set(COMPLETE_MARKERS) & left, f"an interrupted run left complete-looking files: {sorted(left)}"
+    assert "confusion/stage_3.csv" not in left
 
-    # The same command with resume=true, same run dir: incomplete, so it runs again to the end.
-    out = run(tmp / "resumed.log", LONG_STAGES, f"paths.cache_dir={tmp / 'cache'}", f"hydra.run.dir={run_dir}", "resume=true")
+    # The same command with resume=true, same run dir: incomplete, so it ran again to the end.
+    out = resumed["proc"].succeed()
     assert "skipping" not in out
     assert "baseline cache hit" in out  # the killed run had cached its baseline before stage 1
 
+    run_dir = tmp / "run"
     reference, ref_tmp = jobs["sequential"]
     reference.succeed()
     ref_dir = ref_tmp / "run"
@@ -235,29 +318,22 @@ def test_sigkill_after_stage_1_leaves_nothing_complete_and_resume_reproduces_the
     assert (run_dir / "stages.csv").read_text() == (ref_dir / "stages.csv").read_text()
 
 
-def test_resume_skips_a_complete_run_and_reruns_when_the_config_changed(jobs, tmp_path):
-    reference, ref_tmp = jobs["sequential"]
-    reference.succeed()
-    cache = f"paths.cache_dir={ref_tmp.parent / 'shared_cache'}"
-    # Copies, so the reference stays as it is for the other tests (and a moved run dir still resumes).
-    same, changed = tmp_path / "same", tmp_path / "changed"
-    for run_dir in (same, changed):
-        shutil.copytree(ref_tmp / "run", run_dir)
-    before = {d: ((d / "metrics.json").stat().st_mtime_ns, (d / "metrics.json").read_bytes()) for d in (same, changed)}
+def test_resume_skips_a_complete_run_and_reruns_when_the_config_changed(jobs):
+    jobs["sequential"][0].succeed()
+    reruns = jobs["reference_reruns"][0].get()
+    same, changed = jobs["reference_reruns"][1] / "same", jobs["reference_reruns"][1] / "changed"
 
-    # Both reruns at once: the same config (skipped) and a result-relevant change (rerun).
-    skip = Proc(tmp_path / "skip.log", "method=sequential", LONG_STAGES, cache, f"hydra.run.dir={same}", "resume=true")
-    rerun = Proc(tmp_path / "rerun.log", "method=sequential", "method.epochs_per_stage=2", cache, f"hydra.run.dir={changed}", "resume=true")
-
-    out = skip.succeed()
+    # Same config, complete results: skipped, nothing rewritten.
+    out = reruns["same"].succeed()
     assert "resume:" in out and "skipping" in out
     assert "stage 1" not in out and "baseline cache" not in out
-    assert ((same / "metrics.json").stat().st_mtime_ns, (same / "metrics.json").read_bytes()) == before[same]
+    assert ((same / "metrics.json").stat().st_mtime_ns, (same / "metrics.json").read_bytes()) == reruns["same_before"]
 
-    out = rerun.succeed()
+    # A result-relevant change (method.epochs_per_stage), same run dir: run again.
+    out = reruns["changed"].succeed()
     assert "skipping" not in out and "stage 3" in out
-    assert (changed / "metrics.json").stat().st_mtime_ns != before[changed][0]
-    assert json.loads((changed / "metrics.json").read_text())["config_hash"] != json.loads(before[changed][1])["config_hash"]
+    assert (changed / "metrics.json").stat().st_mtime_ns != reruns["changed_before"][0]
+    assert json.loads((changed / "metrics.json").read_text())["config_hash"] != json.loads(reruns["changed_before"][1])["config_hash"]
 
 
 def test_sigint_stops_the_run_without_complete_results(jobs):
@@ -334,3 +410,16 @@ def test_two_job_sweep_through_launcher(launcher, jobs):
     assert sorted(log.count("baseline cache miss") for log in logs) == [0, 1]
     if launcher == "submitit_local":
         assert (sweep / ".submitit").is_dir()
+
+
+def test_rerunning_a_sweep_with_resume_redoes_only_incomplete_jobs(jobs):
+    jobs["joblib"][0].succeed()
+    rerun = jobs["sweep_resumed"][0].get()
+    rerun["proc"].succeed()
+    sweep, done, lost = rerun["sweep"], rerun["done"], rerun["lost"]
+    assert {p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")} == {done.name, lost.name}
+    # The complete job was skipped; the incomplete one ran again, in its own job dir.
+    assert (done / "metrics.json").stat().st_mtime_ns == rerun["before"]
+    assert "skipping" in (done / "train.log").read_text()
+    assert (lost / "metrics.json").is_file() and (lost / "checkpoints" / "final.pt").is_file()
+    assert "skipping" not in (lost / "train.log").read_text()

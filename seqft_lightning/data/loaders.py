@@ -4,6 +4,10 @@ MNIST fits in memory many times over, so per-sample ``__getitem__`` plus ``colla
 ``DataLoader`` path) only adds Python overhead per step. The tensors stay on their device (the
 GPU when training there), and ``randperm`` draws from the global RNG, so ``seed_everything``
 makes the order reproducible.
+
+Under DDP (``trainer=ddp``) every rank draws the same permutation (same seed) and keeps every
+``world_size``-th index from its rank on, like ``DistributedSampler``: the ranks see disjoint
+shards and together one epoch of the data.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import math
 from typing import Iterator
 
 import torch
+import torch.distributed as dist
 
 
 class TensorBatchLoader:
@@ -27,18 +32,33 @@ class TensorBatchLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
 
+    @staticmethod
+    def _rank_and_world() -> tuple[int, int]:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def _shard_size(self) -> int:
+        rank, world = self._rank_and_world()
+        return len(range(rank, len(self.x), world))
+
     def __len__(self) -> int:
-        n = len(self.x)
+        n = self._shard_size()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.x)
+        rank, world = self._rank_and_world()
+        stop = len(self) * self.batch_size
         if self.shuffle:
-            order = torch.randperm(n, device=self.x.device)
-            for start in range(0, len(self) * self.batch_size, self.batch_size):
+            order = torch.randperm(len(self.x), device=self.x.device)[rank::world]
+            for start in range(0, stop, self.batch_size):
                 idx = order[start : start + self.batch_size]
                 yield self.x[idx], self.y[idx]
-        else:
+        elif world == 1:
             # Contiguous slices are views: no copy at all for evaluation.
-            for start in range(0, len(self) * self.batch_size, self.batch_size):
+            for start in range(0, stop, self.batch_size):
                 yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+        else:
+            x, y = self.x[rank::world], self.y[rank::world]
+            for start in range(0, stop, self.batch_size):
+                yield x[start : start + self.batch_size], y[start : start + self.batch_size]

@@ -152,9 +152,17 @@ class ClassifierModule(pl.LightningModule):
             self.val_metrics.reset()
             return
         values = {name: float(v) for name, v in self.val_metrics.compute().items()}
-        values["loss"] = float(self._val_loss_sum) / self._val_seen
+        # Under DDP each rank saw a shard: sum the losses and counts (torchmetrics syncs itself).
+        loss_sum = self._sum_over_ranks(self._val_loss_sum)
+        seen = self._sum_over_ranks(torch.tensor(float(self._val_seen), device=self.device))
+        values["loss"] = float(loss_sum) / float(seen)
         self.val_metrics.reset()
         self._record("val", values)
+
+    def _sum_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        if self._trainer is None or self.trainer.world_size == 1:
+            return value
+        return self.trainer.strategy.reduce(value, reduce_op="sum")
 
     # -- test -------------------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
@@ -170,5 +178,5 @@ class ClassifierModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         confusion = self.test_confusion.compute().cpu()
-        self.last_confusion, self.last_loss_per_class = confusion, self._test_loss.cpu()
+        self.last_confusion, self.last_loss_per_class = confusion, self._sum_over_ranks(self._test_loss).cpu()
         self.test_results = flat_metrics(confusion, self.last_loss_per_class, self.target_classes, prefix="test")

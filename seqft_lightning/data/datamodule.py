@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import torch
 
 from seqft_lightning.data.loaders import TensorBatchLoader
-from seqft_lightning.data.mnist_files import ensure_mnist_raw
+from seqft_lightning.data.mnist_files import MNIST_MD5, ensure_mnist_raw, file_identity
 from seqft_lightning.data.splits import Splits, make_splits
 from seqft_lightning.errors import DataError
 
@@ -126,6 +126,11 @@ class TaskDataModule(pl.LightningDataModule):
         return TensorBatchLoader(self.test_x, self.test_y, self.eval_batch_size, shuffle=False)
 
 
+# Parsed IDX tensors of this process, keyed by the verified files' identities: the jobs of an
+# in-process sweep parse MNIST once. Callers never modify these tensors (setup() copies).
+_PARSED: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
 class MNISTTaskDataModule(TaskDataModule):
     """MNIST from the vendored IDX archives, parsed by torchvision's ``MNIST`` class.
 
@@ -144,13 +149,17 @@ class MNISTTaskDataModule(TaskDataModule):
     def load_raw(self):
         from torchvision.datasets import MNIST
 
-        self.prepare_data()
-        try:
-            train = MNIST(self.data_dir, train=True, download=False)
-            test = MNIST(self.data_dir, train=False, download=False)
-        except (RuntimeError, ValueError, OSError) as err:
-            raise DataError(f"could not parse MNIST under {self.data_dir} ({err}); delete that folder and rerun") from err
-        return train.data, train.targets, test.data, test.targets
+        raw = ensure_mnist_raw(self.vendored_dir, self.data_dir)
+        key = tuple(file_identity(raw / name) for name in sorted(MNIST_MD5))
+        if key not in _PARSED:
+            try:
+                train = MNIST(self.data_dir, train=True, download=False)
+                test = MNIST(self.data_dir, train=False, download=False)
+            except (RuntimeError, ValueError, OSError) as err:
+                raise DataError(f"could not parse MNIST under {self.data_dir} ({err}); delete that folder and rerun") from err
+            _PARSED.clear()  # one parsed copy per process is enough
+            _PARSED[key] = (train.data, train.targets, test.data, test.targets)
+        return _PARSED[key]
 
 
 class SyntheticTaskDataModule(TaskDataModule):

@@ -31,6 +31,17 @@ MNIST_MD5 = {
 _RESTORE_HINT = "restore it with `git checkout -- {path}` (or delete it to let torchvision download MNIST)"
 
 
+# Files verified by this process, keyed by (path, size, mtime): a sweep of many jobs in one
+# process (Hydra's basic launcher) hashes each file once. A changed file is hashed again.
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def file_identity(path: Path) -> tuple[str, int, int]:
+    """``(resolved path, size, mtime_ns)``: changes whenever the file is replaced or edited."""
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
 def md5_of(path: Path, chunk_bytes: int = 1 << 20) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as handle:
@@ -88,7 +99,8 @@ def ensure_mnist_raw(vendored_dir: str | os.PathLike, root: str | os.PathLike) -
         _download_with_torchvision(root)
     for name, expected in MNIST_MD5.items():
         dest = target / name
-        if dest.is_file() and md5_of(dest) == expected:
+        if dest.is_file() and (file_identity(dest) in _VERIFIED or md5_of(dest) == expected):
+            _VERIFIED.add(file_identity(dest))
             continue
         archive = vendored_dir / f"{name}.gz"
         if not archive.is_file():
@@ -105,4 +117,5 @@ def ensure_mnist_raw(vendored_dir: str | os.PathLike, root: str | os.PathLike) -
                 f"{archive} unpacks to MD5 {actual}, expected {expected} (corrupt file); "
                 + _RESTORE_HINT.format(path=archive)
             )
+        _VERIFIED.add(file_identity(dest))
     return target

@@ -92,9 +92,12 @@ class ClassifierModule(pl.LightningModule):
         return self.net(x)
 
     def _reset_train_sums(self) -> None:
-        self._loss_sum = torch.zeros((), device=self.device)
-        self._correct = torch.zeros((), dtype=torch.long, device=self.device)
-        self._seen = 0
+        # A plain dict of in-place accumulators: nn.Module.__setattr__ is slow on the hot path.
+        self._train_sums = {
+            "loss": torch.zeros((), device=self.device),
+            "correct": torch.zeros((), dtype=torch.long, device=self.device),
+            "seen": 0,
+        }
 
     def on_train_epoch_start(self) -> None:
         self._reset_train_sums()
@@ -108,19 +111,20 @@ class ClassifierModule(pl.LightningModule):
             penalty = self.retention.penalty(self.net, x, y, logits)
             if penalty is not None:
                 loss = loss + penalty
-        with torch.no_grad():
-            self._loss_sum += ce.detach() * len(y)
-            self._correct += (logits.argmax(1) == y).sum()
-            self._seen += len(y)
-        step = self.trainer.global_step
-        if step % self.log_every_n_steps == 0:
-            self._log_scalars({"train/loss_step": float(ce.detach()), "train/stage": float(self.stage)}, self.step_offset + step)
+        sums = self._train_sums
+        sums["loss"].add_(ce.detach(), alpha=len(y))
+        sums["correct"].add_((logits.detach().argmax(1) == y).sum())
+        sums["seen"] += len(y)
+        if batch_idx % self.log_every_n_steps == 0:  # a host sync, so only every n steps
+            step = self.step_offset + self.trainer.global_step
+            self._log_scalars({"train/loss_step": float(ce.detach()), "train/stage": float(self.stage)}, step)
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if self._seen == 0:
+        sums = self._train_sums
+        if sums["seen"] == 0:
             return
-        loss, acc = float(self._loss_sum) / self._seen, float(self._correct) / self._seen
+        loss, acc = float(sums["loss"]) / sums["seen"], float(sums["correct"]) / sums["seen"]
         self._record("train", {"loss": loss, "acc": acc})
 
     def _record(self, split: str, values: dict[str, float]) -> None:

@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
 
 from seqft_lightning.metrics import flat_metrics
 
@@ -58,6 +64,8 @@ class ClassifierModule(pl.LightningModule):
         self.val_metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "precision": MulticlassPrecision(num_classes, average="macro"),
+                "recall": MulticlassRecall(num_classes, average="macro"),
                 "f1": MulticlassF1Score(num_classes, average="macro"),
             }
         )

@@ -53,6 +53,7 @@ class MethodSchema:
 class RootSchema:
     seed: int = 0
     resume: bool = False
+    torch_threads: Optional[int] = None
 
 
 SECTION_SCHEMAS = {"data": DataSchema, "model": ModelSchema, "pretrain": PretrainSchema, "method": MethodSchema, None: RootSchema}
@@ -98,6 +99,8 @@ def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
     """Raise :class:`ConfigError` on the first invalid value of ``cfg`` (one line, names the key)."""
     _check_types(cfg)
     _require(cfg.seed >= 0, f"seed={cfg.seed} must be >= 0")
+    threads = cfg.get("torch_threads")
+    _require(threads is None or threads >= 1, f"torch_threads={threads} must be >= 1, or null for torch's default")
     method = cfg.method
     _require(method.name in known_methods, f"method.name={method.name!r} is unknown; choose one of {sorted(known_methods)} (e.g. `method=sequential`)")
     num_classes = int(cfg.model.num_classes)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -116,6 +117,8 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     if done is not None:
         return done, {}
     started = time.perf_counter()
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
     stages = stages_of(cfg)
     retention = build_retention(cfg)
 
@@ -155,6 +158,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     for logger in runner.loggers:
         logger.finalize("success")
     device = runner.eval_trainer.strategy.root_device
-    atomic_write_json(run_dir / "run_info.json", {"device": str(device), "wall_time_s": round(time.perf_counter() - started, 3)})
+    info = {"device": str(device), "torch_threads": torch.get_num_threads(), "wall_time_s": round(time.perf_counter() - started, 3)}
+    atomic_write_json(run_dir / "run_info.json", info)
     recorder.finish(metrics)
     return metrics, {"datamodule": runner.datamodule, "module": module, "runner": runner}

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig
 
 from seqft_lightning.data.datamodule import TaskDataModule
@@ -55,7 +56,12 @@ class Runner:
     def _callbacks(self) -> list:
         # Fresh callback objects per Trainer: Lightning callbacks keep per-fit state.
         node = self.cfg.get("callbacks") or {}
-        return [instantiate(c) for c in node.values() if c is not None]
+        callbacks = [instantiate(c) for c in node.values() if c is not None]
+        if not self.cfg.trainer.get("enable_progress_bar", True):
+            # `trainer.enable_progress_bar=false` alone turns the bar off (Lightning would refuse
+            # a progress-bar callback next to it).
+            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        return callbacks
 
     def make_trainer(self, max_epochs: int) -> pl.Trainer:
         return instantiate(self.cfg.trainer, max_epochs=max_epochs, logger=self.loggers or False, callbacks=self._callbacks())

@@ -200,3 +200,19 @@ def test_synthetic_sweep_through_train_py(tmp_path):
     jobs = {(m["method"], m["seed"]) for m in (json.loads(p.read_text()) for p in found)}
     assert jobs == {("sequential", 0), ("sequential", 1), ("joint", 0), ("joint", 1)}
     assert len({p.parent for p in found}) == 4
+
+
+def test_progress_bar_off_alone_and_thread_pinning(compose, tmp_path):
+    """`trainer.enable_progress_bar=false` works with the default callbacks (the bar callback is
+    dropped), and `torch_threads` pins the intra-op threads recorded in run_info.json."""
+    import torch
+
+    from seqft_lightning.pipeline import train
+
+    before = torch.get_num_threads()
+    try:
+        train(compose(["data=synthetic", "trainer.enable_progress_bar=false", "torch_threads=1", "pretrain.epochs=1", "method.epochs_per_stage=1", "logger=none"]))
+        info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+        assert info["torch_threads"] == 1 and (tmp_path / "run" / "metrics.json").is_file()
+    finally:
+        torch.set_num_threads(before)

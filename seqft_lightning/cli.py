@@ -31,6 +31,7 @@ def run_or_exit(fn: Callable[[], T]) -> T:
     except SeqftError as err:
         # The bare line on stderr for the user; the log record (kept off the console by
         # ConsoleFilter) for the run's train.log.
-        log.error("error: %s", err, extra={CONSOLE: False})
-        sys.stderr.write(f"error: {err}\n")
+        message = " ".join(str(err).split())  # one line, whatever the cause's text held
+        log.error("error: %s", message, extra={CONSOLE: False})
+        sys.stderr.write(f"error: {message}\n")
         sys.exit(EXIT_USER_ERROR)

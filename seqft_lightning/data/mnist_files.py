@@ -72,7 +72,7 @@ def _unpack(gz_path: Path, dest: Path) -> None:
         raise
 
 
-def _download_with_torchvision(root: Path) -> None:
+def _download_with_torchvision(root: Path, vendored_dir: Path) -> None:
     from torchvision.datasets import MNIST
 
     log.warning("vendored MNIST files missing; falling back to torchvision's download into %s", root)
@@ -81,8 +81,8 @@ def _download_with_torchvision(root: Path) -> None:
         MNIST(str(root), train=False, download=True)
     except Exception as err:  # network errors come in many types; the user needs one line
         raise DataError(
-            f"MNIST files are missing from the vendored folder and torchvision's download failed ({err}); "
-            "restore data/mnist/*.gz with `git checkout -- data/mnist`"
+            f"MNIST files are missing from {vendored_dir} and torchvision's download failed ({err}); "
+            "restore them with `git checkout -- data/mnist`"
         ) from err
 
 
@@ -96,7 +96,7 @@ def ensure_mnist_raw(vendored_dir: str | os.PathLike, root: str | os.PathLike) -
     target = raw_dir(root)
     missing_archives = [name for name in MNIST_MD5 if not (vendored_dir / f"{name}.gz").is_file()]
     if missing_archives and not all((target / name).is_file() for name in MNIST_MD5):
-        _download_with_torchvision(root)
+        _download_with_torchvision(root, vendored_dir)
     for name, expected in MNIST_MD5.items():
         dest = target / name
         if dest.is_file() and (file_identity(dest) in _VERIFIED or md5_of(dest) == expected):

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 from seqft_lightning.config import instantiate_checked, stages_of
 from seqft_lightning.errors import ConfigError

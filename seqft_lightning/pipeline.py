@@ -39,10 +39,10 @@ warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
 
 
 class _TrainerBannerFilter(logging.Filter):
-    """Drop the banner every new Trainer logs (devices, tips, limit_* notes); keep the rest
-    (e.g. Lightning's "Detected KeyboardInterrupt" message)."""
+    """Drop what every new Trainer logs (device banner, tips, limit notes, "`Trainer.fit`
+    stopped"); keep everything else, e.g. Lightning's "Detected KeyboardInterrupt"."""
 
-    BANNERS = ("GPU available", "TPU available", "HPU available", "Tip:", "was configured so", "LOCAL_RANK:")
+    BANNERS = ("GPU available", "TPU available", "HPU available", "Tip:", "was configured so", "LOCAL_RANK:", "`Trainer.fit` stopped")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -50,9 +50,21 @@ class _TrainerBannerFilter(logging.Filter):
 
 
 def _quiet_trainer_banners() -> None:
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _TrainerBannerFilter) for f in logger.filters):
-        logger.addFilter(_TrainerBannerFilter())
+    """Keep the device banner of later Trainers out of the log (every stage builds one)."""
+    banner_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _TrainerBannerFilter) for f in banner_logger.filters):
+        banner_logger.addFilter(_TrainerBannerFilter())
+
+
+def _print_lightning_messages_once() -> None:
+    """Lightning attaches its own console handler to the ``lightning`` logger; when the root
+    logger already has handlers (Hydra's console and ``train.log``), that handler only prints
+    every message a second time, so it is removed."""
+    if logging.getLogger().handlers:
+        lightning_logger = logging.getLogger("lightning")
+        for handler in list(lightning_logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                lightning_logger.removeHandler(handler)
 
 
 def _pretrain(cfg: DictConfig, runner: Runner) -> dict[str, Any]:
@@ -93,10 +105,10 @@ def build_runner(cfg: DictConfig, stages: list[list[int]], retention: Retention)
     datamodule = instantiate(cfg.data, task_classes=targets)
     datamodule.prepare_data()
     datamodule.setup()
+    _print_lightning_messages_once()
     eval_trainer = make_eval_trainer(cfg)
     datamodule.to(eval_trainer.strategy.root_device)
-    # One "GPU available" banner per run is enough; every stage builds a Trainer.
-    _quiet_trainer_banners()
+    _quiet_trainer_banners()  # after the first Trainer: its device banner is shown once
     net = instantiate(cfg.model)
     module = ClassifierModule(net, target_classes=targets, log_every_n_steps=cfg.trainer.get("log_every_n_steps", 50))
     module.retention = Retention()  # pretraining is plain; the run's retention starts with fine-tuning

@@ -72,6 +72,9 @@ def main() -> None:
     print(f"pipeline (train.py -m method=sequential,joint, cold cache): median {pipe_t:.2f} s over {args.repeats}")
     print(f"plain PyTorch loop, same optimizer steps:                  median {plain_t:.2f} s over {args.repeats}")
     print(f"ratio pipeline / plain: {pipe_t / plain_t:.3f}  (target <= 1.25)")
+    # Each repeat runs the two back to back, so their ratio cancels slow drifts of the machine.
+    paired = sorted(p / q for p, q in zip(times["pipeline"], times["plain"]))
+    print(f"paired ratios per repeat: {', '.join(f'{r:.2f}' for r in paired)} (median {statistics.median(paired):.3f})")
     for method in ("sequential", "joint"):
         print(f"final test acc {method}: pipeline {pipeline_acc.get(method, float('nan')):.4f}, plain {plain[method]['acc']:.4f}")
 

@@ -59,7 +59,15 @@ class RootSchema:
 SECTION_SCHEMAS = {"data": DataSchema, "model": ModelSchema, "pretrain": PretrainSchema, "method": MethodSchema, None: RootSchema}
 
 
+def _show(value: Any) -> str:
+    """A config value as the user would type it, on one line."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return str(OmegaConf.to_container(value))
+    return repr(value)
+
+
 def _check_types(cfg: DictConfig) -> None:
+    """Merge each known key into its schema; OmegaConf refuses values that cannot convert."""
     for section, schema in SECTION_SCHEMAS.items():
         node = cfg if section is None else cfg.get(section)
         if node is None:
@@ -67,12 +75,13 @@ def _check_types(cfg: DictConfig) -> None:
         for f in fields(schema):
             if f.name not in node:
                 continue
-            key = f.name if section is None else f"{section}.{f.name}"
+            value = node[f.name]
             try:
-                OmegaConf.merge(OmegaConf.structured(schema), {f.name: node[f.name]})
+                OmegaConf.merge(OmegaConf.structured(schema), {f.name: value})
             except OmegaConfBaseException as err:
-                msg = str(err).splitlines()[0]
-                raise ConfigError(f"{key}={OmegaConf.to_yaml(node[f.name]).strip() if isinstance(node[f.name], (DictConfig, ListConfig)) else node[f.name]!r} has the wrong type ({msg}); expected {f.type}") from None
+                key = f.name if section is None else f"{section}.{f.name}"
+                reason = str(err).splitlines()[0]
+                raise ConfigError(f"{key}={_show(value)} has the wrong type ({reason}); expected {f.type}") from None
 
 
 def _require(condition: bool, message: str) -> None:

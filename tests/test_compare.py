@@ -403,3 +403,23 @@ def test_cli_no_jobs_and_default_dir(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (sweep / "multirun.yaml").write_text("{}\n")
     assert newest_sweep_dir(tmp_path / "outputs") == sweep
     assert newest_sweep_dir(tmp_path / "outputs" / "multirun") == sweep
+
+
+def test_trend_keeps_only_baseline_and_merged_point_for_combined_models():
+    """Stages 1..T of a merging run are separate models, not a sequence: the trend keeps stage 0
+    and the merged stage; a sequential run keeps every stage."""
+    import pandas as pd
+
+    from seqft_lightning.compare.aggregate import _sequence_stages
+
+    merged = pd.DataFrame({
+        "stage": [0, 1, 2, 3],
+        "trained_classes": ["pretrain", "3", "4", "merged"],
+        "evaluated": ["all"] * 4,
+        "acc": [0.97, 0.3, 0.4, 0.96],
+    })
+    assert list(_sequence_stages(merged)["stage"]) == [0, 3]
+    sequential = merged.assign(trained_classes=["pretrain", "3", "4", "7"])
+    assert list(_sequence_stages(sequential)["stage"]) == [0, 1, 2, 3]
+    joint = merged.iloc[:2].assign(trained_classes=["pretrain", "3+4+7"])
+    assert list(_sequence_stages(joint)["stage"]) == [0, 1]

@@ -360,13 +360,35 @@ def analyse(jobs: Sequence[Job]) -> Analysis:
 
 # --------------------------------------------------------------------------- tidy frames for plots
 
+def _is_class_list(label: object) -> bool:
+    """``"3"``, ``"3+4+7"``: a stage trained on these classes (vs ``"merged"``, ``"pretrain"``)."""
+    return all(part.strip().isdigit() for part in str(label).split("+"))
+
+
+def _sequence_stages(stages: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a stage table that form a training sequence.
+
+    When the last stage combines models trained separately from the baseline (its
+    ``trained_classes`` is not a class list, e.g. ``merged``), the stages in between are those
+    separate models, not steps of a sequence: only stage 0 and the last stage are kept.
+    """
+    if "trained_classes" not in stages:
+        return stages
+    numeric = pd.to_numeric(stages["stage"], errors="coerce")
+    last = numeric.max()
+    last_label = stages.loc[numeric == last, "trained_classes"].iloc[0]
+    if last > 0 and not _is_class_list(last_label):
+        return stages[(numeric == 0) | (numeric == last)]
+    return stages
+
+
 def stage_trend_frame(analysis: Analysis) -> pd.DataFrame:
     """Long ``variant, seed, stage, evaluated, acc`` from each finished job's stage table."""
     parts = []
     for job in analysis.finished:
         if job.stages is None or job.stages.empty:
             continue
-        df = job.stages[["stage", "evaluated", "acc"]].copy()
+        df = _sequence_stages(job.stages)[["stage", "evaluated", "acc"]].copy()
         df["variant"] = analysis.labels[job.rel]
         df["seed"] = job.seed
         parts.append(df)

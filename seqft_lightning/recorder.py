@@ -88,18 +88,15 @@ class RunRecorder:
         self.trained_labels.append(classes_label(trained))
         self.rows += stage_rows(stage, classes_label(trained), confusion, loss_per_class, self.target_classes)
         self.write_confusion(stage, confusion)
-        atomic_write_text(self.run_dir / "stages.csv", _csv_text(self.rows + self.extra_rows, list(STAGE_COLUMNS) + self._extra_columns()))
+        self._write_stages()
         log.info(
             "stage %d (%s): test acc %.4f, target %.4f, retained %.4f",
             stage, classes_label(trained), metrics["test/acc"], metrics["test/acc_target"], metrics["test/acc_retained"],
         )
 
-    def _extra_columns(self) -> list[str]:
-        return sorted({k for row in self.extra_rows for k in row} - set(STAGE_COLUMNS))
-
-    def add_rows(self, rows: Sequence[dict]) -> None:
-        """Extra ``stages.csv`` rows (e.g. continual-learning metrics); written at :meth:`finish`."""
-        self.extra_rows += list(rows)
+    def _write_stages(self) -> None:
+        extra_columns = sorted({k for row in self.extra_rows for k in row} - set(STAGE_COLUMNS))
+        atomic_write_text(self.run_dir / "stages.csv", _csv_text(self.rows + self.extra_rows, list(STAGE_COLUMNS) + extra_columns))
 
     def add_task_rows(self, task_groups: Sequence[Sequence[int]], trained_stages: Sequence[Sequence[int]]) -> None:
         """Rows ``evaluated = task_<j>`` for every recorded stage (the accuracy matrix R).
@@ -140,7 +137,7 @@ class RunRecorder:
 
     def finish(self, metrics: dict) -> Path:
         """Write ``stages.csv`` (with extra rows) and finally ``metrics.json``."""
-        atomic_write_text(self.run_dir / "stages.csv", _csv_text(self.rows + self.extra_rows, list(STAGE_COLUMNS) + self._extra_columns()))
+        self._write_stages()
         path = atomic_write_json(self.run_dir / METRICS_FILE, _json_safe(metrics))
         log.info("wrote %s", path)
         return path

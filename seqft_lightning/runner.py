@@ -82,21 +82,21 @@ class Runner:
         self.module.end_stage(steps)
         return steps
 
-    def train_stages(self, stages: Sequence[Sequence[int]], epochs: int, batch_size: int, optimizer: Callable, first_stage: int = 1) -> None:
+    def train_stages(self, stages: Sequence[Sequence[int]], epochs: int, batch_size: int, optimizer: Callable) -> None:
         """The one stage loop: train on each class group in order, evaluate after each.
 
         The retention strategy (``module.retention``) sees every stage through its hooks.
-        Stage numbers start at ``first_stage`` (0 is the pretrained baseline).
+        Stages are numbered from 1 (0 is the pretrained baseline).
         """
         retention, net, dm = self.module.retention, self.module.net, self.datamodule
         retention.on_finetune_start(net, dm)
         for i, classes in enumerate(stages):
             loader = retention.wrap_train_loader(dm.task_dataloader(classes, batch_size), i, list(classes))
             retention.on_stage_start(net, i, list(classes))
-            self.fit(loader, epochs, optimizer, stage=first_stage + i)
+            self.fit(loader, epochs, optimizer, stage=i + 1)
             retention.on_stage_end(net, i, list(classes), dm)
             self.trained_stages.append(list(classes))
-            self.record(first_stage + i, classes)
+            self.record(i + 1, classes)
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, net: torch.nn.Module | None = None, loader: Any = None) -> tuple[dict, torch.Tensor, torch.Tensor]:

@@ -80,6 +80,13 @@ def finetune_experts(runner: Runner, cfg: DictConfig, stages: Sequence[Sequence[
     return experts
 
 
+def save_task_vectors(runner: Runner, base: torch.nn.Module, experts: dict[str, torch.nn.Module]) -> dict[str, TaskVector]:
+    """tau_t = theta_t - theta_0 for every expert, saved to ``checkpoints/task_vectors.pt``."""
+    vectors = {name: TaskVector.from_models(base, model) for name, model in experts.items()}
+    atomic_torch_save(runner.recorder.run_dir / "checkpoints" / "task_vectors.pt", {n: v.state_dict() for n, v in vectors.items()})
+    return vectors
+
+
 def _calibration_scores(runner: Runner, model: torch.nn.Module, forget: Sequence[int] = ()) -> dict[str, float]:
     metrics, confusion, _ = runner.evaluate(model, runner.datamodule.val_dataloader())
     scores = {"acc": metrics["test/acc"], "acc_target": metrics["test/acc_target"], "acc_retained": metrics["test/acc_retained"]}
@@ -102,8 +109,7 @@ def run_merge(runner: Runner, cfg: DictConfig) -> dict:
     stages = _selected_stages(cfg)
     experts = finetune_experts(runner, cfg, stages)
     base = runner.module.net
-    vectors = {name: TaskVector.from_models(base, model) for name, model in experts.items()}
-    atomic_torch_save(runner.recorder.run_dir / "checkpoints" / "task_vectors.pt", {n: v.state_dict() for n, v in vectors.items()})
+    save_task_vectors(runner, base, experts)
 
     extra: dict[str, Any] = {"merged_vectors": list(experts)}
     if isinstance(merger, TaskVectorMethod):
@@ -144,8 +150,7 @@ def run_task_negation(runner: Runner, cfg: DictConfig) -> dict:
         raise ConfigError(f"method.stages={stages} must hold exactly the classes of method.forget={forget}")
     experts = finetune_experts(runner, cfg, stages)
     base = runner.module.net
-    negated = -sum(TaskVector.from_models(base, model) for model in experts.values())
-    atomic_torch_save(runner.recorder.run_dir / "checkpoints" / "task_vectors.pt", {n: TaskVector.from_models(base, e).state_dict() for n, e in experts.items()})
+    negated = -sum(save_task_vectors(runner, base, experts).values())
 
     floor_ratio = float(cfg.method.get("min_retained_ratio", 0.95))
     reference = _calibration_scores(runner, base, forget)
@@ -160,9 +165,9 @@ def run_task_negation(runner: Runner, cfg: DictConfig) -> dict:
     model = negated.apply_to(base, lam)
     final = runner.record(len(stages) + 1, "negated", net=model)
     runner.recorder.save_checkpoint("negated.pt", model)
-    test_metrics, confusion, _ = runner.evaluate(model)
+    # Test confusions already recorded: stage 0 is the baseline, the last one the negated model.
+    base_confusion, confusion = runner.recorder.confusions[0], runner.recorder.confusions[-1]
     others = [c for c in range(confusion.shape[0]) if c not in set(forget)]
-    base_metrics, base_confusion, _ = runner.evaluate(base)
     negation = {
         "forget_classes": forget,
         "lambda": lam,

@@ -1,6 +1,6 @@
 """seqft-lightning: which way of fine-tuning a pretrained classifier is best?
 
-``train(cfg)`` runs one configured experiment (see :mod:`seqft_lightning.pipeline`). Heavy
+``train(cfg)`` runs one configured experiment (see :mod:`seqft_lightning.api`). Heavy
 imports (torch, Lightning) are deferred so that ``compare`` and config tools start fast.
 """
 
@@ -13,7 +13,7 @@ _resolvers.register()
 
 def __getattr__(name: str):
     if name == "train":
-        from seqft_lightning.pipeline import train
+        from seqft_lightning.api import train
 
         return train
     raise AttributeError(name)

@@ -18,30 +18,20 @@ import torch
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
-from seqft_lightning.config import stable_hash, stages_of, task_classes
+from seqft_lightning.config import stable_hash
+from seqft_lightning.contract import result_config
 from seqft_lightning.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
-# Trainer settings that change which optimizer steps pretraining takes.
-_TRAINER_KEYS_THAT_MATTER = ("limit_train_batches", "precision", "gradient_clip_val", "accumulate_grad_batches")
-_DATA_KEYS_THAT_DONT = ("data_dir", "vendored_dir", "batch_size", "eval_batch_size")
 
-
-def baseline_key(cfg: DictConfig) -> str:
-    """Hash of the config parts that determine the pretrained weights."""
-    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in _DATA_KEYS_THAT_DONT}
-    trainer = {k: cfg.trainer.get(k) for k in _TRAINER_KEYS_THAT_MATTER}
-    return stable_hash(
-        {
-            "data": data,
-            "task_classes": task_classes(stages_of(cfg)),
-            "model": OmegaConf.to_container(cfg.model, resolve=True),
-            "pretrain": OmegaConf.to_container(cfg.pretrain, resolve=True),
-            "trainer": trainer,
-            "seed": int(cfg.seed),
-        }
-    )
+def baseline_key(cfg: DictConfig, task_classes: list[int]) -> str:
+    """Hash of the config parts that determine the pretrained weights: the data split, the model,
+    pretraining, the trainer, the seed and the thread count, less what does not affect results
+    (:func:`seqft_lightning.contract.affects_results`)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    parts = {k: resolved.get(k) for k in ("data", "model", "pretrain", "trainer", "seed", "torch_threads")}
+    return stable_hash({"task_classes": task_classes, **result_config(parts)})
 
 
 def _ddp_child() -> bool:

@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import Callable, TypeVar
 
-from seqft_lightning.errors import SeqftError
+from seqft_lightning.errors import EXIT_USER_ERROR, SeqftError
 
 log = logging.getLogger("seqft_lightning")
 
@@ -20,8 +20,6 @@ class ConsoleFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return getattr(record, CONSOLE, True)
-
-EXIT_USER_ERROR = 2
 
 
 def run_or_exit(fn: Callable[[], T]) -> T:

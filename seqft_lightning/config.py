@@ -15,6 +15,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from seqft_lightning.contract import result_config
 from seqft_lightning.errors import ConfigError
 
 
@@ -23,7 +24,6 @@ class DataSchema:
     samples_per_task: Optional[int] = 1000
     calibration_size: int = 5000
     split_seed: int = 0
-    batch_size: int = 64
     eval_batch_size: int = 1000
 
 
@@ -59,7 +59,7 @@ class RootSchema:
 SECTION_SCHEMAS = {"data": DataSchema, "model": ModelSchema, "pretrain": PretrainSchema, "method": MethodSchema, None: RootSchema}
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """A config value as the user would type it, on one line."""
     if isinstance(value, (DictConfig, ListConfig)):
         return str(OmegaConf.to_container(value))
@@ -81,7 +81,7 @@ def _check_types(cfg: DictConfig) -> None:
             except OmegaConfBaseException as err:
                 key = f.name if section is None else f"{section}.{f.name}"
                 reason = str(err).splitlines()[0]
-                raise ConfigError(f"{key}={_show(value)} has the wrong type ({reason}); expected {f.type}") from None
+                raise ConfigError(f"{key}={show_value(value)} has the wrong type ({reason}); expected {f.type}") from None
 
 
 def _require(condition: bool, message: str) -> None:
@@ -105,7 +105,8 @@ def validate_stages(stages: Any, num_classes: int, key: str = "method.stages") -
 
 
 def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
-    """Raise :class:`ConfigError` on the first invalid value of ``cfg`` (one line, names the key)."""
+    """Types and ranges of the keys every run has; raise :class:`ConfigError` on the first invalid
+    value (one line, names the key). Method-specific settings are each method's ``validate``."""
     _check_types(cfg)
     _require(cfg.seed >= 0, f"seed={cfg.seed} must be >= 0")
     threads = cfg.get("torch_threads")
@@ -114,7 +115,6 @@ def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
     _require(method.name in known_methods, f"method.name={method.name!r} is unknown; choose one of {sorted(known_methods)} (e.g. `method=sequential`)")
     num_classes = int(cfg.model.num_classes)
     _require(num_classes >= 2, f"model.num_classes={num_classes} must be >= 2")
-    validate_stages(method.stages, num_classes)
     for key, value, minimum in [
         ("method.epochs_per_stage", method.epochs_per_stage, 0),
         ("method.batch_size", method.batch_size, 1),
@@ -122,19 +122,11 @@ def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
         ("pretrain.batch_size", cfg.pretrain.batch_size, 1),
         ("data.calibration_size", cfg.data.calibration_size, 0),
         ("data.eval_batch_size", cfg.data.get("eval_batch_size", 1), 1),
-        ("data.batch_size", cfg.data.get("batch_size", 1), 1),
     ]:
         _require(value >= minimum, f"{key}={value} must be >= {minimum}")
     spt = cfg.data.samples_per_task
     _require(spt is None or spt >= 1, f"data.samples_per_task={spt} must be >= 1, or null for every available sample")
     _require(all(int(h) >= 1 for h in cfg.model.hidden_dims), f"model.hidden_dims={list(cfg.model.hidden_dims)} must hold positive sizes")
-    if method.get("merger") is not None:
-        instantiate_checked(method.merger, "method.merger")  # its constructor checks its arguments
-
-
-def stages_of(cfg: DictConfig) -> list[list[int]]:
-    """``method.stages`` as plain, validated lists of ints."""
-    return validate_stages(cfg.method.stages, int(cfg.model.num_classes))
 
 
 def instantiate_checked(node: DictConfig, key: str) -> Any:
@@ -161,24 +153,6 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# Keys that do not change what a run computes: where it writes, how it shows progress.
-_COSMETIC = {"paths", "hydra", "resume", "logger", "callbacks"}
-_COSMETIC_TRAINER = {"enable_progress_bar", "enable_model_summary", "log_every_n_steps", "default_root_dir"}
-
-
-def _drop_locations(node: Any) -> Any:
-    """Remove ``*_dir`` keys recursively: where files live does not change what is computed."""
-    if isinstance(node, dict):
-        return {k: _drop_locations(v) for k, v in node.items() if not str(k).endswith("_dir")}
-    if isinstance(node, list):
-        return [_drop_locations(v) for v in node]
-    return node
-
-
 def result_hash(cfg: DictConfig) -> str:
-    """Hash of everything that determines a run's results (used to decide whether to resume)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    container = _drop_locations({k: v for k, v in resolved.items() if k not in _COSMETIC})
-    if isinstance(container.get("trainer"), dict):
-        container["trainer"] = {k: v for k, v in container["trainer"].items() if k not in _COSMETIC_TRAINER}
-    return stable_hash(container)
+    """Hash of everything that determines a run's results (:func:`seqft_lightning.contract.affects_results`)."""
+    return stable_hash(result_config(OmegaConf.to_container(cfg, resolve=True)))

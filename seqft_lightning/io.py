@@ -1,7 +1,8 @@
-"""Atomic result files: a crash never leaves a file that looks complete.
+"""Atomic files: a crash never leaves a file that looks complete.
 
-Every writer goes to a temporary file in the destination folder, flushes and fsyncs it,
-then renames it over the destination (``os.replace`` is atomic on POSIX).
+The one writer of the project: it writes a temporary file in the destination folder, flushes
+and fsyncs it, then renames it over the destination (``os.replace`` is atomic on POSIX). An
+interrupted write (an error, Ctrl-C) removes the temporary file and leaves the old file, if any.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, IO
-
-import torch
+from typing import IO, Any, Callable
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "w") -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "w") -> Path:
+    """Call ``write(handle)`` on a temporary file and move it to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -24,17 +24,22 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: st
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from other users of a cluster
         os.replace(tmp, path)
     except BaseException:
-        # Interrupted (Ctrl-C included): remove the temporary file, keep no partial result.
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    return _atomic_write(path, lambda handle: handle.write(text))
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")), mode="wb")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda handle: handle.write(data), mode="wb")
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -44,4 +49,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save`` atomically."""
-    return _atomic_write(path, lambda handle: torch.save(obj, handle), mode="wb")
+    import torch
+
+    return atomic_write(path, lambda handle: torch.save(obj, handle), mode="wb")

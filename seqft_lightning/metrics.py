@@ -73,8 +73,6 @@ def flat_metrics(
     return out
 
 
-STAGE_COLUMNS = ["stage", "trained_classes", "evaluated", "acc", "precision", "recall", "f1", "loss"]
-
 
 def group_row(confusion: torch.Tensor, loss_sum: torch.Tensor, classes: Sequence[int]) -> dict[str, float]:
     """acc (micro), macro precision/recall/F1 and mean loss over the samples of ``classes``."""

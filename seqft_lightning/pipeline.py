@@ -1,17 +1,18 @@
-"""``train(cfg)``: one run of the study, from a composed Hydra config to its result files.
+"""One run of the study, from a checked :class:`~seqft_lightning.plan.RunPlan` to its result files.
 
-Order of work: validate the config; build the data split; obtain the pretrained baseline (from
-the cache when possible); evaluate it (stage 0); run the method; write the result files with
+Order of work: build the data split, the model and the loggers; obtain the pretrained baseline
+(from the cache when possible) and record it as stage 0; run the method; write the result files,
 ``metrics.json`` last. The training seed is re-applied after the baseline, so a cache hit and a
-cache miss produce identical fine-tuning.
+cache miss produce identical fine-tuning. The config was checked before (see
+:func:`seqft_lightning.api.train`); nothing here checks it again.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -21,14 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqft_lightning.baseline import BaselineCache, baseline_key
 from seqft_lightning.cl_metrics import continual_summary
-from seqft_lightning.config import instantiate_checked, result_hash, stages_of, task_classes, validate_config
-from seqft_lightning.io import atomic_write_json
-from seqft_lightning.methods import METHODS, get_method
+from seqft_lightning.contract import TRAINED_PRETRAIN
 from seqft_lightning.models.classifier import ClassifierModule
+from seqft_lightning.plan import RunPlan
 from seqft_lightning.recorder import RunRecorder
-from seqft_lightning.resume import completed_run
-from seqft_lightning.retention import Retention
-from seqft_lightning.runner import Runner, make_eval_trainer
+from seqft_lightning.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -49,128 +47,109 @@ class _TrainerBannerFilter(logging.Filter):
         return not any(banner in message for banner in self.BANNERS)
 
 
-def _quiet_trainer_banners() -> None:
-    """Keep the device banner of later Trainers out of the log (every stage builds one)."""
-    banner_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _TrainerBannerFilter) for f in banner_logger.filters):
-        banner_logger.addFilter(_TrainerBannerFilter())
-
-
-def _print_lightning_messages_once() -> None:
+def _quiet_lightning() -> None:
     """Lightning attaches its own console handler to the ``lightning`` logger; when the root
-    logger already has handlers (Hydra's console and ``train.log``), that handler only prints
-    every message a second time, so it is removed."""
+    logger already has handlers (Hydra's console and ``train.log``), it only prints every message
+    a second time, so it is removed. Every Trainer's device banner is dropped."""
     if logging.getLogger().handlers:
         lightning_logger = logging.getLogger("lightning")
         for handler in list(lightning_logger.handlers):
             if type(handler) is logging.StreamHandler:
                 lightning_logger.removeHandler(handler)
+    banner_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _TrainerBannerFilter) for f in banner_logger.filters):
+        banner_logger.addFilter(_TrainerBannerFilter())
 
 
-def _pretrain(cfg: DictConfig, runner: Runner) -> dict[str, Any]:
-    """Train the baseline on the pretraining pool (stage 0); returns curve rows and steps."""
-    p = cfg.pretrain
-    loader = runner.datamodule.pretrain_dataloader(p.batch_size)
-    steps = runner.fit(loader, p.epochs, instantiate(p.optimizer), stage=0)
-    return {"history": list(runner.module.history), "steps": steps}
+def training_device(trainer: DictConfig) -> torch.device:
+    """The device Lightning trains on for ``trainer`` (``accelerator=auto``: CUDA, MPS, then CPU)."""
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator == "auto":
+        accelerator = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if accelerator in ("gpu", "cuda"):
+        devices, rank = trainer.get("devices", 1), int(os.environ.get("LOCAL_RANK", "0"))
+        index = list(devices)[rank] if OmegaConf.is_list(devices) else rank
+        return torch.device("cuda", int(index))
+    return torch.device("mps" if accelerator == "mps" else "cpu")
 
 
-def obtain_baseline(cfg: DictConfig, runner: Runner) -> None:
-    """Put the pretrained baseline into ``runner.module.net``: from the cache, or by pretraining.
+def build_runner(plan: RunPlan) -> Runner:
+    """Data (on the training device), model, module, loggers and recorder of one run."""
+    cfg = plan.cfg
+    datamodule = instantiate(cfg.data, task_classes=plan.task_classes)
+    datamodule.prepare_data()
+    datamodule.setup()
+    _quiet_lightning()
+    datamodule.to(training_device(cfg.trainer))
+    module = ClassifierModule(instantiate(cfg.model), log_every_n_steps=cfg.trainer.get("log_every_n_steps", 50))
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    recorder = RunRecorder(plan.run_dir, plan.task_classes)
+    return Runner(cfg.trainer, cfg.get("callbacks"), datamodule, module, recorder, loggers, plan.retention, plan.task_classes)
+
+
+def obtain_baseline(plan: RunPlan, runner: Runner) -> None:
+    """Put the pretrained baseline into the runner's net: from the cache, or by pretraining.
 
     With pretraining off, the baseline is the (seeded) random initialisation.
     """
-    if not (cfg.pretrain.enabled and cfg.pretrain.epochs > 0):
+    p = plan.cfg.pretrain
+    if not (p.enabled and p.epochs > 0):
         return
-    module = runner.module
-    cache = BaselineCache(cfg.paths.cache_dir, enabled=cfg.pretrain.get("cache", True))
-    entry = cache.get_or_train(baseline_key(cfg), module.net, lambda: _pretrain(cfg, runner))
+
+    def pretrain() -> dict[str, Any]:
+        steps = runner.fit(runner.datamodule.pretrain_dataloader(p.batch_size), p.epochs, instantiate(p.optimizer), stage=0)
+        return {"history": runner.recorder.curves(), "steps": steps}
+
+    cache = BaselineCache(plan.cfg.paths.cache_dir, enabled=p.get("cache", True))
+    entry = cache.get_or_train(baseline_key(plan.cfg, plan.task_classes), runner.net, pretrain)
     if entry["cached"]:
-        module.history, module.step_offset = list(entry["history"]), int(entry["steps"])
-        for row in module.history:  # replay the pretraining curve into this run's logs
-            for logger in runner.loggers:
-                logger.log_metrics({f"{row['split']}/{row['metric']}": row["value"]}, step=row["step"])
+        runner.adopt_pretraining(entry["history"], entry["steps"])
 
 
-def build_retention(cfg: DictConfig) -> Retention:
-    """The retention strategy of ``cfg`` (``none`` when the group is absent); bad settings -> ConfigError."""
-    if cfg.get("retention") is None:
-        return Retention()
-    return instantiate_checked(cfg.retention, "retention")
-
-
-def build_runner(cfg: DictConfig, stages: list[list[int]], retention: Retention) -> Runner:
-    """Data (on the training device), model, module, loggers and recorder of one run."""
-    targets = task_classes(stages)
-    datamodule = instantiate(cfg.data, task_classes=targets)
-    datamodule.prepare_data()
-    datamodule.setup()
-    _print_lightning_messages_once()
-    eval_trainer = make_eval_trainer(cfg)
-    datamodule.to(eval_trainer.strategy.root_device)
-    _quiet_trainer_banners()  # after the first Trainer: its device banner is shown once
-    net = instantiate(cfg.model)
-    module = ClassifierModule(net, target_classes=targets, log_every_n_steps=cfg.trainer.get("log_every_n_steps", 50))
-    module.retention = Retention()  # pretraining is plain; the run's retention starts with fine-tuning
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    return Runner(cfg, datamodule, module, RunRecorder(cfg.paths.output_dir, targets), loggers, eval_trainer)
-
-
-def train(cfg: DictConfig) -> tuple[dict, dict]:
-    """Run the experiment ``cfg`` describes; return ``(metrics, objects)``.
+def run(plan: RunPlan) -> tuple[dict, dict]:
+    """Run the checked ``plan``; return ``(metrics, objects)``.
 
     ``metrics`` is the content of ``metrics.json``; ``objects`` holds the datamodule, module and
     runner for callers (tests, notebooks) that want to look further.
     """
-    validate_config(cfg, set(METHODS))
-    run_dir = Path(cfg.paths.output_dir)
-    config_hash = result_hash(cfg)
-    done = completed_run(cfg)
-    if done is not None:
-        return done, {}
+    cfg = plan.cfg
     started = time.perf_counter()
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
-    stages = stages_of(cfg)
-    retention = build_retention(cfg)
-
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    runner = build_runner(cfg, stages, retention)
-    module, recorder = runner.module, runner.recorder
+    runner = build_runner(plan)
+    recorder = runner.recorder
     recorder.start()
-    obtain_baseline(cfg, runner)
+    obtain_baseline(plan, runner)
     # Fine-tuning must not depend on whether the baseline came from the cache.
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    baseline = runner.record(0, "pretrain")
+    baseline = runner.record_stage(0, TRAINED_PRETRAIN)
 
-    module.retention = retention
-    extra = get_method(cfg.method.name)(runner, cfg) or {}
+    result = plan.method.run(runner, plan)
 
-    per_stage = recorder.stage_metrics[1:]
-    final = extra.pop("final", per_stage[-1] if per_stage else baseline)
+    final = result.final
     if runner.trained_stages:
         # Continual-learning view: tasks are the stages' class groups (after stage i, on task j).
-        final = {**final, **continual_summary(recorder.confusions[1:], runner.trained_stages, stages)}
-        recorder.add_task_rows(stages, runner.trained_stages)
+        confusions = [r.evaluation.confusion for r in recorder.stages()[1:]]
+        final = {**final, **continual_summary(confusions, runner.trained_stages, plan.stages)}
+        recorder.add_task_rows(plan.stages, runner.trained_stages)
     metrics = {
-        "method": cfg.method.name,
+        "method": plan.method_name,
         "seed": int(cfg.seed),
-        "stages": stages,
-        "task_classes": task_classes(stages),
-        "retention": retention.name,
-        "retention_settings": retention.settings(),
+        "stages": plan.stages,
+        "task_classes": plan.task_classes,
+        "retention": plan.retention.name,
+        "retention_settings": plan.retention.settings(),
         "baseline": baseline,
         "final": final,
-        "per_stage": per_stage,
-        "config_hash": config_hash,
-        **extra,
+        "per_stage": [r.metrics for r in recorder.stages()[1:]],
+        "config_hash": plan.config_hash,
+        **result.fields,
     }
-    recorder.write_curves(module.history)
-    recorder.save_checkpoint("final.pt", module.net, model=OmegaConf.to_container(cfg.model, resolve=True), method=cfg.method.name, seed=int(cfg.seed))
+    recorder.save_net("final.pt", runner.net, model=OmegaConf.to_container(cfg.model, resolve=True), method=plan.method_name, seed=int(cfg.seed))
     for logger in runner.loggers:
         logger.finalize("success")
-    device = runner.eval_trainer.strategy.root_device
-    info = {"device": str(device), "torch_threads": torch.get_num_threads(), "wall_time_s": round(time.perf_counter() - started, 3)}
-    atomic_write_json(run_dir / "run_info.json", info)
+    device = runner.datamodule.device
+    recorder.write_run_info({"device": str(device), "torch_threads": torch.get_num_threads(), "wall_time_s": round(time.perf_counter() - started, 3)})
     recorder.finish(metrics)
-    return metrics, {"datamodule": runner.datamodule, "module": module, "runner": runner}
+    return metrics, {"datamodule": runner.datamodule, "module": runner.module, "runner": runner}

@@ -1,18 +1,8 @@
-"""Per-run result files, the contract that ``compare.py`` and every later step read.
+"""Collects one run's evaluations and curves and writes its result files.
 
-Written into the run directory (Hydra's job dir):
-
-* ``confusion/stage_<k>.csv`` -- confusion matrix after stage ``k`` (rows = true class,
-  columns = predicted class, counts); stage 0 is the pretrained baseline.
-* ``stages.csv`` -- long format, one row per (stage, evaluated group): ``stage``,
-  ``trained_classes`` (``"3"``, ``"3+4+7"``, ``"pretrain"``, ``"merged"``), ``evaluated`` (``all``,
-  ``target``, ``retained``, ``class_0`` .. ``class_9``), ``acc``, ``precision``, ``recall``, ``f1``,
-  ``loss`` (test split; fractions in [0, 1], loss in nats per sample).
-* ``curves.csv`` -- training dynamics: ``stage, epoch, step, split, metric, value``.
-* ``checkpoints/final.pt`` -- the final net's ``state_dict`` plus its model config.
-* ``metrics.json`` -- written last: its presence means the run completed.
-
-Every file is written atomically, so an interrupted run never leaves one that looks complete.
+The files, their columns and units are defined in :mod:`seqft_lightning.contract` (and README.md,
+"Output contract"). Every file is written atomically; ``metrics.json`` is written last, so an
+interrupted run never leaves a folder that looks complete.
 """
 
 from __future__ import annotations
@@ -21,17 +11,18 @@ import csv
 import io
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from seqft_lightning import contract
+from seqft_lightning.evaluation import Evaluation
 from seqft_lightning.io import atomic_torch_save, atomic_write_json, atomic_write_text
-from seqft_lightning.metrics import STAGE_COLUMNS, group_row, stage_rows
-from seqft_lightning.resume import METRICS_FILE
+from seqft_lightning.metrics import group_row, stage_rows
 
 log = logging.getLogger(__name__)
-
 
 
 def _csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -54,21 +45,30 @@ def _json_safe(value: Any) -> Any:
 
 
 def classes_label(classes: Sequence[int] | str) -> str:
+    """``[3, 4, 7]`` -> ``"3+4+7"``; labels such as ``"pretrain"`` pass through."""
     return classes if isinstance(classes, str) else "+".join(str(int(c)) for c in classes)
 
 
+@dataclass(frozen=True)
+class StageRecord:
+    """The test evaluation after one stage (0 = the pretrained baseline)."""
+
+    stage: int
+    trained: str  # classes_label of what the stage trained
+    metrics: dict[str, float]
+    evaluation: Evaluation
+
+
 class RunRecorder:
-    """Collects each stage's evaluation and writes the run's result files."""
+    """Collects each stage's evaluation and the training curves; writes the run's result files."""
 
     def __init__(self, run_dir: str | Path, target_classes: Sequence[int]):
         self.run_dir = Path(run_dir)
         self.target_classes = list(target_classes)
-        self.rows: list[dict] = []
-        self.confusions: list[torch.Tensor] = []
-        self.losses: list[torch.Tensor] = []
-        self.trained_labels: list[str] = []
-        self.stage_metrics: list[dict[str, float]] = []
-        self.extra_rows: list[dict] = []
+        self._stages: list[StageRecord] = []
+        self._rows: list[dict] = []
+        self._task_rows: list[dict] = []
+        self._curves: list[dict] = []
 
     def start(self) -> None:
         """Invalidate what an earlier run left in this folder before writing anything new.
@@ -76,27 +76,35 @@ class RunRecorder:
         An old ``metrics.json`` would make a crashed rerun look complete, so it goes first;
         temporary files of a killed writer go too.
         """
-        (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
+        (self.run_dir / contract.METRICS_FILE).unlink(missing_ok=True)
         for stale in self.run_dir.rglob(".*.tmp"):
             stale.unlink(missing_ok=True)
 
-    def record_stage(self, stage: int, trained: Sequence[int] | str, metrics: dict, confusion: torch.Tensor, loss_per_class: torch.Tensor) -> None:
+    # -- what it holds ----------------------------------------------------------------------
+    def stages(self) -> list[StageRecord]:
+        """Every recorded stage, in order (a copy)."""
+        return list(self._stages)
+
+    def curves(self) -> list[dict]:
+        """The ``curves.csv`` rows so far (a copy)."""
+        return list(self._curves)
+
+    def add_curves(self, rows: Sequence[dict]) -> None:
+        """Append ``curves.csv`` rows (``contract.CURVE_COLUMNS``)."""
+        self._curves.extend(rows)
+
+    # -- writing ----------------------------------------------------------------------------
+    def record_stage(self, stage: int, trained: Sequence[int] | str, metrics: dict[str, float], evaluation: Evaluation) -> None:
         """Record the test evaluation after ``stage`` (0 = baseline) and write its files."""
-        self.stage_metrics.append(dict(metrics))
-        self.confusions.append(confusion.clone())
-        self.losses.append(loss_per_class.clone())
-        self.trained_labels.append(classes_label(trained))
-        self.rows += stage_rows(stage, classes_label(trained), confusion, loss_per_class, self.target_classes)
-        self.write_confusion(stage, confusion)
+        label = classes_label(trained)
+        self._stages.append(StageRecord(stage, label, dict(metrics), evaluation))
+        self._rows += stage_rows(stage, label, evaluation.confusion, evaluation.loss_per_class, self.target_classes)
+        self._write_confusion(stage, evaluation.confusion)
         self._write_stages()
         log.info(
             "stage %d (%s): test acc %.4f, target %.4f, retained %.4f",
-            stage, classes_label(trained), metrics["test/acc"], metrics["test/acc_target"], metrics["test/acc_retained"],
+            stage, label, metrics["test/acc"], metrics["test/acc_target"], metrics["test/acc_retained"],
         )
-
-    def _write_stages(self) -> None:
-        extra_columns = sorted({k for row in self.extra_rows for k in row} - set(STAGE_COLUMNS))
-        atomic_write_text(self.run_dir / "stages.csv", _csv_text(self.rows + self.extra_rows, list(STAGE_COLUMNS) + extra_columns))
 
     def add_task_rows(self, task_groups: Sequence[Sequence[int]], trained_stages: Sequence[Sequence[int]]) -> None:
         """Rows ``evaluated = task_<j>`` for every recorded stage (the accuracy matrix R).
@@ -108,36 +116,47 @@ class RunRecorder:
         """
         seen: set[int] = set()
         best: dict[int, float] = {}
-        for stage, (confusion, loss, trained) in enumerate(zip(self.confusions, self.losses, self.trained_labels)):
-            if stage >= 1:
-                seen |= set(trained_stages[stage - 1])
+        for record in self._stages:
+            if record.stage >= 1:
+                seen |= set(trained_stages[record.stage - 1])
             for j, classes in enumerate(task_groups):
-                row = {"stage": stage, "trained_classes": trained, "evaluated": f"task_{j}", **group_row(confusion, loss, classes)}
+                ev = record.evaluation
+                row = {"stage": record.stage, "trained_classes": record.trained, "evaluated": f"task_{j}", **group_row(ev.confusion, ev.loss_per_class, classes)}
                 row["forgetting"] = best[j] - row["acc"] if j in best else ""
-                if stage >= 1 and set(classes) <= seen:
+                if record.stage >= 1 and set(classes) <= seen:
                     best[j] = max(best.get(j, row["acc"]), row["acc"])
-                self.extra_rows.append(row)
+                self._task_rows.append(row)
 
-    def write_confusion(self, stage: int, confusion: torch.Tensor) -> None:
+    def _write_stages(self) -> None:
+        rows = self._rows + self._task_rows
+        columns = [c for c in contract.STAGE_COLUMNS if c != "forgetting" or self._task_rows]
+        atomic_write_text(self.run_dir / contract.STAGES_FILE, _csv_text(rows, columns))
+
+    def _write_confusion(self, stage: int, confusion: torch.Tensor) -> None:
         n = confusion.shape[0]
         rows = [{"true": i, **{f"pred_{j}": int(confusion[i, j]) for j in range(n)}} for i in range(n)]
-        atomic_write_text(self.run_dir / "confusion" / f"stage_{stage}.csv", _csv_text(rows, ["true"] + [f"pred_{j}" for j in range(n)]))
-
-    def write_curves(self, history: Sequence[dict]) -> None:
-        atomic_write_text(self.run_dir / "curves.csv", _csv_text(history, ["stage", "epoch", "step", "split", "metric", "value"]))
+        atomic_write_text(self.run_dir / contract.confusion_file(stage), _csv_text(rows, ["true"] + [f"pred_{j}" for j in range(n)]))
 
     def write_csv(self, name: str, rows: Sequence[dict]) -> None:
         """Write another long-format CSV result (e.g. ``calibration.csv``) atomically."""
         columns = list(dict.fromkeys(k for row in rows for k in row))
         atomic_write_text(self.run_dir / name, _csv_text(rows, columns))
 
-    def save_checkpoint(self, name: str, net: torch.nn.Module, **meta: Any) -> Path:
-        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        return atomic_torch_save(self.run_dir / "checkpoints" / name, {"state_dict": state, **meta})
+    def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
+        """``torch.save`` ``state`` to ``checkpoints/<name>`` atomically."""
+        return atomic_torch_save(self.run_dir / contract.CHECKPOINT_DIR / name, state)
+
+    def save_net(self, name: str, net: torch.nn.Module, **meta: Any) -> Path:
+        """Save ``net``'s ``state_dict`` (on the CPU) plus ``meta`` to ``checkpoints/<name>``."""
+        return self.save_checkpoint(name, {"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, **meta})
+
+    def write_run_info(self, info: dict[str, Any]) -> None:
+        atomic_write_json(self.run_dir / contract.RUN_INFO_FILE, info)
 
     def finish(self, metrics: dict) -> Path:
-        """Write ``stages.csv`` (with extra rows) and finally ``metrics.json``."""
+        """Write ``curves.csv``, ``stages.csv`` and finally ``metrics.json``."""
+        atomic_write_text(self.run_dir / contract.CURVES_FILE, _csv_text(self._curves, contract.CURVE_COLUMNS))
         self._write_stages()
-        path = atomic_write_json(self.run_dir / METRICS_FILE, _json_safe(metrics))
+        path = atomic_write_json(self.run_dir / contract.METRICS_FILE, _json_safe(metrics))
         log.info("wrote %s", path)
         return path

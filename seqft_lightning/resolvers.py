@@ -27,11 +27,23 @@ def grid(start: float, stop: float, step: float) -> list[float]:
     return [round(start + i * step, 9) for i in range(count)]
 
 
-def job_dirname(override_dirname: str, max_len: int = 120) -> str:
-    """A sweep job's folder name from its overrides: ``/`` made safe, long names shortened + hashed."""
+_GLOB_SAFE = str.maketrans({"[": "(", "]": ")", "*": "x", "?": "_", "/": "_", " ": "", "'": "", '"': ""})
+
+
+def job_dirname(overrides, max_len: int = 120) -> str:
+    """A sweep job's folder name from its command-line overrides (Hydra's ``hydra.overrides.task``).
+
+    Only overrides that affect results name the folder (:func:`seqft_lightning.contract.affects_results`),
+    sorted, so a rerun with other paths, loggers or ``resume`` maps to the same folder. The
+    name is glob-safe (``[`` ``]`` become ``(`` ``)``: ``method.stages=((3,4),(7))``); long names are
+    shortened and suffixed with a hash of the full name.
+    """
     import hashlib
 
-    name = override_dirname.replace("/", "_") or "default"
+    from seqft_lightning.contract import result_overrides
+
+    kept = sorted(result_overrides(list(overrides)))  # as Hydra sorts override_dirname
+    name = ",".join(kept).translate(_GLOB_SAFE) or "default"
     if len(name) > max_len:
         name = f"{name[: max_len - 17]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
     return name

@@ -1,8 +1,8 @@
-"""What every method works with: data, the module, one way to fit a stage, one way to evaluate.
+"""What every method works with: the data, one way to fit a stage, one way to evaluate and record.
 
-Methods (``seqft_lightning.methods``) only decide *what* to train on and *what* to record; the
-stage mechanics (fresh optimizer per stage, continuous step axis, retention hooks, evaluation
-after every stage) live here once.
+Methods (:mod:`seqft_lightning.methods`) only decide *what* to train on and *what* to record; the
+stage mechanics (a fresh optimizer per stage, the continuous step axis, the retention strategy's
+hooks, the test evaluation after every stage) live here once.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig
 
 from seqft_lightning.data.datamodule import TaskDataModule
-from seqft_lightning.models.classifier import ClassifierModule
+from seqft_lightning.evaluation import Evaluation, evaluate
+from seqft_lightning.models.classifier import ClassifierModule, Penalty
 from seqft_lightning.recorder import RunRecorder
+from seqft_lightning.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -27,96 +29,112 @@ class Runner:
     """Fits stages and evaluates models for one run.
 
     Args:
-        cfg: the composed run config (reads ``trainer`` and ``callbacks``).
+        trainer_cfg: the ``trainer`` config node (a ``lightning.pytorch.Trainer`` target).
+        callbacks_cfg: the ``callbacks`` config node (``None``: no callbacks).
         datamodule: the set-up data, already on the training device.
         module: the LightningModule being trained (its ``net`` is the model).
-        recorder: where evaluations go.
+        recorder: where evaluations and curves go.
         loggers: Lightning loggers shared by every stage (one continuous step axis).
-        eval_trainer: the Trainer used for ``test`` calls (default: :func:`make_eval_trainer`).
+        retention: the run's retention strategy; it acts in :meth:`train_stages` only.
+        target_classes: classes counted as "target" in metrics (the rest are "retained").
     """
 
     def __init__(
         self,
-        cfg: DictConfig,
+        trainer_cfg: DictConfig,
+        callbacks_cfg: DictConfig | None,
         datamodule: TaskDataModule,
         module: ClassifierModule,
         recorder: RunRecorder,
         loggers: list,
-        eval_trainer: pl.Trainer | None = None,
+        retention: Retention,
+        target_classes: Sequence[int],
     ):
-        self.cfg = cfg
+        self.trainer_cfg, self.callbacks_cfg = trainer_cfg, callbacks_cfg
         self.datamodule = datamodule
         self.module = module
         self.recorder = recorder
         self.loggers = loggers
-        self.eval_trainer = eval_trainer or make_eval_trainer(cfg)
+        self.retention = retention
+        self.target_classes = list(target_classes)
+        self.steps_done = 0  # optimizer steps so far: the x axis every curve and logger shares
         self.trained_stages: list[list[int]] = []  # class groups trained through train_stages, in order
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.module.net
 
     # -- trainers ---------------------------------------------------------------------------
     def _callbacks(self) -> list:
         # Fresh callback objects per Trainer: Lightning callbacks keep per-fit state.
-        node = self.cfg.get("callbacks") or {}
-        callbacks = [instantiate(c) for c in node.values() if c is not None]
-        if not self.cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [instantiate(c) for c in (self.callbacks_cfg or {}).values() if c is not None]
+        if not self.trainer_cfg.get("enable_progress_bar", True):
             # `trainer.enable_progress_bar=false` alone turns the bar off (Lightning would refuse
             # a progress-bar callback next to it).
             callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
         return callbacks
 
-    def make_trainer(self, max_epochs: int) -> pl.Trainer:
-        return instantiate(self.cfg.trainer, max_epochs=max_epochs, logger=self.loggers or False, callbacks=self._callbacks())
+    def _make_trainer(self, max_epochs: int) -> pl.Trainer:
+        return instantiate(self.trainer_cfg, max_epochs=max_epochs, logger=self.loggers or False, callbacks=self._callbacks())
 
     # -- one stage --------------------------------------------------------------------------
-    def fit(self, loader: Any, epochs: int, optimizer: Callable, stage: int) -> int:
-        """Train ``module`` for ``epochs`` epochs on ``loader`` with a fresh ``optimizer``.
+    def fit(self, loader: Any, epochs: int, optimizer: Callable, stage: int, penalty: Penalty | None = None) -> int:
+        """Train the net for ``epochs`` epochs on ``loader`` with a fresh ``optimizer``.
 
-        Validation runs on the calibration split after every epoch. Returns the optimizer steps
-        taken; the module's continuous step axis advances by that many.
+        Validation runs on the calibration split after every epoch; its curve rows go to the
+        recorder. Returns the optimizer steps taken (the step axis advances by as many).
         """
-        self.module.begin_stage(stage, optimizer)
+        self.module.begin_stage(stage, optimizer, self.steps_done, penalty)
         if epochs == 0:
             return 0
-        trainer = self.make_trainer(epochs)
+        trainer = self._make_trainer(epochs)
         trainer.fit(self.module, train_dataloaders=loader, val_dataloaders=self.datamodule.val_dataloader())
         steps = trainer.global_step
-        self.module.end_stage(steps)
+        self.steps_done += steps
+        self.recorder.add_curves(self.module.take_curves())
         return steps
 
-    def train_stages(self, stages: Sequence[Sequence[int]], epochs: int, batch_size: int, optimizer: Callable) -> None:
-        """The one stage loop: train on each class group in order, evaluate after each.
+    def train_stages(self, stages: Sequence[Sequence[int]], epochs: int, batch_size: int, optimizer: Callable) -> list[dict[str, float]]:
+        """The one stage loop: train on each class group in order, evaluate and record after each.
 
-        The retention strategy (``module.retention``) sees every stage through its hooks.
-        Stages are numbered from 1 (0 is the pretrained baseline).
+        The retention strategy sees every stage through its hooks. Stages are numbered from 1
+        (stage 0 is the pretrained baseline). Returns the test metrics after each stage.
         """
-        retention, net, dm = self.module.retention, self.module.net, self.datamodule
+        retention, net, dm = self.retention, self.net, self.datamodule
         retention.on_finetune_start(net, dm)
-        for i, classes in enumerate(stages):
-            loader = retention.wrap_train_loader(dm.task_dataloader(classes, batch_size), i, list(classes))
-            retention.on_stage_start(net, i, list(classes))
-            self.fit(loader, epochs, optimizer, stage=i + 1)
-            retention.on_stage_end(net, i, list(classes), dm)
-            self.trained_stages.append(list(classes))
-            self.record(i + 1, classes)
+        per_stage = []
+        for stage, classes in enumerate(stages, start=1):
+            classes = list(classes)
+            loader = retention.wrap_train_loader(dm.task_dataloader(classes, batch_size), stage, classes)
+            retention.on_stage_start(net, stage, classes)
+            self.fit(loader, epochs, optimizer, stage=stage, penalty=retention.penalty)
+            retention.on_stage_end(net, stage, classes, dm)
+            self.trained_stages.append(classes)
+            per_stage.append(self.record_stage(stage, classes))
+        return per_stage
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, net: torch.nn.Module | None = None, loader: Any = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
-        """Test metrics of ``net`` (default: the trained one) on ``loader`` (default: test split).
+    def evaluate(self, net: torch.nn.Module | None = None, split: str = "test") -> Evaluation:
+        """Evaluate ``net`` (default: the one being trained) on the ``test`` or ``calibration`` split."""
+        dm = self.datamodule
+        loader = dm.test_dataloader() if split == "test" else dm.calibration_dataloader()
+        net = self.net if net is None else net
+        return evaluate(net.to(dm.device), loader, self.module.num_classes)
 
-        Returns ``(flat metrics, confusion matrix, summed loss per true class)``.
-        """
-        module = self.module if net is None else ClassifierModule(net, target_classes=self.module.target_classes)
-        self.eval_trainer.test(module, dataloaders=loader if loader is not None else self.datamodule.test_dataloader(), verbose=False)
-        return module.test_results, module.last_confusion, module.last_loss_per_class
-
-    def record(self, stage: int, trained: Sequence[int] | str, net: torch.nn.Module | None = None) -> dict:
-        """Evaluate on the test split, record it as ``stage`` and log it to the loggers."""
-        metrics, confusion, loss_per_class = self.evaluate(net)
-        self.recorder.record_stage(stage, trained, metrics, confusion, loss_per_class)
+    def record_stage(self, stage: int, trained: Sequence[int] | str, net: torch.nn.Module | None = None) -> dict[str, float]:
+        """Evaluate ``net`` on the test split, record it as ``stage`` and log it; return its metrics."""
+        evaluation = self.evaluate(net)
+        metrics = evaluation.metrics(self.target_classes)
+        self.recorder.record_stage(stage, trained, metrics, evaluation)
         for logger in self.loggers:
-            logger.log_metrics({k: v for k, v in metrics.items() if "_class_" not in k or k.startswith("test/acc_class")}, step=self.module.step_offset)
+            logger.log_metrics({k: v for k, v in metrics.items() if "_class_" not in k or k.startswith("test/acc_class")}, step=self.steps_done)
         return metrics
 
-
-def make_eval_trainer(cfg: DictConfig) -> pl.Trainer:
-    """A quiet Trainer for ``test`` calls (no logger, callbacks or progress bar)."""
-    return instantiate(cfg.trainer, max_epochs=1, logger=False, callbacks=[], enable_progress_bar=False, enable_model_summary=False)
+    def adopt_pretraining(self, curves: Sequence[dict], steps: int) -> None:
+        """Continue from a cached baseline: its pretraining curve and ``steps`` optimizer steps
+        become this run's stage 0, in the result files and in the loggers alike."""
+        self.recorder.add_curves(curves)
+        self.steps_done = int(steps)
+        for row in curves:
+            for logger in self.loggers:
+                logger.log_metrics({f"{row['split']}/{row['metric']}": row["value"]}, step=row["step"])

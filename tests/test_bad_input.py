@@ -17,7 +17,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from seqft_lightning.errors import ConfigError, DataError
-from seqft_lightning.pipeline import train
+from seqft_lightning.api import train
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]

@@ -6,6 +6,7 @@ Expected statistics are written out by hand (t quantiles: t_{0.975,2} = 4.302652
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -18,11 +19,15 @@ import pytest
 import yaml
 
 from seqft_lightning.compare import aggregate as agg
-from seqft_lightning.compare import cli
+from seqft_lightning.compare import cli, plots
 from seqft_lightning.compare.load import find_error_line, load_jobs, newest_sweep_dir
+from seqft_lightning.compare.report import cell, pvalue
 from seqft_lightning.compare.stats import (INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, paired_arrays,
-                                           paired_by_seed, t_interval, verdict)
-from seqft_lightning.compare.variants import retention_name, variant_labels
+                                           paired_by_seed, t_errorbar, t_interval, verdict)
+from seqft_lightning.compare.variants import retention_name, variant_family, variant_labels
+from seqft_lightning.contract import (CALIBRATION_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, STAGE_COLUMNS,
+                                      STAGES_FILE, TRAIN_LOG_FILE, confusion_file)
+from seqft_lightning.errors import EXIT_USER_ERROR, SeqftError
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = (3, 4, 7)
@@ -45,15 +50,17 @@ def make_config(method: str, stages: list, seed: int, retention: str | None = No
     cfg = {
         "seed": seed,
         "method": {"name": method, "stages": stages},
-        "trainer": {"max_epochs": 2, "accelerator": "cpu", "devices": 1 + seed % 2},  # devices must not matter
-        "paths": {"output_dir": f"/runs/{method}/{seed}"},                            # nor paths
+        "trainer": {"max_epochs": 2, "accelerator": "cpu", "devices": 1,
+                    "enable_progress_bar": seed == 1},                # console switch: must not matter
+        "paths": {"output_dir": f"/runs/{method}/{seed}"},            # nor paths
+        "data": {"data_dir": f"/data/{seed}"},                        # nor any *_dir
         "optimizer": {"lr": 0.01},
         "logger": {"csv": {"save_dir": f"/runs/{seed}"}},
+        # the pipeline's no-op class is retention=none
+        "retention": {"_target_": f"seqft_lightning.retention.{retention or 'Retention'}"},
     }
     if retention is not None:
-        cfg["retention"] = {"_target_": f"seqft_lightning.retention.{retention}", "strength": 100.0}
-    elif seed % 2:  # the pipeline's no-op class; older runs have no retention key at all
-        cfg["retention"] = {"_target_": "seqft_lightning.retention.Retention"}
+        cfg["retention"]["strength"] = 100.0
     cfg["resume"] = seed == 2  # operational switch, must not split a variant
     for key, value in extra.items():
         cfg[key] = value
@@ -63,10 +70,10 @@ def make_config(method: str, stages: list, seed: int, retention: str | None = No
 def write_job(job_dir: Path, cfg: dict, final: dict | None = None, baseline: dict | None = None,
               lam: float | None = None, log_text: str | None = None) -> Path:
     """One job dir following the run-folder contract; ``final=None`` -> no metrics.json (failed)."""
-    (job_dir / ".hydra").mkdir(parents=True)
-    (job_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (job_dir / CONFIG_FILE).parent.mkdir(parents=True)
+    (job_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg))
     if log_text is not None:
-        (job_dir / "train.log").write_text(log_text)
+        (job_dir / TRAIN_LOG_FILE).write_text(log_text)
     if final is None:
         return job_dir
     stages = cfg["method"]["stages"]
@@ -74,7 +81,7 @@ def write_job(job_dir: Path, cfg: dict, final: dict | None = None, baseline: dic
     per_stage = [metric_dict(final["test/acc"] - 0.01 * (T - k), final["test/acc_target"],
                              final["test/acc_retained"] + 0.01 * (T - k)) for k in range(1, T)] + [final]
     metrics = {"method": cfg["method"]["name"], "seed": cfg["seed"], "stages": stages,
-               "retention": "none" if "retention" not in cfg else "ewc",
+               "retention": retention_name(cfg),
                "baseline": baseline, "final": final, "per_stage": per_stage}
     if lam is not None:
         metrics["lambda"] = lam
@@ -82,13 +89,12 @@ def write_job(job_dir: Path, cfg: dict, final: dict | None = None, baseline: dic
     for stage, d in enumerate([baseline, *per_stage]):
         trained = "pretrain" if stage == 0 else "+".join(map(str, stages[stage - 1]))
         rows.append([stage, trained, "all", d["test/acc"], d["test/precision"], d["test/recall"],
-                     d["test/f1"], d["test/loss"]])
-        rows.append([stage, trained, "target", d["test/acc_target"], None, None, None, None])
-        rows.append([stage, trained, "retained", d["test/acc_retained"], None, None, None, None])
+                     d["test/f1"], d["test/loss"], None])
+        rows.append([stage, trained, "target", d["test/acc_target"], None, None, None, None, None])
+        rows.append([stage, trained, "retained", d["test/acc_retained"], None, None, None, None, None])
         for k in range(10):
-            rows.append([stage, trained, f"class_{k}", d[f"test/acc_class_{k}"], None, None, None, None])
-    pd.DataFrame(rows, columns=["stage", "trained_classes", "evaluated", "acc", "precision", "recall", "f1",
-                                "loss"]).to_csv(job_dir / "stages.csv", index=False)
+            rows.append([stage, trained, f"class_{k}", d[f"test/acc_class_{k}"], None, None, None, None, None])
+    pd.DataFrame(rows, columns=list(STAGE_COLUMNS)).to_csv(job_dir / STAGES_FILE, index=False)
     curves, step = [], 0
     for stage in range(T + 1):
         for epoch in range(2):
@@ -97,17 +103,17 @@ def write_job(job_dir: Path, cfg: dict, final: dict | None = None, baseline: dic
                 curves.append([stage, epoch, step, "train", "loss", 1.0 / (1 + step / 50)])
             curves.append([stage, epoch, step, "val", "acc", 0.8 + 0.01 * stage + 0.005 * epoch])
     pd.DataFrame(curves, columns=["stage", "epoch", "step", "split", "metric", "value"]).to_csv(
-        job_dir / "curves.csv", index=False)
-    (job_dir / "confusion").mkdir()
+        job_dir / CURVES_FILE, index=False)
+    (job_dir / confusion_file(0)).parent.mkdir()
     for stage in range(T + 1):
         mat = np.full((10, 10), 1, dtype=int) + np.eye(10, dtype=int) * (80 + stage)
         pd.DataFrame(mat, columns=[f"pred_{k}" for k in range(10)],
-                     index=pd.Index(range(10), name="true")).to_csv(job_dir / "confusion" / f"stage_{stage}.csv")
+                     index=pd.Index(range(10), name="true")).to_csv(job_dir / confusion_file(stage))
     if lam is not None:
         lams = np.linspace(0, 1, 5)
         pd.DataFrame({"lambda": lams, "acc": 0.8 + 0.05 * lams, "acc_target": 0.5 + 0.4 * lams,
-                      "acc_retained": 0.98 - 0.1 * lams}).to_csv(job_dir / "calibration.csv", index=False)
-    (job_dir / "metrics.json").write_text(json.dumps(metrics))
+                      "acc_retained": 0.98 - 0.1 * lams}).to_csv(job_dir / CALIBRATION_FILE, index=False)
+    (job_dir / METRICS_FILE).write_text(json.dumps(metrics))
     return job_dir
 
 
@@ -164,6 +170,13 @@ def compared(sweep: Path) -> Path:
     """Run the whole CLI once; returns the compare/ folder."""
     assert cli.main([str(sweep)]) == 0
     return sweep / "compare"
+
+
+def user_error_exit(argv: list[str]) -> int:
+    """Exit status of ``cli.main(argv)``, which must exit (bad input)."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    return exited.value.code
 
 
 # --------------------------------------------------------------------------- stats
@@ -252,6 +265,29 @@ def test_variant_labels():
     assert len(set(labels)) == 4
 
 
+def test_variant_is_defined_by_contract_rule_accelerator_counts_seed_does_not():
+    cpu = make_config("joint", [[3, 4, 7]], 0)
+    gpu = make_config("joint", [[3, 4, 7]], 1)
+    gpu["trainer"]["accelerator"] = "gpu"  # contract.affects_results: a GPU run is another variant
+    other_lr = make_config("joint", [[3, 4, 7]], 2)
+    other_lr["optimizer"]["lr"] = 0.1
+    labels = variant_labels([cpu, make_config("joint", [[3, 4, 7]], 1), gpu, other_lr])
+    assert labels[0] == labels[1]  # seed, paths, data_dir, resume, progress bar differ: one variant
+    assert labels[2] == "joint optimizer.lr=0.01 trainer.accelerator=gpu"
+    assert labels[3] == "joint optimizer.lr=0.1 trainer.accelerator=cpu"
+    assert labels[0] == "joint optimizer.lr=0.01 trainer.accelerator=cpu"
+
+
+@pytest.mark.parametrize(("method", "retention", "family"), [
+    ("baseline", "none", "naive"), ("sequential", "none", "naive"), ("joint", "none", "naive"),
+    ("sequential", "ewc", "retention"), ("joint", "replay", "retention"),
+    ("task_arithmetic", "none", "merging"), ("ties", "none", "merging"), ("dare", "none", "merging"),
+    ("average", "none", "merging"), ("task_negation", "none", "merging"),
+])
+def test_variant_family(method, retention, family):
+    assert variant_family(method, retention) == family
+
+
 def test_variant_labels_hyperparameter_and_retention_names():
     a = make_config("sequential", [[3], [4], [7]], 0, retention="EWC")
     b = make_config("sequential", [[3], [4], [7]], 0, retention="EWC")
@@ -259,9 +295,10 @@ def test_variant_labels_hyperparameter_and_retention_names():
     assert variant_labels([a, b]) == ["sequential+ewc retention.strength=100.0",
                                       "sequential+ewc retention.strength=10.0"]
     assert retention_name({}) == "none"
-    assert retention_name({"retention": None}) == "none"
     assert retention_name({"retention": {"_target_": "seqft_lightning.retention.Retention"}}) == "none"
+    assert retention_name({"retention": {"_target_": "seqft_lightning.retention.LwF"}}) == "lwf"
     assert retention_name({"retention": {"_target_": "x.L2SP"}}) == "l2sp"
+    assert retention_name({"retention": {"_target_": "x.NoRetention"}}) == "noretention"  # no legacy aliases
 
 
 # --------------------------------------------------------------------------- loading and aggregation
@@ -273,6 +310,26 @@ def test_load_marks_failed_job(sweep: Path):
     assert [j.rel for j in failed] == ["12"]
     assert failed[0].status == "failed"
     assert "RuntimeError: CUDA out of memory" in failed[0].reason
+
+
+def test_load_logs_one_info_line_and_debug_per_job(sweep: Path, caplog: pytest.LogCaptureFixture):
+    with caplog.at_level(logging.DEBUG, logger="seqft_lightning.compare"):
+        load_jobs(sweep)
+    by_level = lambda level: [r.getMessage() for r in caplog.records if r.levelno == level]  # noqa: E731
+    assert by_level(logging.INFO) == ["read 13 jobs (1 failed)"]
+    assert len([m for m in by_level(logging.DEBUG) if m.startswith("read job ")]) == 12
+    assert [m for m in by_level(logging.WARNING) if m.startswith("job 12 is failed")]
+
+
+def test_job_without_stages_csv_has_no_stage_table(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    job_dir = write_job(tmp_path / "sweep" / "0", make_config("joint", [[3, 4, 7]], 0),
+                        metric_dict(0.9, 0.9, 0.9), BASE[0])
+    (job_dir / STAGES_FILE).unlink()
+    with caplog.at_level(logging.WARNING, logger="seqft_lightning.compare"):
+        (job,) = load_jobs(tmp_path / "sweep")
+    assert job.ok and job.stages is None and job.curves is not None
+    assert job.confusion_stage == 1 and job.confusion[0, 0] == 1 + 80 + 1  # stage 1, not stage 0
+    assert any(STAGES_FILE in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
 
 def test_find_error_line_and_unfinished_job(tmp_path: Path):
@@ -360,6 +417,61 @@ def test_outputs_written(compared: Path):
     assert f"- {seq}, accuracy: **inconclusive**" in hyp
     assert f"- {rev} `joint`, target acc (pooled): **inconclusive**" in hyp  # other stage order: 2 seeds only
     assert "+2.50" in hyp  # mean difference sequential − joint, pp
+    assert "p = <" not in hyp and "paired t p = 0.0131" in hyp  # t_{2} test of diffs 0.02, 0.03, 0.025
+
+
+def test_pvalue_formatting():
+    assert pvalue(0.0004) == "p < 0.001"
+    assert pvalue(0.01234) == "p = 0.0123"
+    assert pvalue(0.25) == "p = 0.25"
+    assert pvalue(math.nan) == "p = n/a"
+    assert pvalue(1e-9, "") == "< 0.001"
+    assert pvalue(0.049, "") == "0.049"
+
+
+def test_ci_of_accuracies_is_clipped_in_tables_not_for_differences(tmp_path: Path):
+    for seed, target in enumerate((0.99, 0.90)):  # mean 0.945, raw CI [0.373, 1.517]
+        write_job(tmp_path / "s" / str(seed), make_config("joint", [[3, 4, 7]], seed),
+                  metric_dict(0.9, target, 0.9), BASE[seed])
+    analysis = agg.analyse(load_jobs(tmp_path / "s"))
+    row = analysis.summary.set_index(["variant", "metric"]).loc[("joint", "test/acc_target")]
+    half = 12.7062047 * math.sqrt(0.5 * 0.09 ** 2) / math.sqrt(2)  # t_{0.975,1} * std / sqrt(n)
+    assert row["mean"] == pytest.approx(0.945)
+    assert row["ci_low"] == pytest.approx(0.945 - half, abs=1e-6)
+    assert 0.945 + half > 1 and row["ci_high"] == 1.0
+    assert cell(row).endswith(f"[{100 * (0.945 - half):.2f}, 100.00]")
+    # the same numbers as a paired difference are not clipped
+    assert paired_by_seed({0: 1.99, 1: 1.90}, {0: 1.0, 1: 1.0}).ci_high == pytest.approx(0.945 + half, abs=1e-6)
+    # plots use the same helper: seaborn's errorbar callable, in percent
+    assert t_errorbar((0, 100))([99.0, 90.0]) == pytest.approx((100 * (0.945 - half), 100.0))
+
+
+def test_make_all_plots_draws_every_spec(analysis: agg.Analysis, tmp_path: Path):
+    results = plots.make_all_plots(analysis, tmp_path)
+    for spec in plots.SPECS:
+        mine = [r for r in results if r.key == spec.name or r.key.startswith(f"{spec.name}:")]
+        assert mine, spec.name
+        for r in mine:
+            assert r.path is not None and r.path.stat().st_size > 1000, (r.key, r.note)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(r.path.name for r in results)
+
+
+def test_make_all_plots_skips_with_note_and_survives_a_failing_plot(analysis: agg.Analysis, tmp_path: Path):
+    def broken(path: Path) -> Path:
+        raise RuntimeError("boom")
+    specs = [plots.PlotSpec("empty", "Empty", "", lambda a: None, broken, "something absent"),
+             plots.PlotSpec("broken", "Broken", "", lambda a: {"x": 1}, lambda path, x: broken(path), "x")]
+    empty, failed = plots.make_all_plots(analysis, tmp_path, specs)
+    assert empty.path is None and empty.note == "nothing to plot: needs something absent"
+    assert failed.path is None and failed.note == "plot failed: boom"
+
+
+def test_training_curves_leave_out_merging_experts(analysis: agg.Analysis):
+    built = plots.build_training_curves(analysis)
+    assert set(built["groups"]) == {"naive", "retention"}
+    drawn = {v for panel in built["panels"] for v in panel.data["variant"]}
+    assert "task_arithmetic" not in drawn and "sequential+ewc" in drawn and "joint" in drawn
+    assert "expert" in plots.SPECS[[s.name for s in plots.SPECS].index("training_curves")].caption
 
 
 def test_plots_written(compared: Path):
@@ -388,16 +500,26 @@ def test_report_mentions_failed_job_and_embeds_plots(compared: Path):
 def test_cli_missing_dir_exits_2_with_one_line(tmp_path: Path):
     proc = subprocess.run([sys.executable, str(ROOT / "compare.py"), str(tmp_path / "nope")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
+    assert proc.returncode == EXIT_USER_ERROR == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "does not exist" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "does not exist" in lines[0]
+    assert not (tmp_path / "nope").exists()
+
+
+def test_missing_sweep_folder_is_a_user_error(tmp_path: Path):
+    with pytest.raises(SeqftError, match="does not exist"):
+        cli.resolve_sweep_dir(tmp_path / "nope", tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SeqftError, match="not a folder"):
+        cli.resolve_sweep_dir(tmp_path / "file", tmp_path)
 
 
 def test_cli_no_jobs_and_default_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (tmp_path / "empty").mkdir()
-    assert cli.main([str(tmp_path / "empty")]) == 2
+    assert user_error_exit([str(tmp_path / "empty")]) == 2
+    assert not (tmp_path / "empty" / "compare").exists()  # nothing written
     monkeypatch.chdir(tmp_path)
-    assert cli.main([]) == 2  # no ./outputs at all
+    assert user_error_exit([]) == 2  # no ./outputs at all
     sweep = tmp_path / "outputs" / "multirun" / "s1"
     write_job(sweep / "0", make_config("joint", [[3, 4, 7]], 0), metric_dict(0.9, 0.9, 0.9), BASE[0])
     (sweep / "multirun.yaml").write_text("{}\n")

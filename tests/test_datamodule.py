@@ -155,12 +155,12 @@ def test_task_loader_yields_only_its_class(mnist_dm):
 
 def test_unknown_task_class_is_refused(mnist_dm):
     with pytest.raises(DataError, match="not held out"):
-        mnist_dm.task_dataloader([5])
+        mnist_dm.task_dataloader([5], batch_size=64)
 
 
 def test_joint_loader_is_the_shuffled_union(mnist_dm):
     torch.manual_seed(0)
-    loader = mnist_dm.joint_dataloader(batch_size=64)
+    loader = mnist_dm.task_dataloader(mnist_dm.task_classes, batch_size=64)  # what joint trains on
     batches = [y.tolist() for _, y in loader]
     labels = [v for b in batches for v in b]
     assert Counter(labels) == {3: 1000, 4: 1000, 7: 1000}
@@ -173,7 +173,7 @@ def test_joint_loader_is_the_shuffled_union(mnist_dm):
 
 def test_pretrain_loader_batches(mnist_dm):
     torch.manual_seed(0)
-    loader = mnist_dm.pretrain_dataloader()  # default batch size 64
+    loader = mnist_dm.pretrain_dataloader(batch_size=64)
     assert len(loader) == math.ceil(52000 / 64)
     x, y = next(iter(loader))
     assert tuple(x.shape) == (64, 784) and x.dtype == torch.float32

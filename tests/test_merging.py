@@ -111,7 +111,7 @@ def test_ops_are_pure_and_correct() -> None:
     assert torch.equal(ops.sub(a, b)["w"], torch.tensor([0.5, 3.0]))
     assert torch.equal(ops.add(a, b)["w"], torch.tensor([1.5, 1.0]))
     assert torch.equal(ops.scale(a, -2.0)["w"], torch.tensor([-2.0, -4.0]))
-    assert list(ops.float_keys(a)) == ["w"]
+    assert list(ops.float_entries(a)) == ["w"]
     assert_sd_equal(a, a_copy)
 
 
@@ -233,24 +233,24 @@ def test_non_float_buffers_are_skipped_and_copied_from_base() -> None:
 
 # ---------------------------------------------------------------------- TaskArithmetic
 def test_task_arithmetic_equals_base_plus_lambda_sum(base, finetuned) -> None:
-    lam = 0.4
+    lambda_ = 0.4
     b, f1, f2 = base.state_dict(), finetuned["t1"].state_dict(), finetuned["t2"].state_dict()
-    expected = {k: b[k] + lam * ((f1[k] - b[k]) + (f2[k] - b[k])) for k in b}
-    out = TaskArithmetic(scaling_factor=lam).run(base, finetuned)
+    expected = {k: b[k] + lambda_ * ((f1[k] - b[k]) + (f2[k] - b[k])) for k in b}
+    out = TaskArithmetic(lambda_=lambda_).run(base, finetuned)
     assert_sd_close(out, expected, atol=1e-6)
     # Per-call override equals the attribute, and the cached vector path gives the same bits.
-    method = TaskArithmetic(scaling_factor=0.3)
-    overridden = method.run(base, finetuned, scaling_factor=lam)
+    method = TaskArithmetic(lambda_=0.3)
+    overridden = method.run(base, finetuned, lambda_=lambda_)
     assert_sd_equal(overridden, out)
-    assert method.scaling_factor == 0.3  # the override does not stick
+    assert method.lambda_ == 0.3  # the override does not stick
     merged = method.merged_task_vector(base, finetuned)
-    assert_sd_equal(merged.apply_to(base, lam), out)
+    assert_sd_equal(merged.apply_to(base, lambda_), out)
 
 
 def test_lambda_zero_methods_return_base_and_never_mutate(base, finetuned) -> None:
     before = {name: snapshot(m) for name, m in {"base": base, **finetuned}.items()}
-    for method in (TaskArithmetic(), Ties(top_k=0.5), Dare(drop_rate=0.3)):
-        out = method.run(base, finetuned, scaling_factor=0.0)
+    for method in (TaskArithmetic(), Ties(keep_fraction=0.5), Dare(drop_rate=0.3)):
+        out = method.run(base, finetuned, lambda_=0.0)
         assert_sd_equal(out, before["base"])
     Average().run(base, finetuned)
     for name, model in {"base": base, **finetuned}.items():
@@ -265,7 +265,7 @@ def test_empty_finetuned_raises(base) -> None:
 
 # ---------------------------------------------------------------------- TIES
 def test_ties_on_hand_made_vectors() -> None:
-    # top_k = 0.4 of n = 5 entries (a: 3, b: 2) -> each vector keeps its 2 largest |entries|,
+    # keep_fraction = 0.4 of n = 5 entries (a: 3, b: 2) -> each vector keeps its 2 largest |entries|,
     # ranked over a and b TOGETHER:
     #   tau1: a=[ 1,  2,   0.5], b=[0.1,  0 ] -> keeps 2 (a1), 1 (a0)  -> a=[ 1, 2, 0], b=[0,  0]
     #   tau2: a=[ 1, -0.5, 0.2], b=[0.3, -4 ] -> keeps 4 (b1), 1 (a0)  -> a=[ 1, 0, 0], b=[0, -4]
@@ -281,18 +281,18 @@ def test_ties_on_hand_made_vectors() -> None:
         tv_ab([1.0, -0.5, 0.2], [0.3, -4.0]),
         tv_ab([-3.0, 0.1, 0.2], [0.05, 1.0]),
     ]
-    merged = ties_merge(vectors, top_k=0.4)
+    merged = ties_merge(vectors, keep_fraction=0.4)
     assert_sd_equal(merged.state_dict(), tv_ab([-3.0, 2.0, 0.0], [0.0, -4.0]).state_dict())
 
 
 def test_ties_zero_sum_entry_and_disjoint_mean() -> None:
-    # top_k = 1 keeps everything. Entry 0: 1 + (-1) = 0 -> no elected sign -> 0.
+    # keep_fraction = 1 keeps everything. Entry 0: 1 + (-1) = 0 -> no elected sign -> 0.
     # Entry 1: both +2 agree -> mean 2 (a sum would give 4). Entry 2: 3 and -1 -> "+" -> 3.
     vectors = [
         TaskVector({"w": torch.tensor([1.0, 2.0, 3.0])}),
         TaskVector({"w": torch.tensor([-1.0, 2.0, -1.0])}),
     ]
-    merged = ties_merge(vectors, top_k=1.0)
+    merged = ties_merge(vectors, keep_fraction=1.0)
     assert torch.equal(merged.state_dict()["w"], torch.tensor([0.0, 2.0, 3.0]))
 
 
@@ -309,7 +309,7 @@ def test_ties_run_matches_hand_result_on_models() -> None:
         )
         for i, (da, db) in enumerate(deltas)
     }
-    method = Ties(scaling_factor=0.5, top_k=0.4)
+    method = Ties(lambda_=0.5, keep_fraction=0.4)
     out = method.run(base, finetuned)
     # theta_0 + 0.5 * [-3, 2, 0 | 0, -4]
     torch.testing.assert_close(out.a.detach(), torch.tensor([-1.0, 0.0, 2.0]), atol=1e-6, rtol=0)
@@ -323,10 +323,10 @@ def test_dare_zero_drop_is_identity(base, finetuned) -> None:
     tau = TaskVector.from_models(base, finetuned["t1"])
     same = dare_sparsify(tau, 0.0, torch.Generator().manual_seed(0))
     assert_sd_equal(same.state_dict(), tau.state_dict())
-    lam = 0.3
+    lambda_ = 0.3
     assert_sd_equal(
-        Dare(scaling_factor=lam, drop_rate=0.0).run(base, finetuned),
-        TaskArithmetic(scaling_factor=lam).run(base, finetuned),
+        Dare(lambda_=lambda_, drop_rate=0.0).run(base, finetuned),
+        TaskArithmetic(lambda_=lambda_).run(base, finetuned),
     )
 
 
@@ -368,20 +368,20 @@ def test_average_is_elementwise_mean_and_keeps_base_int_buffers() -> None:
         else:
             torch.testing.assert_close(value, (s1[key] + s2[key]) / 2, atol=1e-7, rtol=0)
     assert not torch.equal(out.linear.weight, base.linear.weight)
-    assert Average().scaling_factor is None
+    assert Average().lambda_ is None
     with pytest.raises(ValueError, match="does not apply"):
-        Average().run(base, {"t1": ft1}, scaling_factor=0.5)
+        Average().run(base, {"t1": ft1}, lambda_=0.5)
 
 
 # ---------------------------------------------------------------------- validation / configs
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: Ties(top_k=0.0),
-        lambda: Ties(top_k=1.5),
+        lambda: Ties(keep_fraction=0.0),
+        lambda: Ties(keep_fraction=1.5),
         lambda: Dare(drop_rate=1.0),
         lambda: Dare(drop_rate=-0.1),
-        lambda: TaskArithmetic(scaling_factor=float("nan")),
+        lambda: TaskArithmetic(lambda_=float("nan")),
     ],
 )
 def test_invalid_arguments_raise(make) -> None:
@@ -390,17 +390,17 @@ def test_invalid_arguments_raise(make) -> None:
 
 
 def test_invalid_override_raises(base, finetuned) -> None:
-    with pytest.raises(ValueError, match="scaling_factor"):
-        TaskArithmetic().run(base, finetuned, scaling_factor=float("inf"))
+    with pytest.raises(ValueError, match="lambda_"):
+        TaskArithmetic().run(base, finetuned, lambda_=float("inf"))
 
 
 @pytest.mark.parametrize(
     ("name", "cls", "attrs"),
     [
-        ("task_arithmetic", TaskArithmetic, {"scaling_factor": 0.3}),
-        ("ties", Ties, {"scaling_factor": 1.0, "top_k": 0.2}),
-        ("dare", Dare, {"scaling_factor": 0.3, "drop_rate": 0.5, "seed": 0}),
-        ("average", Average, {"scaling_factor": None}),
+        ("task_arithmetic", TaskArithmetic, {"lambda_": 0.3}),
+        ("ties", Ties, {"lambda_": 1.0, "keep_fraction": 0.2}),
+        ("dare", Dare, {"lambda_": 0.3, "drop_rate": 0.5, "seed": 0}),
+        ("average", Average, {"lambda_": None}),
     ],
 )
 def test_configs_instantiate(name, cls, attrs) -> None:
@@ -411,3 +411,49 @@ def test_configs_instantiate(name, cls, attrs) -> None:
     assert type(method) is cls
     for attr, value in attrs.items():
         assert getattr(method, attr) == value
+
+
+# ---------------------------------------------------------------------- renamed keys
+RENAMED_MESSAGES = {
+    "scaling_factor": "merger.scaling_factor was renamed to merger.lambda_; use method.merger.lambda_=...",
+    "top_k": "merger.top_k was renamed to merger.keep_fraction; use method.merger.keep_fraction=...",
+}
+
+
+@pytest.mark.parametrize(
+    ("cls", "old"),
+    [(TaskArithmetic, "scaling_factor"), (Ties, "scaling_factor"), (Dare, "scaling_factor"), (Ties, "top_k")],
+)
+def test_old_argument_names_are_refused_with_one_line_hint(cls, old) -> None:
+    with pytest.raises(ValueError) as info:
+        cls(**{old: 0.5})
+    assert str(info.value) == RENAMED_MESSAGES[old]
+
+
+@pytest.mark.parametrize("kwargs", [{"top_k": 0.2}, {"lambda": 0.3}, {"keepfraction": 0.2}])
+def test_other_unknown_argument_names_stay_type_errors(kwargs) -> None:
+    # top_k never existed on TaskArithmetic: no "renamed" hint there, a plain TypeError.
+    cls = Ties if "keepfraction" in kwargs else TaskArithmetic
+    with pytest.raises(TypeError, match=repr(next(iter(kwargs)))):
+        cls(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("method", "old"),
+    [("task_arithmetic", "scaling_factor"), ("ties", "scaling_factor"), ("dare", "scaling_factor"), ("ties", "top_k")],
+)
+def test_old_config_keys_are_refused_from_the_composed_config(compose, method, old) -> None:
+    """What a user with an old command line gets: the real config, old key added with '+'."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    new = {"scaling_factor": "lambda_", "top_k": "keep_fraction"}[old]
+    cfg = compose([f"method={method}"])
+    assert new in cfg.method.merger and old not in cfg.method.merger
+    cfg = compose([f"method={method}", f"+method.merger.{old}=0.5"])
+    with pytest.raises(InstantiationException) as info:
+        instantiate(cfg.method.merger)
+    assert str(info.value.__cause__) == RENAMED_MESSAGES[old]
+    # The new key with the same value is accepted and lands on the attribute.
+    merger = instantiate(compose([f"method={method}", f"method.merger.{new}=0.5"]).method.merger)
+    assert getattr(merger, new) == 0.5

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from seqft_lightning.methods.merge import lambda_grid
-from seqft_lightning.pipeline import train
+from seqft_lightning.api import train
 
 FAST = [
     "pretrain.epochs=1",

@@ -1,8 +1,10 @@
-"""``ClassifierModule``: test metrics against hand-computed values, training, optimizer, retention."""
+"""Evaluation metrics against hand-computed values and torchmetrics; ``ClassifierModule``:
+training, optimizer, validation curves, retention penalty."""
 
 from __future__ import annotations
 
 import functools
+import math
 
 import lightning.pytorch as pl
 import pytest
@@ -12,6 +14,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
 from seqft_lightning.data import TensorBatchLoader
+from seqft_lightning.evaluation import evaluate
 from seqft_lightning.metrics import flat_metrics
 from seqft_lightning.models import MLP, ClassifierModule
 
@@ -36,10 +39,13 @@ def _trainer(**kwargs) -> pl.Trainer:
     return pl.Trainer(**{**defaults, **kwargs})
 
 
-def _test_metrics(logits: torch.Tensor, y: torch.Tensor, target_classes, batch_size: int = 4) -> dict:
-    module = ClassifierModule(Passthrough(logits.shape[1]), target_classes=target_classes)
-    _trainer(max_epochs=1).test(module, dataloaders=TensorBatchLoader(logits, y, batch_size, shuffle=False), verbose=False)
-    return module.test_results, module
+def _test_metrics(logits: torch.Tensor, y: torch.Tensor, target_classes, batch_size: int = 4):
+    evaluation = evaluate(Passthrough(logits.shape[1]), TensorBatchLoader(logits, y, batch_size, shuffle=False), logits.shape[1])
+    return evaluation.metrics(target_classes), evaluation
+
+
+def sgd(lr):
+    return functools.partial(torch.optim.SGD, lr=lr)
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -53,8 +59,8 @@ LOGITS = F.one_hot(PRED, 3).float() * 3.0
 
 
 def test_flat_metrics_match_hand_computed_values():
-    results, module = _test_metrics(LOGITS, Y, target_classes=[1, 2])
-    assert module.last_confusion.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    results, evaluation = _test_metrics(LOGITS, Y, target_classes=[1, 2])
+    assert evaluation.confusion.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
     # precision per class: 2/2, 1/2, 1/2; recall: 2/3, 1/2, 1/1; F1: 4/5, 1/2, 2/3
     expected = {
         "test/acc": 4 / 6,
@@ -97,15 +103,44 @@ def test_macro_metrics_agree_with_torchmetrics(seed):
     n, k = 300, 5
     y = torch.arange(n) % k  # every class present
     logits = torch.randn(n, k, generator=g) + 1.5 * F.one_hot(y, k)  # better than chance, not perfect
-    results, module = _test_metrics(logits, y, target_classes=[1, 3], batch_size=64)
+    results, _ = _test_metrics(logits, y, target_classes=[1, 3], batch_size=64)
     preds = logits.argmax(1)
     assert 0.3 < results["test/acc"] < 0.95
     assert results["test/acc"] == pytest.approx(float((preds == y).double().mean()))
     for key, metric in [("precision", MulticlassPrecision), ("recall", MulticlassRecall), ("f1", MulticlassF1Score)]:
         reference = float(metric(num_classes=k, average="macro")(logits, y))
         assert results[f"test/{key}"] == pytest.approx(reference, abs=1e-6), key
-    # and flat_metrics on the module's confusion matrix is what the module reports
-    assert flat_metrics(module.last_confusion, module.last_loss_per_class, [1, 3]) == results
+
+
+def test_a_class_with_no_samples_and_no_predictions_counts_as_zero_in_macro_averages():
+    """The project's one convention (contract.py): such a class scores 0 and stays in the mean.
+
+    torchmetrics' own macro average would drop it (1/2 here instead of 1/3)."""
+    y = torch.tensor([0, 0, 1, 1])
+    logits = F.one_hot(torch.tensor([0, 0, 1, 0]), 3).float()  # class 2: no sample, no prediction
+    results, _ = _test_metrics(logits, y, target_classes=[2])
+    # precision: 2/3, 1/1, 0; recall: 1, 1/2, 0
+    assert results["test/precision"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert results["test/recall"] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert math.isnan(results["test/acc_target"])  # no samples of the target class: undefined
+    dropped = float(MulticlassRecall(num_classes=3, average="macro")(logits, y))
+    assert dropped == pytest.approx(0.75) and results["test/recall"] != pytest.approx(dropped)
+
+
+def test_validation_curves_use_the_same_metric_functions_as_test():
+    pl.seed_everything(0, verbose=False)
+    x, y = _synthetic(n=96)
+    net = MLP(input_dim=8, hidden_dims=[8], num_classes=3)
+    module = ClassifierModule(net)
+    module.begin_stage(1, sgd(0.1), step_offset=7)
+    calib = TensorBatchLoader(x[:40], y[:40], 16, shuffle=False)
+    _trainer(max_epochs=1).fit(module, train_dataloaders=TensorBatchLoader(x, y, 32), val_dataloaders=calib)
+    rows = {r["metric"]: r for r in module.take_curves() if r["split"] == "val"}
+    expected = evaluate(net, calib, 3).metrics([0], prefix="val")
+    for name in ("acc", "precision", "recall", "f1", "loss"):
+        assert rows[name]["value"] == pytest.approx(expected[f"val/{name}"], abs=1e-6), name
+    assert rows["acc"]["step"] == 7 + 3 and rows["acc"]["stage"] == 1  # continuous step axis
+    assert module.take_curves() == []  # handed over once
 
 
 # -- training --------------------------------------------------------------------------------------
@@ -125,25 +160,27 @@ def test_a_few_epochs_lower_the_loss():
     pl.seed_everything(0, verbose=False)
     x, y = _synthetic()
     net = MLP(input_dim=8, hidden_dims=[16], num_classes=3)
-    module = ClassifierModule(net, optimizer=functools.partial(torch.optim.Adam, lr=0.01))
+    module = ClassifierModule(net)
+    module.begin_stage(1, functools.partial(torch.optim.Adam, lr=0.01), step_offset=0)
     before = _full_loss(net, x, y)
     _trainer(max_epochs=5).fit(module, train_dataloaders=TensorBatchLoader(x, y, 32))
     after = _full_loss(net, x, y)
     assert after < 0.7 * before
-    train_losses = [r["value"] for r in module.history if r["split"] == "train" and r["metric"] == "loss"]
+    train_losses = [r["value"] for r in module.take_curves() if r["split"] == "train" and r["metric"] == "loss"]
     assert len(train_losses) == 5 and train_losses[-1] < train_losses[0]
 
 
 def test_configure_optimizers_uses_the_partial():
     net = MLP(input_dim=8, hidden_dims=[4], num_classes=3)
-    module = ClassifierModule(net, optimizer=functools.partial(torch.optim.SGD, lr=0.123))
+    module = ClassifierModule(net)
+    module.begin_stage(1, sgd(0.123), step_offset=0)
     opt = module.configure_optimizers()
     assert type(opt) is torch.optim.SGD
     assert opt.param_groups[0]["lr"] == 0.123
     params = [p for group in opt.param_groups for p in group["params"]]
     assert [id(p) for p in params] == [id(p) for p in net.parameters()]
     # begin_stage swaps the optimizer for the next fit
-    module.begin_stage(2, functools.partial(torch.optim.Adam, lr=0.5))
+    module.begin_stage(2, functools.partial(torch.optim.Adam, lr=0.5), step_offset=0)
     opt = module.configure_optimizers()
     assert type(opt) is torch.optim.Adam and opt.param_groups[0]["lr"] == 0.5 and module.stage == 2
 
@@ -159,7 +196,8 @@ def test_fit_trains_with_the_given_optimizer(lr, changes):
     x, y = _synthetic(n=64)
     net = MLP(input_dim=8, hidden_dims=[4], num_classes=3)
     start = {k: v.clone() for k, v in net.state_dict().items()}
-    module = ClassifierModule(net, optimizer=functools.partial(torch.optim.SGD, lr=lr))
+    module = ClassifierModule(net)
+    module.begin_stage(1, sgd(lr), step_offset=0)
     _trainer(max_epochs=1).fit(module, train_dataloaders=TensorBatchLoader(x, y, 16))
     same = all(torch.equal(start[k], v) for k, v in net.state_dict().items())
     assert same is not changes
@@ -188,7 +226,8 @@ def _step_losses(retention) -> list[float]:
     torch.manual_seed(0)
     x, y = _synthetic(n=48)
     net = MLP(input_dim=8, hidden_dims=[4], num_classes=3)
-    module = ClassifierModule(net, optimizer=functools.partial(torch.optim.SGD, lr=0.0), retention=retention)
+    module = ClassifierModule(net)
+    module.begin_stage(1, sgd(0.0), step_offset=0, penalty=None if retention is None else retention.penalty)
     recorder = LossRecorder()
     _trainer(max_epochs=1, callbacks=[recorder]).fit(module, train_dataloaders=TensorBatchLoader(x, y, 16, shuffle=False))
     return recorder.losses
@@ -217,7 +256,8 @@ def test_retention_penalty_gradient_reaches_the_weights():
         pl.seed_everything(0, verbose=False)
         x, y = _synthetic(n=64)
         net = MLP(input_dim=8, hidden_dims=[8], num_classes=3)
-        module = ClassifierModule(net, optimizer=functools.partial(torch.optim.SGD, lr=0.001), retention=retention)
+        module = ClassifierModule(net)
+        module.begin_stage(1, sgd(0.001), step_offset=0, penalty=None if retention is None else retention.penalty)
         _trainer(max_epochs=2).fit(module, train_dataloaders=TensorBatchLoader(x, y, 16))
         return float(sum((p.detach() ** 2).sum() for p in net.parameters()))
 

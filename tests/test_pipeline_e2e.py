@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from seqft_lightning.models import MLP
-from seqft_lightning.pipeline import train
+from seqft_lightning.api import train
 
 pytestmark = pytest.mark.e2e
 
@@ -207,7 +207,7 @@ def test_progress_bar_off_alone_and_thread_pinning(compose, tmp_path):
     dropped), and `torch_threads` pins the intra-op threads recorded in run_info.json."""
     import torch
 
-    from seqft_lightning.pipeline import train
+    from seqft_lightning.api import train
 
     before = torch.get_num_threads()
     try:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from seqft_lightning.io import atomic_torch_save, atomic_write_json
+from seqft_lightning.evaluation import Evaluation
 from seqft_lightning.recorder import RunRecorder
 
 
@@ -43,7 +44,7 @@ def test_record_stage_writes_rows_and_confusion_and_finish_writes_nan_as_null(tm
     confusion[3, 3], confusion[3, 5], confusion[5, 5] = 8, 2, 10
     loss = torch.zeros(10, dtype=torch.float64)
     metrics = {"test/acc": 0.9, "test/acc_target": 0.8, "test/acc_retained": 1.0}
-    recorder.record_stage(0, "pretrain", metrics, confusion, loss)
+    recorder.record_stage(0, "pretrain", metrics, Evaluation(confusion, loss))
     rows = (tmp_path / "stages.csv").read_text().splitlines()
     assert rows[0] == "stage,trained_classes,evaluated,acc,precision,recall,f1,loss"
     target = next(r for r in rows if ",target," in r)

@@ -91,8 +91,8 @@ def test_base_is_noop_and_describes_itself():
     x = torch.randn(3, 784)
     assert r.wrap_train_loader(loader, 0, [0]) is loader
     assert r.penalty(net, x, torch.zeros(3, dtype=torch.long), net(x)) is None
-    assert r.describe() == {"name": "none"}
-    assert EWC().describe()["lambda_"] == 100.0
+    assert r.name == "none" and r.settings() == {}
+    assert EWC().settings()["lambda_"] == 100.0
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,7 @@ def test_base_is_noop_and_describes_itself():
 def test_configs_instantiate(name, cls):
     obj = instantiate(OmegaConf.load(CONF_DIR / f"{name}.yaml"))
     assert type(obj) is cls
-    assert obj.describe()["name"] == name
+    assert obj.name == name
 
 
 # --------------------------------------------------------------------------- replay

@@ -3,6 +3,7 @@ the per-seed baseline, paired comparisons, and tidy frames that the plots draw.
 
 Accuracies stay fractions in [0, 1] here; presentation (percent) happens in the report.
 Per-seed values are the mean over jobs of the same variant and seed (normally one job).
+Confidence intervals of bounded metrics are clipped to their range (see :mod:`.stats`).
 """
 
 from __future__ import annotations
@@ -19,20 +20,23 @@ import pandas as pd
 
 from seqft_lightning.compare.load import Job, is_finite_number
 from seqft_lightning.compare.stats import PairedResult, paired_by_seed, t_interval
-from seqft_lightning.compare.variants import NO_RETENTION, variant_labels
+from seqft_lightning.compare.variants import (FAMILIES, MERGING_METHODS, NAIVE_METHODS, NO_RETENTION,
+                                              variant_family, variant_labels)
+from seqft_lightning.contract import (CL_AVG_ACC, CL_BWT, CL_FORGETTING, GROUP_METRICS, TEST,
+                                      class_metric_key, metric_key)
 
 log = logging.getLogger(__name__)
 
 BASELINE_METHOD = "baseline"
 BASELINE_LABEL = "baseline (pretrained)"
-METHOD_ORDER = ("baseline", "joint", "sequential", "task_arithmetic", "ties", "dare", "average",
-                "task_negation")
+METHOD_ORDER = NAIVE_METHODS + MERGING_METHODS
 
-ACC, TARGET, RETAINED = "test/acc", "test/acc_target", "test/acc_retained"
-CLASS_MEAN = "test/acc_task_class_mean"
-BASE_METRICS = ("test/acc", "test/precision", "test/recall", "test/f1", "test/loss",
-                "test/acc_target", "test/acc_retained")
-CL_METRICS = ("cl/avg_acc", "cl/forgetting", "cl/bwt")
+ACC, TARGET, RETAINED, LOSS = (metric_key(TEST, m) for m in ("acc", "acc_target", "acc_retained", "loss"))
+CLASS_MEAN = metric_key(TEST, "acc_task_class_mean")  # compare's own: unweighted mean over task classes
+BASE_METRICS = tuple(metric_key(TEST, m) for m in GROUP_METRICS)
+CL_METRICS = (CL_AVG_ACC, CL_FORGETTING, CL_BWT)
+#: Metrics whose values are not fractions in [0, 1]: their CIs are never clipped.
+UNBOUNDED_METRICS = (LOSS, CL_FORGETTING, CL_BWT)
 #: Metrics of the hypothesis test (sequential − joint), in report order.
 HYPOTHESIS_METRICS = (TARGET, ACC)
 #: Metrics of the variant-vs-reference comparisons.
@@ -57,7 +61,12 @@ METRIC_NAMES = {
 
 def class_metric(k: int) -> str:
     """Metric key of the accuracy on true class ``k``."""
-    return f"test/acc_class_{k}"
+    return class_metric_key(TEST, "acc", k)
+
+
+def metric_bounds(metric: str) -> tuple[float, float] | None:
+    """Range a metric's CI is clipped to: (0, 1) for fractions, None for loss, forgetting, BWT."""
+    return None if metric in UNBOUNDED_METRICS else (0.0, 1.0)
 
 
 def metric_name(metric: str) -> str:
@@ -94,22 +103,25 @@ class Analysis:
     def finished(self) -> list[Job]:
         return [j for j in self.jobs if j.ok]
 
+    def family(self, variant: str) -> str:
+        """``naive``, ``retention`` or ``merging`` (the pretrained baseline row is naive)."""
+        if variant not in self.variant_method:
+            return FAMILIES[0]
+        return variant_family(self.variant_method[variant], self.variant_retention[variant])
+
 
 # --------------------------------------------------------------------------- per-job frame
 
 def task_classes_of(jobs: Iterable[Job]) -> list[int]:
-    """Union of the task classes of all jobs: ``task_classes`` or ``stages`` of metrics.json,
-    else ``method.stages`` of the config (unresolved interpolations are ignored)."""
+    """Union of the task classes of all jobs: ``task_classes`` of metrics.json, else (a failed
+    job) the classes of the config's ``method.stages`` (unresolved interpolations are ignored)."""
     classes: set[int] = set()
     for job in jobs:
-        stages = (job.metrics or {}).get("task_classes") or (job.metrics or {}).get("stages")
-        if not stages:
-            method = job.config.get("method") if isinstance(job.config, Mapping) else None
-            stages = method.get("stages") if isinstance(method, Mapping) else None
-        for stage in stages or []:
-            for c in stage if isinstance(stage, (list, tuple)) else [stage]:
-                if is_finite_number(c):
-                    classes.add(int(c))
+        found = (job.metrics or {}).get("task_classes")
+        if not found:
+            stages = (job.config.get("method") or {}).get("stages")
+            found = [c for stage in stages for c in stage] if isinstance(stages, list) else []
+        classes.update(int(c) for c in found if is_finite_number(c))
     return sorted(classes)
 
 
@@ -170,16 +182,11 @@ def summary_csv_frame(frame: pd.DataFrame, task_classes: Sequence[int]) -> pd.Da
 
 # --------------------------------------------------------------------------- per-seed values
 
-def per_seed(frame: pd.DataFrame, metric: str, variant: str | None = None,
-             method: str | None = None) -> dict[int, float]:
-    """``{seed: value}`` of finished jobs (mean over duplicate seeds), NaNs dropped."""
+def per_seed(frame: pd.DataFrame, metric: str, variant: str) -> dict[int, float]:
+    """``{seed: value}`` of the finished jobs of ``variant`` (mean over duplicate seeds), NaNs dropped."""
     if frame.empty or metric not in frame:
         return {}
-    sel = frame[(frame["status"] == "ok") & frame["seed"].notna()]
-    if variant is not None:
-        sel = sel[sel["variant"] == variant]
-    if method is not None:
-        sel = sel[sel["method"] == method]
+    sel = frame[(frame["status"] == "ok") & frame["seed"].notna() & (frame["variant"] == variant)]
     sel = sel[["seed", metric]].dropna()
     if sel.empty:
         return {}
@@ -222,9 +229,9 @@ def baseline_per_seed(jobs: Sequence[Job], frame: pd.DataFrame, task_classes: Se
 
 # --------------------------------------------------------------------------- summaries
 
-def summarize(values_by_seed: Mapping[int, float], confidence: float = 0.95) -> dict[str, float]:
-    """Mean, std (ddof=1) and t-CI over seeds of a ``{seed: value}`` mapping."""
-    s = t_interval(list(values_by_seed.values()), confidence)
+def summarize(values_by_seed: Mapping[int, float], metric: str) -> dict[str, float]:
+    """Mean, std (ddof=1) and 95% t-CI (clipped to :func:`metric_bounds`) over seeds of ``{seed: value}``."""
+    s = t_interval(list(values_by_seed.values()), 0.95, metric_bounds(metric))
     return {"n": s.n, "mean": s.mean, "std": s.std, "ci_low": s.ci_low, "ci_high": s.ci_high}
 
 
@@ -238,7 +245,7 @@ def table_metrics_for(frame: pd.DataFrame, task_classes: Sequence[int]) -> list[
 
 def summary_table(frame: pd.DataFrame, variants: Sequence[str], metrics: Sequence[str],
                   baseline: pd.DataFrame | None = None, baseline_label: str = BASELINE_LABEL) -> pd.DataFrame:
-    """Long table ``variant, metric, n, mean, std, ci_low, ci_high`` (fractions).
+    """Long table ``variant, metric, n, mean, std, ci_low, ci_high`` (fractions; CI clipped).
 
     A ``baseline`` frame (index seed) adds a first row group labelled ``baseline_label``.
     """
@@ -247,19 +254,19 @@ def summary_table(frame: pd.DataFrame, variants: Sequence[str], metrics: Sequenc
         for metric in metrics:
             if metric in baseline:
                 values = {int(s): float(v) for s, v in baseline[metric].dropna().items()}
-                rows.append({"variant": baseline_label, "metric": metric, **summarize(values)})
+                rows.append({"variant": baseline_label, "metric": metric, **summarize(values, metric)})
     for variant in variants:
         for metric in metrics:
-            rows.append({"variant": variant, "metric": metric, **summarize(per_seed(frame, metric, variant))})
+            rows.append({"variant": variant, "metric": metric, **summarize(per_seed(frame, metric, variant), metric)})
     return pd.DataFrame(rows, columns=["variant", "metric", "n", "mean", "std", "ci_low", "ci_high"])
 
 
 def order_variants(info: Mapping[str, tuple[str, str]]) -> list[str]:
-    """Variants ordered by method (baseline, joint, sequential, merging...), retention, label."""
+    """Variants ordered by family (naive, retention, merging), method, retention, label."""
     def key(v: str) -> tuple:
         method, retention = info[v]
         rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-        return (rank, method, retention != NO_RETENTION, retention, v)
+        return (FAMILIES.index(variant_family(method, retention)), rank, method, retention, v)
     return sorted(info, key=key)
 
 
@@ -272,10 +279,10 @@ def _result_row(result: PairedResult, **ident: Any) -> dict[str, Any]:
             "verdict": result.verdict}
 
 
-def plain_variants(analysis_like: Any, method: str) -> list[str]:
+def plain_variants(analysis: Analysis, method: str) -> list[str]:
     """Variants of ``method`` without a retention method."""
-    return [v for v in analysis_like.variants
-            if analysis_like.variant_method[v] == method and analysis_like.variant_retention[v] == NO_RETENTION]
+    return [v for v in analysis.variants
+            if analysis.variant_method[v] == method and analysis.variant_retention[v] == NO_RETENTION]
 
 
 def hypothesis_tests(analysis: Analysis) -> list[dict[str, Any]]:

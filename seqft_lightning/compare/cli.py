@@ -2,7 +2,9 @@
 
 Reads every job dir of a sweep, writes ``<SWEEP_DIR>/compare/`` (summary.csv, summary.md,
 hypothesis.md, plots/*.png, report.md, report.html) and logs the report path.
-Exit codes: 0 = report written, 2 = bad input (missing folder, no job dirs).
+Exit status 0 = report written; bad input (missing folder, no job dirs) is a
+:class:`~seqft_lightning.errors.SeqftError`: one line ``error: ...`` on stderr, exit
+:data:`~seqft_lightning.errors.EXIT_USER_ERROR` (2).
 """
 
 from __future__ import annotations
@@ -13,14 +15,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from seqft_lightning.cli import ConsoleFilter, run_or_exit
+from seqft_lightning.contract import CONFIG_FILE
+from seqft_lightning.errors import SeqftError
+
 log = logging.getLogger("seqft_lightning.compare")
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-
-
-class BadInput(Exception):
-    """Input the user must fix; reported as one line on stderr with exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--outputs", type=Path, default=Path("outputs"), metavar="DIR",
                         help="outputs root searched when SWEEP_DIR is omitted: the newest sweep under DIR/multirun "
                              "(default: ./outputs)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (one line per job read)")
     return parser
 
 
@@ -42,37 +41,33 @@ def _setup_logging(verbose: bool) -> None:
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(ConsoleFilter())  # run_or_exit writes the error line itself
         root.addHandler(handler)
-    level = logging.DEBUG if verbose else logging.INFO
-    log.setLevel(level)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
     # third-party chatter (matplotlib font manager, PIL) stays at WARNING
     for noisy in ("matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def resolve_sweep_dir(sweep_dir: Path | None, outputs: Path) -> Path:
-    """The sweep folder to compare; raises :class:`BadInput` with a one-line message."""
+    """The sweep folder to compare; raises :class:`SeqftError` with a one-line message."""
     from seqft_lightning.compare.load import newest_sweep_dir
 
     if sweep_dir is not None:
-        if not sweep_dir.exists():
-            raise BadInput(f"sweep folder does not exist: {sweep_dir}")
         if not sweep_dir.is_dir():
-            raise BadInput(f"not a folder: {sweep_dir}")
+            raise SeqftError(f"sweep folder {sweep_dir} does not exist or is not a folder: pass a Hydra "
+                             "multirun folder, e.g. outputs/multirun/reference_study")
         return sweep_dir
-    if not outputs.is_dir():
-        raise BadInput(f"no sweep folder given and outputs folder does not exist: {outputs.resolve()}")
     found = newest_sweep_dir(outputs)
     if found is None:
-        raise BadInput(f"no sweep folder given and none found under {outputs.resolve()}")
+        raise SeqftError(f"no sweep folder given and none found under {outputs.resolve()}: pass SWEEP_DIR "
+                         "or --outputs DIR")
     log.info("no sweep folder given; using the newest one: %s", found)
     return found
 
 
 def _remove_stale_plots(plots_dir: Path, keep: set[str]) -> None:
     """Delete PNGs of an earlier comparison run that this run did not redraw."""
-    if not plots_dir.is_dir():
-        return
     for png in plots_dir.glob("*.png"):
         if png.name not in keep:
             log.info("removing stale plot from an earlier run: %s", png)
@@ -84,7 +79,7 @@ def run(sweep_dir: Path) -> Path:
     from seqft_lightning.compare.load import find_job_dirs, load_jobs
 
     if not find_job_dirs(sweep_dir):
-        raise BadInput(f"no job dirs (folders with .hydra/config.yaml) under {sweep_dir}")
+        raise SeqftError(f"no job dirs (folders with {CONFIG_FILE}) under {sweep_dir}: pass a sweep folder")
     jobs = load_jobs(sweep_dir)
 
     from seqft_lightning.compare.aggregate import analyse
@@ -92,9 +87,7 @@ def run(sweep_dir: Path) -> Path:
     from seqft_lightning.compare.report import write_outputs
 
     analysis = analyse(jobs)
-    log.info("%d job(s): %d finished, %d failed/unfinished; %d variant(s): %s",
-             len(jobs), len(analysis.finished), len(analysis.failed), len(analysis.variants),
-             ", ".join(analysis.variants) or "none")
+    log.info("%d variant(s)", len(analysis.variants))
     if not analysis.finished:
         log.warning("no job of %s has finished; the report only lists the failures", sweep_dir)
     out_dir = sweep_dir / "compare"
@@ -104,24 +97,15 @@ def run(sweep_dir: Path) -> Path:
             log.info("plot %s skipped: %s", p.key, p.note)
     _remove_stale_plots(out_dir / "plots", {Path(p.path).name for p in plots if p.path is not None})
     paths = write_outputs(analysis, sweep_dir, out_dir, plots)
-    for line in [r for r in analysis.hypothesis]:
-        log.info("hypothesis (%s vs %s, %s): %s", line["variant"], line["reference"], line["metric"], line["verdict"])
+    for r in analysis.hypothesis:
+        log.info("hypothesis (%s vs %s, %s): %s", r["variant"], r["reference"], r["metric"], r["verdict"])
     return paths["report.md"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code (0 ok, 2 bad input)."""
+    """Entry point; returns 0, or exits with status 2 and one ``error: ...`` line on bad input."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    try:
-        sweep_dir = resolve_sweep_dir(args.sweep_dir, args.outputs)
-        report = run(sweep_dir)
-    except BadInput as exc:
-        log.error("%s", exc)
-        return EXIT_BAD_INPUT
+    report = run_or_exit(lambda: run(resolve_sweep_dir(args.sweep_dir, args.outputs)))
     log.info("report: %s", report)
-    return EXIT_OK
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    return 0

@@ -1,10 +1,11 @@
-"""Read the job folders of a sweep (the run-folder contract of the training pipeline).
+"""Read the job folders of a sweep (the run-folder contract, :mod:`seqft_lightning.contract`).
 
 A *job dir* is any folder holding ``.hydra/config.yaml``; nothing is inferred from folder
 names. ``metrics.json`` is written last and atomically, so a job without it has failed
-or is unfinished; the tail of its log is searched for the error line. Optional files
-(``stages.csv``, ``curves.csv``, ``confusion/stage_<k>.csv``, ``calibration.csv``) that
-are missing or malformed are logged and skipped, never fatal.
+or is unfinished; the tail of its log is searched for the error line. The other files
+(``stages.csv``, ``curves.csv``, the final ``confusion/stage_<k>.csv``, ``calibration.csv``)
+that are missing or unreadable are logged and skipped, never fatal: a job without ``stages.csv``
+simply has no stage table.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from seqft_lightning.contract import (CALIBRATION_COLUMNS, CALIBRATION_FILE, CONFIG_FILE, CURVE_COLUMNS,
+                                      CURVES_FILE, METRICS_FILE, STAGE_COLUMNS, STAGES_FILE, TRAIN_LOG_FILE,
+                                      confusion_file)
 from seqft_lightning.compare.variants import method_name, retention_name
 
 log = logging.getLogger(__name__)
@@ -30,15 +34,9 @@ STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_UNFINISHED = "unfinished"
 
-CONFIG_FILE = Path(".hydra") / "config.yaml"
-STAGES_COLUMNS = ("stage", "trained_classes", "evaluated", "acc")
-CURVES_COLUMNS = ("stage", "epoch", "step", "split", "metric", "value")
-CALIBRATION_COLUMNS = ("lambda", "acc", "acc_target", "acc_retained")
-
 _EXC_LINE = re.compile(r"^\s*(\w[\w.]*(Error|Exception|Interrupt|Exit)\b.*)$")
 _ERR_LINE = re.compile(r"(Traceback|\bERROR\b|CRITICAL|out of memory|Killed|Segmentation fault|"
                        r"Error executing job)", re.IGNORECASE)
-_CONFUSION_NAME = re.compile(r"^stage_(\d+)\.csv$")
 
 
 @dataclass
@@ -129,8 +127,6 @@ def read_config(path: Path) -> dict[str, Any]:
         data = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # e.g. ${hydra:...} outside a Hydra run
         data = OmegaConf.to_container(cfg, resolve=False)
-    if data is None:
-        return {}
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a mapping")
     return data
@@ -153,7 +149,7 @@ def find_error_line(log_text: str, tail_lines: int = 200) -> str:
 
 
 def _log_files(job_dir: Path) -> list[Path]:
-    preferred = job_dir / "train.log"
+    preferred = job_dir / TRAIN_LOG_FILE
     others = sorted(p for p in job_dir.glob("*.log") if p != preferred)
     return ([preferred] if preferred.is_file() else []) + others
 
@@ -161,74 +157,43 @@ def _log_files(job_dir: Path) -> list[Path]:
 def _read_tail(path: Path, max_bytes: int = 64_000) -> str:
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - max_bytes))
+        fh.seek(max(0, fh.tell() - max_bytes))
         return fh.read().decode("utf-8", errors="replace")
 
 
-def _read_csv(path: Path, required: Iterable[str], job: Job, **kwargs: Any) -> pd.DataFrame | None:
+def _read_csv(job: Job, name: str, columns: Sequence[str] = (), optional: bool = False,
+              **kwargs: Any) -> pd.DataFrame | None:
+    """``name`` of the job dir as a frame, None when absent (a job warning unless ``optional``) or
+    unreadable (a job warning). A contract column the file lacks (a run older than the contract)
+    is added empty, with a debug line."""
+    path = job.path / name
     if not path.is_file():
+        if not optional:
+            job.warnings.append(f"no {name}; left out of the plots")
         return None
     try:
         df = pd.read_csv(path, **kwargs)
     except Exception as exc:  # malformed file: note it, keep going
-        job.warnings.append(f"could not read {path.name}: {exc}")
+        job.warnings.append(f"could not read {name}: {exc}")
         return None
-    missing = [c for c in required if c not in df.columns]
+    missing = [c for c in columns if c not in df.columns]
     if missing:
-        job.warnings.append(f"{path.name} lacks columns {missing}")
-        return None
-    return df
+        log.debug("job %s: %s lacks columns %s; left empty", job.rel, name, missing)
+    return df.reindex(columns=[*df.columns, *missing])
 
 
-def _read_confusion(job_dir: Path, job: Job) -> tuple[np.ndarray | None, int | None]:
-    folder = job_dir / "confusion"
-    if not folder.is_dir():
-        return None, None
-    staged = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CONFUSION_NAME.match(p.name))]
-    if not staged:
-        return None, None
-    stage, path = max(staged)
+def _read_confusion(job: Job, stage: int) -> np.ndarray | None:
+    """Counts of ``confusion/stage_<stage>.csv`` (rows true class, columns predicted)."""
+    df = _read_csv(job, confusion_file(stage), index_col=0)
     try:
-        df = pd.read_csv(path, index_col=0)
-        mat = df.to_numpy(dtype=float)
-    except Exception as exc:
-        job.warnings.append(f"could not read confusion/{path.name}: {exc}")
-        return None, None
-    if mat.ndim != 2 or mat.shape[0] != mat.shape[1]:
-        job.warnings.append(f"confusion/{path.name} is not square: {mat.shape}")
-        return None, None
-    return mat, stage
-
-
-def _metric_dict_to_rows(stage: int, trained: str, d: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    if "test/acc" in d:
-        rows.append({"stage": stage, "trained_classes": trained, "evaluated": "all",
-                     "acc": d.get("test/acc"), "precision": d.get("test/precision"),
-                     "recall": d.get("test/recall"), "f1": d.get("test/f1"), "loss": d.get("test/loss")})
-    for key, evaluated in (("test/acc_target", "target"), ("test/acc_retained", "retained")):
-        if key in d:
-            rows.append({"stage": stage, "trained_classes": trained, "evaluated": evaluated, "acc": d[key]})
-    for key, value in d.items():
-        m = re.fullmatch(r"test/acc_class_(\d+)", key)
-        if m:
-            rows.append({"stage": stage, "trained_classes": trained,
-                         "evaluated": f"class_{m.group(1)}", "acc": value})
-    return rows
-
-
-def stages_from_metrics(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
-    """Fallback for a missing ``stages.csv``: stage 0 = ``baseline``, stage k = ``per_stage[k-1]``."""
-    rows: list[dict[str, Any]] = []
-    if isinstance(metrics.get("baseline"), Mapping):
-        rows += _metric_dict_to_rows(0, "pretrain", metrics["baseline"])
-    stages = metrics.get("stages") or []
-    for k, d in enumerate(metrics.get("per_stage") or [], start=1):
-        if isinstance(d, Mapping):
-            trained = "+".join(str(c) for c in stages[k - 1]) if k - 1 < len(stages) else str(k)
-            rows += _metric_dict_to_rows(k, trained, d)
-    return pd.DataFrame(rows) if rows else None
+        mat = None if df is None else df.to_numpy(dtype=float)
+    except ValueError as exc:
+        job.warnings.append(f"could not read {confusion_file(stage)}: {exc}")
+        return None
+    if mat is not None and (mat.ndim != 2 or mat.shape[0] != mat.shape[1]):
+        job.warnings.append(f"{confusion_file(stage)} is not square: {mat.shape}")
+        return None
+    return mat
 
 
 def load_job(job_dir: Path, root: Path) -> Job:
@@ -239,15 +204,14 @@ def load_job(job_dir: Path, root: Path) -> Job:
         config = read_config(job_dir / CONFIG_FILE)
     except Exception as exc:
         return Job(path=job_dir, rel=rel, config={}, status=STATUS_FAILED,
-                   reason=f"unreadable .hydra/config.yaml: {exc}")
-    job = Job(path=job_dir, rel=rel, config=config, status=STATUS_UNFINISHED,
-              method=method_name(config), retention=retention_name(config))
+                   reason=f"unreadable {CONFIG_FILE}: {exc}")
     seed = config.get("seed")
-    job.seed = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
+    job = Job(path=job_dir, rel=rel, config=config, status=STATUS_UNFINISHED,
+              method=method_name(config), retention=retention_name(config),
+              seed=int(seed) if is_finite_number(seed) else None)
 
-    metrics_path = job_dir / "metrics.json"
+    metrics_path = job_dir / METRICS_FILE
     if not metrics_path.is_file():
-        error = ""
         for log_file in _log_files(job_dir):
             try:
                 error = find_error_line(_read_tail(log_file))
@@ -255,9 +219,8 @@ def load_job(job_dir: Path, root: Path) -> Job:
                 continue
             if error:
                 job.status, job.reason = STATUS_FAILED, f"{log_file.name}: {error}"
-                break
-        if not error:
-            job.reason = "no metrics.json (still running, killed, or crashed without a log line)"
+                return job
+        job.reason = f"no {METRICS_FILE} (still running, killed, or crashed without a log line)"
         return job
 
     try:
@@ -266,37 +229,32 @@ def load_job(job_dir: Path, root: Path) -> Job:
         if not isinstance(metrics, dict):
             raise ValueError("top level is not an object")
     except Exception as exc:
-        job.status, job.reason = STATUS_FAILED, f"unreadable metrics.json: {exc}"
+        job.status, job.reason = STATUS_FAILED, f"unreadable {METRICS_FILE}: {exc}"
         return job
 
     job.status, job.metrics = STATUS_OK, metrics
-    if job.method == "unknown" and metrics.get("method"):
-        job.method = str(metrics["method"])
-    if job.seed is None and isinstance(metrics.get("seed"), (int, float)):
-        job.seed = int(metrics["seed"])
-    job.stages = _read_csv(job_dir / "stages.csv", STAGES_COLUMNS, job)
-    if job.stages is None:
-        job.stages = stages_from_metrics(metrics)
-    job.curves = _read_csv(job_dir / "curves.csv", CURVES_COLUMNS, job)
-    job.confusion, job.confusion_stage = _read_confusion(job_dir, job)
-    job.calibration = _read_csv(job_dir / "calibration.csv", CALIBRATION_COLUMNS, job)
+    job.stages = _read_csv(job, STAGES_FILE, STAGE_COLUMNS)
+    job.curves = _read_csv(job, CURVES_FILE, CURVE_COLUMNS)
+    job.calibration = _read_csv(job, CALIBRATION_FILE, CALIBRATION_COLUMNS, optional=True)  # merging only
+    # The final model is the last recorded stage: stage 0 (baseline) plus one per `per_stage` entry.
+    job.confusion_stage = len(metrics.get("per_stage") or [])
+    job.confusion = _read_confusion(job, job.confusion_stage)
     return job
 
 
 def load_jobs(root: Path) -> list[Job]:
-    """Load every job dir under ``root``, logging what was read."""
+    """Load every job dir under ``root``: one debug line per job, warnings for failed jobs and
+    skipped files, and one info line ``read N jobs (k failed)`` (k counts unfinished jobs too)."""
     root = Path(root)
-    jobs = []
-    for job_dir in find_job_dirs(root):
-        job = load_job(job_dir, root)
-        seed = "?" if job.seed is None else job.seed
+    jobs = [load_job(job_dir, root) for job_dir in find_job_dirs(root)]
+    for job in jobs:
         if job.ok:
-            log.info("read job %s: %s (retention=%s, seed=%s)", job.rel, job.method, job.retention, seed)
+            log.debug("read job %s: %s (retention=%s, seed=%s)", job.rel, job.method, job.retention, job.seed)
         else:
             log.warning("job %s is %s: %s", job.rel, job.status, job.reason)
         for w in job.warnings:
             log.warning("job %s: %s", job.rel, w)
-        jobs.append(job)
+    log.info("read %d jobs (%d failed)", len(jobs), sum(not j.ok for j in jobs))
     return jobs
 
 

@@ -1,10 +1,17 @@
-"""PNG figures of a sweep (matplotlib Agg via ``Figure`` objects, no pyplot state; seaborn
-heatmaps). Accuracies are drawn in percent; error bands/bars are 95% Student-t confidence
-intervals over seeds (none when a point has a single seed).
+"""PNG figures of a sweep (matplotlib ``Figure`` objects on the Agg backend, no pyplot state;
+seaborn draws). Accuracies are drawn in percent; bands and error bars are the 95 % t-intervals
+over seeds of :mod:`.stats` (seaborn's ``errorbar=`` with :func:`.stats.t_errorbar`; clipped as
+stated there; none for a single seed).
 
-Each ``plot_*`` function draws already-tidy data and writes one PNG atomically;
-:func:`make_all_plots` prepares the data from an :class:`~.aggregate.Analysis`, and a
-failing or empty plot is reported as skipped instead of aborting the report.
+Variants are grouped by family (:func:`.variants.variant_family`: naive, retention, merging):
+line plots have one column of panels per family, and within a family each variant has its own
+colour and marker from a qualitative palette (in the retention family: one per retention method),
+and a dash pattern per method (joint dashed).
+
+Every figure is one :class:`PlotSpec` in :data:`SPECS`: a builder turns the
+:class:`~.aggregate.Analysis` into the drawer's arguments (nothing: the figure is skipped with a
+note naming what it needs), the drawer writes the PNG atomically. A failing figure is reported
+as skipped instead of aborting the report.
 """
 
 from __future__ import annotations
@@ -14,26 +21,32 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.patches  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from seqft_lightning.compare import aggregate as agg  # noqa: E402
-from seqft_lightning.compare.fileio import write_bytes_atomic  # noqa: E402
-from seqft_lightning.compare.stats import t_interval  # noqa: E402
-from seqft_lightning.compare.variants import slugify  # noqa: E402
+from seqft_lightning.compare.stats import t_errorbar  # noqa: E402
+from seqft_lightning.compare.variants import FAMILIES, slugify  # noqa: E402
+from seqft_lightning.io import atomic_write_bytes  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-BASELINE_COLOR = (0.45, 0.45, 0.45)
 DPI = 110
+PERCENT = (0.0, 100.0)
+BASELINE_COLOR = (0.45, 0.45, 0.45)
+FAMILY_COLORS = dict(zip(FAMILIES, sns.color_palette("colorblind", len(FAMILIES))))
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+DASHES = {"joint": (4, 2), "baseline": (1, 2)}  # other methods: solid
 
 
 @dataclass
@@ -47,103 +60,113 @@ class PlotResult:
     note: str = ""
 
 
-# --------------------------------------------------------------------------- helpers
-
-def variant_colors(variants: Sequence[str], baseline_label: str | None = None) -> dict[str, tuple]:
-    """A stable colour per variant (grey for the pretrained baseline)."""
-    others = [v for v in variants if v != baseline_label]
-    palette = sns.color_palette("tab10" if len(others) <= 10 else "husl", max(len(others), 1))
-    colors = {v: tuple(palette[i]) for i, v in enumerate(others)}
-    if baseline_label:
-        colors[baseline_label] = BASELINE_COLOR
-    return colors
+@dataclass(frozen=True)
+class Style:
+    color: tuple
+    marker: str
+    dashes: tuple | str  # seaborn: "" is solid
 
 
-def _save(fig: Figure, path: Path, dpi: int = DPI) -> Path:
+@dataclass(frozen=True)
+class Panel:
+    """One row of a family grid: ``data`` is long ``variant, x, y`` (plus ``stage`` for curves)."""
+
+    title: str
+    data: pd.DataFrame
+    ylabel: str
+    bounds: tuple[float, float] | None  # clipping of the t-interval band, in the units of y
+    markers: bool = True
+
+
+def variant_styles(analysis: agg.Analysis) -> dict[str, Style]:
+    """Colour, marker and dash pattern of each variant, distinct within its family; in the
+    retention family one colour and marker per retention method (``sequential+ewc`` solid,
+    ``joint+ewc`` dashed)."""
+    styles = {}
+    for family in FAMILIES:
+        members = [v for v in analysis.variants if analysis.family(v) == family]
+        key = {v: analysis.variant_retention[v] if family == "retention" else v for v in members}
+        keys = list(dict.fromkeys(key.values()))
+        palette = sns.color_palette("tab10" if len(keys) <= 10 else "tab20", max(len(keys), 1))
+        for v in members:
+            i = keys.index(key[v])
+            styles[v] = Style(tuple(palette[i]), MARKERS[i % len(MARKERS)], DASHES.get(analysis.variant_method[v], ""))
+    return styles
+
+
+def _groups(analysis: agg.Analysis, present: set, families: Sequence[str] = FAMILIES) -> dict[str, list[str]]:
+    """``{family: variants}`` of the variants in ``present``, families in report order."""
+    groups = {f: [v for v in analysis.variants if v in present and analysis.family(v) == f] for f in families}
+    return {f: vs for f, vs in groups.items() if vs}
+
+
+def _save(fig: Figure, path: Path) -> Path:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return write_bytes_atomic(path, buf.getvalue())
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())
 
 
-def _mean_ci(df: pd.DataFrame, x: str, y: str, bounds: tuple[float, float] | None = (0.0, 1.0)) -> pd.DataFrame:
-    """Per ``x``: mean of ``y`` over rows (seeds) with its 95% t-CI (NaN for n < 2).
-
-    The band is clipped to ``bounds`` for display (an accuracy CI beyond [0, 1] means little;
-    the tables keep the raw interval).
-    """
-    rows = []
-    for xv, g in df.groupby(x, sort=True):
-        s = t_interval(g[y])
-        lo, hi = s.ci_low, s.ci_high
-        if bounds is not None:
-            lo, hi = float(np.clip(lo, *bounds)), float(np.clip(hi, *bounds))
-        rows.append({x: xv, "mean": s.mean, "lo": lo, "hi": hi, "n": s.n})
-    return pd.DataFrame(rows, columns=[x, "mean", "lo", "hi", "n"])
+def _zoomed_floor(values: np.ndarray, pad: float = 2.0, step: float = 5.0) -> float:
+    """Lower y/colour limit (percent) that keeps differences of a few points visible."""
+    finite = values[np.isfinite(values)]
+    return float(max(0.0, step * np.floor((finite.min() - pad) / step))) if finite.size else 0.0
 
 
-def _legend_below(fig: Figure, handles: list, labels: list[str]) -> None:
-    if handles:
-        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                   ncol=min(3, len(labels)), frameon=False, fontsize=8)
+# --------------------------------------------------------------------------- drawers
 
-
-# --------------------------------------------------------------------------- figures
-
-def plot_stage_trend(trend: pd.DataFrame, panels: Sequence[tuple[str, str]],
-                     colors: Mapping[str, tuple], path: Path) -> Path:
-    """Accuracy after each stage (0 = pretrained) per variant, one panel per evaluated subset.
-
-    ``trend``: long ``variant, seed, stage, evaluated, acc`` (fractions);
-    ``panels``: ``(evaluated, panel title)`` pairs.
-    """
-    ncols = min(3, len(panels))
-    nrows = int(np.ceil(len(panels) / ncols))
-    fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    handles: dict[str, object] = {}
-    variants = [v for v in colors if v in set(trend["variant"])]
-    for ax, (evaluated, title) in zip(axes, panels):
-        sub = trend[trend["evaluated"] == evaluated]
-        for variant in variants:
-            stats = _mean_ci(sub[sub["variant"] == variant], "stage", "acc")
-            if stats.empty:
-                continue
-            (line,) = ax.plot(stats["stage"], 100 * stats["mean"], marker="o", ms=4,
-                              color=colors[variant], label=variant)
-            band = stats["n"] >= 2
-            if band.any():
-                ax.fill_between(stats["stage"][band], 100 * stats["lo"][band], 100 * stats["hi"][band],
-                                color=colors[variant], alpha=0.18, linewidth=0)
-            handles.setdefault(variant, line)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("stage (0 = pretrained)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    fig.suptitle("Test accuracy across training stages (mean over seeds, band = 95% CI clipped to [0, 100])")
-    _legend_below(fig, list(handles.values()), list(handles))
+def draw_family_grid(panels: Sequence[Panel], groups: Mapping[str, Sequence[str]], styles: Mapping[str, Style],
+                     path: Path, xlabel: str, suptitle: str, stage_lines: bool = False) -> Path:
+    """Line plots, one column per family and one row per panel: mean of ``y`` per ``x`` over seeds,
+    band = clipped 95% t-interval. ``stage_lines`` marks where stage k >= 2 starts (dotted)."""
+    fig = Figure(figsize=(4.6 * len(groups), 2.8 * len(panels) + 1.6), layout="constrained")
+    for sub, (family, variants) in zip(fig.subfigures(1, len(groups), squeeze=False).ravel(), groups.items()):
+        axes = sub.subplots(len(panels), 1, squeeze=False, sharex=True).ravel()
+        for ax, panel in zip(axes, panels):
+            data = panel.data[panel.data["variant"].isin(variants)]
+            order = [v for v in variants if v in set(data["variant"])]
+            if order:
+                sns.lineplot(data=data, x="x", y="y", hue="variant", style="variant", hue_order=order,
+                             style_order=order, palette={v: styles[v].color for v in order},
+                             markers={v: styles[v].marker for v in order} if panel.markers else False,
+                             dashes={v: styles[v].dashes for v in order}, errorbar=t_errorbar(panel.bounds),
+                             err_kws={"alpha": 0.15, "linewidth": 0}, ax=ax, legend=False)
+            if stage_lines and order:
+                for stage, start in data.groupby("stage")["x"].min().items():
+                    if stage >= 2:
+                        ax.axvline(start, color="0.5", ls=":", lw=1)
+                        ax.annotate(f"S{stage:.0f}", (start, 1.0), xycoords=("data", "axes fraction"),
+                                    fontsize=7, color="0.4", ha="left", va="top")
+            ax.set_title(panel.title, fontsize=9)
+            ax.set(xlabel=xlabel, ylabel=panel.ylabel)
+            ax.grid(alpha=0.3)
+        if not stage_lines:
+            axes[-1].xaxis.get_major_locator().set_params(integer=True)
+        sub.suptitle(family, fontsize=11, fontweight="bold")
+        handles = [Line2D([], [], color=styles[v].color, marker=styles[v].marker,
+                          linestyle=(0, styles[v].dashes) if styles[v].dashes else "-", label=v) for v in variants]
+        sub.legend(handles=handles, loc="outside lower center", frameon=False, fontsize=8)
+    fig.suptitle(suptitle)
     return _save(fig, path)
 
 
-def plot_class_heatmap(matrix: pd.DataFrame, task_classes: Sequence[int], path: Path) -> Path:
-    """Final per-class test accuracy (%), rows = variants, columns = true class 0..9."""
-    fig = Figure(figsize=(9.5, 0.55 * len(matrix) + 2.2), layout="constrained")
+def draw_class_heatmap(matrix: pd.DataFrame, task_classes: Sequence[int], breaks: Sequence[int], path: Path) -> Path:
+    """Final per-class test accuracy (%), rows = variants (families split by white lines at
+    ``breaks``), columns = true class 0..9."""
+    fig = Figure(figsize=(9.5, 0.4 * len(matrix) + 2.2), layout="constrained")
     ax = fig.subplots()
     values = 100 * matrix.astype(float)
     sns.heatmap(values, ax=ax, annot=True, fmt=".1f", cmap="viridis",
                 vmin=_zoomed_floor(values.to_numpy().ravel()), vmax=100,
-                cbar_kws={"label": "test accuracy (%)"}, annot_kws={"fontsize": 8})
+                cbar_kws={"label": "test accuracy (%)"}, annot_kws={"fontsize": 7})
+    for row in breaks:
+        ax.axhline(row, color="white", lw=3)
     ax.set_xticklabels([f"{c}*" if c in task_classes else str(c) for c in matrix.columns])
-    ax.set_xlabel("true class (* = task class)")
-    ax.set_ylabel("variant")
-    ax.set_title("Final accuracy per class (mean over seeds)")
+    ax.set(xlabel="true class (* = task class)", ylabel="variant", title="Final accuracy per class (mean over seeds)")
     ax.tick_params(axis="y", labelsize=8)
     return _save(fig, path)
 
 
-def plot_confusion(counts: np.ndarray, variant: str, n_jobs: int, path: Path) -> Path:
+def draw_confusion(counts: np.ndarray, variant: str, n_jobs: int, stage: int, path: Path) -> Path:
     """Final confusion matrix, seed-summed counts, each row normalised to 100% of its true class."""
     rows = counts.sum(axis=1, keepdims=True)
     norm = np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
@@ -151,218 +174,199 @@ def plot_confusion(counts: np.ndarray, variant: str, n_jobs: int, path: Path) ->
     ax = fig.subplots()
     sns.heatmap(100 * norm, ax=ax, annot=True, fmt=".1f", cmap="Blues", vmin=0, vmax=100,
                 cbar_kws={"label": "% of true class"}, annot_kws={"fontsize": 7}, square=True)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(f"Final confusion matrix: {variant}\n(summed over {n_jobs} seed(s), rows normalised per true class)",
-                 fontsize=10)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_title(f"Final confusion matrix: {variant} (after stage {stage})\n"
+                 f"(summed over {n_jobs} seed(s), rows normalised per true class)", fontsize=10)
     return _save(fig, path)
 
 
-def _stage_starts(df: pd.DataFrame) -> dict[int, float]:
-    starts = df.groupby("stage")["step"].min().sort_index()
-    return {int(k): float(v) for k, v in starts.items()}
-
-
-def plot_training_curves(train_loss: pd.DataFrame, val_acc: pd.DataFrame,
-                         colors: Mapping[str, tuple], path: Path) -> Path:
-    """Train loss vs global step per variant (mean over seeds), with stage boundaries as
-    dotted lines; a second panel shows validation accuracy when logged."""
-    panels = [("train", train_loss)] + ([("val", val_acc)] if not val_acc.empty else [])
-    fig = Figure(figsize=(6.5 * len(panels), 4.2), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
-    handles: dict[str, object] = {}
-    for ax, (kind, df) in zip(axes, panels):
-        for variant in [v for v in colors if v in set(df["variant"])]:
-            sub = df[df["variant"] == variant]
-            scale = 100.0 if kind == "val" else 1.0
-            stats = _mean_ci(sub, "step", "value", (0.0, 1.0) if kind == "val" else (0.0, np.inf))
-            few = kind == "val" or len(stats) < 30
-            (line,) = ax.plot(stats["step"], scale * stats["mean"], color=colors[variant], lw=1.3,
-                              marker="o" if few else None, ms=3, label=variant)
-            band = stats["n"] >= 2
-            if band.any():
-                ax.fill_between(stats["step"][band], scale * stats["lo"][band], scale * stats["hi"][band],
-                                color=colors[variant], alpha=0.15, linewidth=0)
-            handles.setdefault(variant, line)
-            for stage, start in _stage_starts(sub).items():
-                if stage >= 2:
-                    ax.axvline(start, color=colors[variant], ls=":", lw=1)
-                    ax.annotate(f"S{stage}", (start, 1.0), xycoords=("data", "axes fraction"),
-                                fontsize=7, color=colors[variant], ha="left", va="top")
-        ax.set_xlabel("global step")
-        ax.set_ylabel("train loss" if kind == "train" else "validation accuracy (%)")
-        ax.set_title("Train loss (fine-tuning stages)" if kind == "train" else "Validation accuracy",
-                     fontsize=10)
-        ax.grid(alpha=0.3)
-    fig.suptitle("Training dynamics (mean over seeds, band = 95% CI; dotted = start of stage Sk)")
-    _legend_below(fig, list(handles.values()), list(handles))
-    return _save(fig, path)
-
-
-def plot_calibration(cal: pd.DataFrame, chosen: Mapping[str, Sequence[float]], path: Path) -> Path:
-    """Calibration-split accuracy vs merge coefficient λ per merging variant (mean over seeds);
-    vertical lines mark the λ each job selected."""
+def draw_calibration(cal: pd.DataFrame, chosen: Mapping[str, Sequence[float]], path: Path) -> Path:
+    """Calibration-split accuracy (%) vs merge coefficient λ, one panel per merging variant;
+    dotted lines mark the λ each job selected."""
     variants = list(dict.fromkeys(cal["variant"]))
     ncols = min(3, len(variants))
-    nrows = int(np.ceil(len(variants) / ncols))
-    fig = Figure(figsize=(4.8 * ncols, 3.6 * nrows), layout="constrained")
+    nrows = -(-len(variants) // ncols)
+    fig = Figure(figsize=(4.8 * ncols, 3.4 * nrows + 0.6), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    series = [("acc_target", "target", "tab:blue", "-"), ("acc_retained", "retained", "tab:orange", "-"),
-              ("acc", "overall", "tab:gray", "--")]
-    handles: dict[str, object] = {}
+    series = {"acc_target": "target", "acc_retained": "retained", "acc": "overall"}
+    long = cal.melt(id_vars=["variant", "seed", "lambda"], value_vars=list(series), var_name="series", value_name="y")
+    long = long.assign(series=long["series"].map(series), y=100 * long["y"])
     for ax, variant in zip(axes, variants):
-        sub = cal[cal["variant"] == variant]
-        for col, name, color, ls in series:
-            stats = _mean_ci(sub.rename(columns={col: "y"}), "lambda", "y")
-            (line,) = ax.plot(stats["lambda"], 100 * stats["mean"], color=color, ls=ls, marker=".", label=name)
-            band = stats["n"] >= 2
-            if band.any():
-                ax.fill_between(stats["lambda"][band], 100 * stats["lo"][band], 100 * stats["hi"][band],
-                                color=color, alpha=0.15, linewidth=0)
-            handles.setdefault(name, line)
+        sns.lineplot(data=long[long["variant"] == variant], x="lambda", y="y", hue="series", style="series",
+                     hue_order=list(series.values()), style_order=list(series.values()), markers=True,
+                     errorbar=t_errorbar(PERCENT), err_kws={"alpha": 0.15, "linewidth": 0}, ax=ax,
+                     legend=ax is axes[0])
         for lam in sorted(set(chosen.get(variant, []))):
             ax.axvline(lam, color="k", ls=":", lw=1)
-        ax.set_title(variant, fontsize=9)
-        ax.set_xlabel("merge coefficient λ")
-        ax.set_ylabel("calibration accuracy (%)")
+        ax.set(title=variant, xlabel="merge coefficient λ", ylabel="calibration accuracy (%)")
         ax.grid(alpha=0.3)
     for ax in axes[len(variants):]:
         ax.set_visible(False)
     fig.suptitle("Calibration of merging methods (mean over seeds; dotted = selected λ)")
-    _legend_below(fig, list(handles.values()), list(handles))
     return _save(fig, path)
 
 
-def _zoomed_floor(values: np.ndarray, pad: float = 2.0, step: float = 5.0) -> float:
-    """Lower y/colour limit (percent) that keeps differences of a few points visible."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return 0.0
-    return float(max(0.0, step * np.floor((finite.min() - pad) / step)))
-
-
-def plot_headline_bars(summary: pd.DataFrame, variants: Sequence[str], metrics: Sequence[str],
-                       colors: Mapping[str, tuple], path: Path) -> Path:
-    """Mean test accuracy (%) per variant, one panel per metric, error bars = 95% CI.
-
-    Each panel's y-axis is zoomed to the data (its lower limit is stated on the panel).
-    """
-    fig = Figure(figsize=(max(9.0, 0.5 * len(variants) * len(metrics) + 2), 4.4), layout="constrained")
-    axes = fig.subplots(1, len(metrics), squeeze=False).ravel()
-    x = np.arange(len(variants))
+def draw_headline_bars(summary: pd.DataFrame, variants: Sequence[str], families: Sequence[str],
+                       metrics: Sequence[str], path: Path) -> Path:
+    """Mean test accuracy (%) per variant, one row per metric, bars coloured by family with a gap
+    between families, error bars = the summary's (clipped) 95% CI. Each y-axis is zoomed to the data."""
+    x = np.arange(len(variants)) + np.cumsum([0] + [a != b for a, b in zip(families, families[1:])]) * 0.6
+    colors = [BASELINE_COLOR if v == agg.BASELINE_LABEL else FAMILY_COLORS[f] for v, f in zip(variants, families)]
+    fig = Figure(figsize=(max(8.0, 0.42 * len(variants) + 2.5), 2.6 * len(metrics) + 2.0), layout="constrained")
+    axes = fig.subplots(len(metrics), 1, squeeze=False, sharex=True).ravel()
     for ax, metric in zip(axes, metrics):
         sub = summary[summary["metric"] == metric].set_index("variant")
-        means = np.array([sub["mean"].get(v, np.nan) for v in variants], dtype=float)
-        lo = np.array([sub["ci_low"].get(v, np.nan) for v in variants], dtype=float)
-        hi = np.array([sub["ci_high"].get(v, np.nan) for v in variants], dtype=float)
-        err = np.vstack([means - lo, hi - means])
-        err = np.where(np.isfinite(err), err, 0.0)
-        ax.bar(x, 100 * means, 0.8, yerr=100 * err, capsize=3, edgecolor="white",
-               color=[colors.get(v, BASELINE_COLOR) for v in variants])
-        floor = _zoomed_floor(100 * np.concatenate([lo[np.isfinite(lo)], means]))
-        top = np.nanmax(np.concatenate([100 * hi[np.isfinite(hi)], 100 * means, [floor + 1]]))
-        ax.set_ylim(floor, min(100.5, top + 1) if top <= 100 else top + 1)
-        ax.set_xticks(x, [""] * len(variants))
-        ax.set_title(agg.metric_name(metric), fontsize=10)
-        ax.set_ylabel("test accuracy (%)")
+        mean, lo, hi = (100 * np.array([sub[c].get(v, np.nan) for v in variants], dtype=float)
+                        for c in ("mean", "ci_low", "ci_high"))
+        err = np.nan_to_num(np.vstack([mean - lo, hi - mean]))
+        ax.bar(x, mean, 0.8, yerr=err, capsize=3, color=colors, edgecolor="white")
+        floor = _zoomed_floor(np.concatenate([lo, mean]))
+        ax.set_ylim(floor, min(100.5, np.nanmax(np.concatenate([hi, mean, [floor]])) + 1))
+        ax.set(title=agg.metric_name(metric), ylabel="test accuracy (%)")
         ax.grid(axis="y", alpha=0.3)
         if floor > 0:
-            ax.set_xlabel(f"(y-axis starts at {floor:.0f}%, not 0)", fontsize=8, color="0.35")
+            ax.text(1.0, 1.01, f"y-axis starts at {floor:.0f}%", transform=ax.transAxes, ha="right", fontsize=8, color="0.35")
+    axes[-1].set_xticks(x, variants, rotation=60, ha="right", fontsize=8)
+    fig.legend(handles=[Patch(color=FAMILY_COLORS[f], label=f) for f in dict.fromkeys(families)],
+               loc="outside upper right", frameon=False, fontsize=8)
     fig.suptitle("Headline test accuracies (mean over seeds, error bars = 95% CI)")
-    handles = [matplotlib.patches.Patch(color=colors.get(v, BASELINE_COLOR)) for v in variants]
-    _legend_below(fig, handles, list(variants))
     return _save(fig, path)
 
 
-# --------------------------------------------------------------------------- all figures
+# --------------------------------------------------------------------------- builders
 
-def _attempt(result: PlotResult, draw: Callable[[], Path | None]) -> PlotResult:
-    try:
-        result.path = draw()
-    except Exception as exc:  # one broken figure must not sink the report
-        log.warning("plot %s failed: %s", result.key, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        result.path, result.note = None, f"plot failed: {exc}"
-    return result
-
-
-def make_all_plots(analysis: agg.Analysis, out_dir: Path) -> list[PlotResult]:
-    """Draw every figure into ``out_dir``; returns one :class:`PlotResult` per figure."""
-    out_dir = Path(out_dir)
-    has_synthetic_baseline = analysis.baseline_label == agg.BASELINE_LABEL and not analysis.baseline.empty
-    colors = variant_colors(analysis.variants, agg.BASELINE_LABEL if has_synthetic_baseline else None)
-    variant_colors_only = {v: c for v, c in colors.items() if v in analysis.variants}
-    results: list[PlotResult] = []
-    classes = ",".join(map(str, analysis.task_classes))
-
-    trend = agg.stage_trend_frame(analysis)
-    panels = [("all", "overall"), ("target", f"target (classes {classes})"),
-              ("retained", "retained (other classes)")]
-    panels += [(f"class_{k}", f"class {k}") for k in analysis.task_classes]
-    r = PlotResult("stage_trend", "Accuracy across stages",
-                   "Test accuracy after each stage (0 = pretrained model), mean over seeds with 95% CI band "
-                   "(clipped to [0, 100] for display).")
+def build_stage_trend(a: agg.Analysis) -> dict | None:
+    trend = agg.stage_trend_frame(a)
     if trend.empty:
-        r.note = "no stage tables (stages.csv or per_stage) found"
-    else:
-        _attempt(r, lambda: plot_stage_trend(trend, panels, variant_colors_only, out_dir / "stage_trend.png"))
-    results.append(r)
+        return None
+    data = trend.rename(columns={"stage": "x"}).assign(y=100 * trend["acc"])
+    classes = ",".join(map(str, a.task_classes))
+    subsets = [("all", "overall"), ("target", f"target (classes {classes})"), ("retained", "retained (other classes)")]
+    subsets += [(f"class_{k}", f"class {k}") for k in a.task_classes]
+    return {"panels": [Panel(title, data[data["evaluated"] == ev], "test accuracy (%)", PERCENT) for ev, title in subsets],
+            "groups": _groups(a, set(data["variant"])), "styles": variant_styles(a), "xlabel": "stage (0 = pretrained)",
+            "suptitle": "Test accuracy across training stages (mean over seeds, band = 95% CI)"}
 
-    matrix = agg.class_accuracy_matrix(analysis)
-    r = PlotResult("class_heatmap", "Per-class accuracy",
-                   "Final test accuracy per true class, mean over seeds (task classes marked with an asterisk; "
-                   "the colour scale starts near the lowest value).")
+
+def build_class_heatmap(a: agg.Analysis) -> dict | None:
+    matrix = agg.class_accuracy_matrix(a)
     if matrix.empty or matrix.isna().all().all():
-        r.note = "no per-class accuracies found"
-    else:
-        _attempt(r, lambda: plot_class_heatmap(matrix, analysis.task_classes, out_dir / "class_heatmap.png"))
-    results.append(r)
+        return None
+    families = [a.family(v) for v in matrix.index]
+    return {"matrix": matrix, "task_classes": a.task_classes,
+            "breaks": [i for i in range(1, len(families)) if families[i] != families[i - 1]]}
 
-    confusions = agg.confusion_by_variant(analysis)
-    used: set[str] = set()
-    for variant, (counts, n, stages) in confusions.items():
-        slug = slugify(variant)
-        base, i = slug, 2
-        while slug in used:
-            slug, i = f"{base}_{i}", i + 1
-        used.add(slug)
-        r = PlotResult(f"confusion:{variant}", f"Confusion matrix: `{variant}`",
-                       f"Final confusion matrix of `{variant}` (after stage {max(s for s in stages if s is not None)}), "
-                       f"counts summed over {n} seed(s), rows normalised per true class (%).")
-        _attempt(r, lambda c=counts, v=variant, k=n, s=slug: plot_confusion(c, v, k, out_dir / f"confusion_{s}.png"))
-        results.append(r)
-    if not confusions:
-        results.append(PlotResult("confusion", "Confusion matrices", "", note="no confusion/stage_<k>.csv found"))
 
-    train_loss = agg.curves_frame(analysis, "train", "loss")
-    val_acc = agg.curves_frame(analysis, "val", "acc")
-    r = PlotResult("training_curves", "Training curves",
-                   "Train loss vs global step during fine-tuning (stage 0 = pretraining omitted), mean over seeds; "
-                   "dotted lines mark where stage k >= 2 starts.")
-    if train_loss.empty:
-        r.note = "no train loss in curves.csv"
-    else:
-        _attempt(r, lambda: plot_training_curves(train_loss, val_acc, variant_colors_only,
-                                                 out_dir / "training_curves.png"))
-    results.append(r)
+def build_confusions(a: agg.Analysis) -> dict[str, dict]:
+    return {variant: {"counts": counts, "variant": variant, "n_jobs": n, "stage": max(s for s in stages if s is not None)}
+            for variant, (counts, n, stages) in agg.confusion_by_variant(a).items()}
 
-    cal, chosen = agg.calibration_frame(analysis)
-    r = PlotResult("calibration", "Calibration of merging methods",
-                   "Calibration-split accuracy vs merge coefficient λ (target, retained, overall), mean over seeds; "
-                   "dotted lines = selected λ.")
-    if cal.empty:
-        r.note = "no merging method with calibration.csv in this sweep"
-    else:
-        _attempt(r, lambda: plot_calibration(cal, chosen, out_dir / "calibration.png"))
-    results.append(r)
 
-    bar_variants = ([agg.BASELINE_LABEL] if has_synthetic_baseline else []) + list(analysis.variants)
-    r = PlotResult("headline_bars", "Headline accuracies",
-                   "Overall, target and retained test accuracy per variant, mean over seeds, error bars = 95% CI "
-                   "(y-axes zoomed to the data).")
-    if analysis.summary.empty:
-        r.note = "no finished jobs"
-    else:
-        _attempt(r, lambda: plot_headline_bars(analysis.summary, bar_variants, agg.HEADLINE_METRICS, colors,
-                                               out_dir / "headline_bars.png"))
-    results.append(r)
+def build_training_curves(a: agg.Analysis) -> dict | None:
+    """Merging methods are left out: their curves are the per-task experts' fine-tuning."""
+    def panel_data(split: str, metric: str, scale: float) -> pd.DataFrame:
+        df = agg.curves_frame(a, split, metric)
+        df = df[df["variant"].map(a.family) != "merging"]
+        return df.rename(columns={"step": "x"}).assign(y=scale * df["value"])
+    loss, val = panel_data("train", "loss", 1.0), panel_data("val", "acc", 100.0)
+    if loss.empty:
+        return None
+    panels = [Panel("train loss (nats)", loss, "train loss", None, markers=False)]
+    panels += [Panel("validation accuracy", val, "validation accuracy (%)", PERCENT)] if not val.empty else []
+    return {"panels": panels, "groups": _groups(a, set(loss["variant"]), ("naive", "retention")),
+            "styles": variant_styles(a), "xlabel": "global step", "stage_lines": True,
+            "suptitle": "Training dynamics of fine-tuning (mean over seeds, band = 95% CI; dotted = start of stage Sk)"}
+
+
+def build_calibration(a: agg.Analysis) -> dict | None:
+    cal, chosen = agg.calibration_frame(a)
+    return None if cal.empty else {"cal": cal, "chosen": chosen}
+
+
+def build_headline_bars(a: agg.Analysis) -> dict | None:
+    if a.summary.empty:
+        return None
+    synthetic = a.baseline_label == agg.BASELINE_LABEL and not a.baseline.empty
+    variants = ([agg.BASELINE_LABEL] if synthetic else []) + list(a.variants)
+    return {"summary": a.summary, "variants": variants, "families": [a.family(v) for v in variants],
+            "metrics": agg.HEADLINE_METRICS}
+
+
+# --------------------------------------------------------------------------- the table
+
+@dataclass(frozen=True)
+class PlotSpec:
+    """One figure: ``plots/<name>.png`` (``per_variant``: ``plots/<name>_<variant>.png`` each).
+
+    ``build(analysis)`` gives ``draw``'s keyword arguments (per variant: ``{variant: kwargs}``);
+    nothing means the figure is skipped with "needs <needs>". ``{variant}`` in the caption is
+    filled in per variant.
+    """
+
+    name: str
+    title: str
+    caption: str
+    build: Callable[[agg.Analysis], Any]
+    draw: Callable[..., Path]
+    needs: str
+    per_variant: bool = False
+
+
+SPECS: tuple[PlotSpec, ...] = (
+    PlotSpec("stage_trend", "Accuracy across stages",
+             "Test accuracy after each stage (0 = pretrained model), one column per family (naive, retention, "
+             "merging; merging shows the baseline and the merged model), mean over seeds with 95% CI band.",
+             build_stage_trend, draw_family_grid, "stages.csv in a finished job"),
+    PlotSpec("class_heatmap", "Per-class accuracy",
+             "Final test accuracy per true class, mean over seeds, variants grouped by family (task classes "
+             "marked with an asterisk; the colour scale starts near the lowest value).",
+             build_class_heatmap, draw_class_heatmap, "per-class accuracies in metrics.json"),
+    PlotSpec("confusion", "Confusion matrix",
+             "Final confusion matrix of `{variant}`, counts summed over seeds, rows normalised per true class (%).",
+             build_confusions, draw_confusion, "confusion/stage_<k>.csv of the final stage", per_variant=True),
+    PlotSpec("training_curves", "Training curves",
+             "Train loss and validation accuracy vs global step during fine-tuning (pretraining omitted), one "
+             "column per family, mean over seeds with 95% CI band; dotted lines mark where stage k >= 2 starts. "
+             "Merging methods are left out: their curves are those of the per-task expert fine-tunes, "
+             "not of the merged model.",
+             build_training_curves, draw_family_grid, "train loss in curves.csv of a naive or retention job"),
+    PlotSpec("calibration", "Calibration of merging methods",
+             "Calibration-split accuracy vs merge coefficient λ (target, retained, overall), mean over seeds with "
+             "95% CI band; dotted lines = selected λ.",
+             build_calibration, draw_calibration, "a merging method with calibration.csv"),
+    PlotSpec("headline_bars", "Headline accuracies",
+             "Overall, target and retained test accuracy per variant, grouped and coloured by family, mean over "
+             "seeds, error bars = 95% CI (y-axes zoomed to the data).",
+             build_headline_bars, draw_headline_bars, "a finished job"),
+)
+
+
+def _attempt(key: str, fn: Callable[[], Any]) -> tuple[Any, str]:
+    """``(fn(), "")``, or ``(None, note)`` when it raises: one broken figure must not sink the report."""
+    try:
+        return fn(), ""
+    except Exception as exc:
+        log.warning("plot %s failed: %s", key, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return None, f"plot failed: {exc}"
+
+
+def make_all_plots(analysis: agg.Analysis, out_dir: Path, specs: Sequence[PlotSpec] = SPECS) -> list[PlotResult]:
+    """Draw every figure of ``specs`` into ``out_dir``; one :class:`PlotResult` per figure drawn or skipped."""
+    out_dir = Path(out_dir)
+    results: list[PlotResult] = []
+    for spec in specs:
+        data, note = _attempt(spec.name, lambda: spec.build(analysis))
+        if not data:
+            results.append(PlotResult(spec.name, spec.title, "", note=note or f"nothing to plot: needs {spec.needs}"))
+            continue
+        used: set[str] = set()
+        for variant, kwargs in (data.items() if spec.per_variant else [(None, data)]):
+            key, title, stem = spec.name, spec.title, spec.name
+            if variant is not None:
+                key, title, stem = f"{key}:{variant}", f"{title}: `{variant}`", f"{stem}_{slugify(variant)}"
+            while stem in used:
+                stem += "_"
+            used.add(stem)
+            path, note = _attempt(key, lambda: spec.draw(path=out_dir / f"{stem}.png", **kwargs))
+            results.append(PlotResult(key, title, spec.caption.format(variant=variant), path, note))
     return results

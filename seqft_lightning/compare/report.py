@@ -9,7 +9,6 @@ favours the first-named side.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,12 +17,13 @@ from typing import Any
 from seqft_lightning.compare import aggregate as agg
 from seqft_lightning.compare.document import (Block, Bullets, Heading, Image, Paragraph, Table,
                                               to_html, to_markdown)
-from seqft_lightning.compare.fileio import write_text_atomic
 from seqft_lightning.compare.stats import MIN_PAIRED_SEEDS
-
-log = logging.getLogger(__name__)
+from seqft_lightning.io import atomic_write_text
 
 HYPOTHESIS = "Sequential fine-tuning beats joint fine-tuning"
+#: The report's one statement of the clipping rule of :mod:`.stats` (tables and plots alike).
+CLIPPING = ("CIs of accuracies, precision, recall and F1 are clipped to [0, 100] % for display, in these "
+            "tables and in the plots alike; CIs of loss, forgetting, BWT and of paired differences are not.")
 DASH = "–"
 
 
@@ -39,11 +39,11 @@ def pp(x: float, digits: int = 2) -> str:
     return DASH if x is None or not math.isfinite(x) else f"{100 * x:+.{digits}f}"
 
 
-def pvalue(p: float) -> str:
-    """p-value text: 3 significant digits, ``<0.001`` for tiny values."""
-    if p is None or not math.isfinite(p):
-        return "n/a"
-    return "<0.001" if p < 1e-3 else f"{p:.3g}"
+def pvalue(p: float, name: str = "p") -> str:
+    """``"p < 0.001"`` below 0.001, else ``"p = 0.0123"`` (3 significant digits), ``"p = n/a"`` when
+    undefined; ``name=""`` gives the table cell (``"< 0.001"``, ``"0.0123"``, ``"n/a"``)."""
+    text = "= n/a" if p is None or not math.isfinite(p) else "< 0.001" if p < 1e-3 else f"= {p:.3g}"
+    return f"{name} {text}" if name else text.removeprefix("= ")
 
 
 def cell(row: Any) -> str:
@@ -92,7 +92,8 @@ def summary_blocks(analysis: agg.Analysis) -> list[Block]:
     return [
         Heading("Summary over seeds", 2),
         Paragraph(f"Cells are test metrics in percent: **mean ± std [95% CI]** over seeds (std with ddof=1, "
-                  f"CI from the t-distribution with n−1 degrees of freedom; none for n=1). Task classes: {classes}. "
+                  f"CI from the t-distribution with n−1 degrees of freedom; none for n=1). {CLIPPING} "
+                  f"Task classes: {classes}. "
                   "Target acc (pooled) = accuracy over all test samples of the task classes; "
                   "target acc (mean of task classes) = unweighted mean of the per-class accuracies; retained = "
                   "accuracy on all other classes. Forgetting is positive when accuracy was lost; BWT is negative "
@@ -109,7 +110,7 @@ def _comparison_table(rows: Sequence[dict[str, Any]], first: str, second: str, h
               f"verdict ({hypothesis})"]
     body = [[code(r["variant"]), code(r["reference"]), agg.metric_name(r["metric"]), str(r["n"]),
              pp(r["mean_diff"]), f"[{pp(r['ci_low'])}, {pp(r['ci_high'])}]",
-             pvalue(r["t_pvalue"]), pvalue(r["wilcoxon_pvalue"]), f"**{r['verdict']}**"] for r in rows]
+             pvalue(r["t_pvalue"], ""), pvalue(r["wilcoxon_pvalue"], ""), f"**{r['verdict']}**"] for r in rows]
     return Table(header, body, align=["l", "l", "l"] + ["r"] * 5 + ["l"])
 
 
@@ -129,8 +130,8 @@ def verdict_lines(analysis: agg.Analysis) -> list[str]:
             detail = "no seed has both a finished sequential and a finished joint job"
         else:
             detail = (f"sequential − joint = {pp(r['mean_diff'])} pp, 95% CI [{pp(r['ci_low'])}, {pp(r['ci_high'])}] pp, "
-                      f"n = {r['n']} paired seed(s), paired t p = {pvalue(r['t_pvalue'])}, "
-                      f"Wilcoxon p = {pvalue(r['wilcoxon_pvalue'])}")
+                      f"n = {r['n']} paired seed(s), paired t {pvalue(r['t_pvalue'])}, "
+                      f"Wilcoxon {pvalue(r['wilcoxon_pvalue'])}")
             if r["n"] < MIN_PAIRED_SEEDS:
                 detail += f" (fewer than {MIN_PAIRED_SEEDS} paired seeds)"
         lines.append(f"{who}{agg.metric_name(r['metric'])}: **{r['verdict']}** — {detail}")
@@ -254,14 +255,14 @@ def write_outputs(analysis: agg.Analysis, sweep_dir: Path, out_dir: Path, plots:
     paths: dict[str, Path] = {}
 
     csv = agg.summary_csv_frame(analysis.frame, analysis.task_classes)
-    paths["summary.csv"] = write_text_atomic(out_dir / "summary.csv", csv.to_csv(index=False, float_format="%.10g"))
+    paths["summary.csv"] = atomic_write_text(out_dir / "summary.csv", csv.to_csv(index=False, float_format="%.10g"))
 
     summary_doc = [Heading(f"Summary: {sweep_dir.name}", 1), *summary_blocks(analysis)[1:]]
-    paths["summary.md"] = write_text_atomic(out_dir / "summary.md", to_markdown(summary_doc, out_dir))
-    paths["hypothesis.md"] = write_text_atomic(out_dir / "hypothesis.md",
+    paths["summary.md"] = atomic_write_text(out_dir / "summary.md", to_markdown(summary_doc, out_dir))
+    paths["hypothesis.md"] = atomic_write_text(out_dir / "hypothesis.md",
                                                to_markdown(hypothesis_blocks(analysis), out_dir))
     blocks = report_blocks(analysis, Path(sweep_dir), plots)
-    paths["report.md"] = write_text_atomic(out_dir / "report.md", to_markdown(blocks, out_dir))
-    paths["report.html"] = write_text_atomic(out_dir / "report.html",
+    paths["report.md"] = atomic_write_text(out_dir / "report.md", to_markdown(blocks, out_dir))
+    paths["report.html"] = atomic_write_text(out_dir / "report.html",
                                              to_html(blocks, f"Sweep comparison: {Path(sweep_dir).name}"))
     return paths

@@ -7,6 +7,10 @@ Conventions
 - Standard deviations use ``ddof=1`` (sample std over seeds).
 - Confidence intervals are two-sided Student-t intervals:
   ``mean ± t_{(1+c)/2, n-1} * std / sqrt(n)``; undefined (NaN) for n < 2.
+- **Clipping, the one rule for tables and plots alike:** the t-interval of a metric with a bounded
+  range (accuracies, precision, recall, F1: [0, 1], shown as [0, 100] %) is clipped to that range
+  for display (:func:`t_interval` with ``bounds``, :func:`t_errorbar` for seaborn's ``errorbar=``).
+  The interval of a paired *difference* is never clipped.
 - Paired differences are ``a - b`` per seed (for the study: sequential − joint, so a
   positive difference favours sequential).
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,26 +61,34 @@ class PairedResult:
     verdict: str
 
 
-def _clean(values: Iterable[float]) -> np.ndarray:
-    arr = np.asarray([float(v) for v in values], dtype=float)
-    return arr[np.isfinite(arr)]
-
-
-def t_interval(values: Iterable[float], confidence: float = 0.95) -> Summary:
+def t_interval(values: Iterable[float], confidence: float = 0.95,
+               bounds: tuple[float, float] | None = None) -> Summary:
     """Mean, std (ddof=1) and Student-t CI of ``values`` (NaNs are dropped).
 
-    n == 0 gives all-NaN; n == 1 gives the value as mean with NaN std and CI.
+    n == 0 gives all-NaN; n == 1 gives the value as mean with NaN std and CI. ``bounds``
+    (e.g. ``(0, 1)`` for an accuracy) clips the CI, never the mean.
     """
-    arr = _clean(values)
+    arr = np.asarray([float(v) for v in values], dtype=float)
+    arr = arr[np.isfinite(arr)]
     n = int(arr.size)
-    if n == 0:
-        return Summary(0, math.nan, math.nan, math.nan, math.nan)
-    mean = float(arr.mean())
+    mean = float(arr.mean()) if n else math.nan
     if n < 2:
         return Summary(n, mean, math.nan, math.nan, math.nan)
     std = float(arr.std(ddof=1))
     half = float(sps.t.ppf(0.5 + confidence / 2.0, df=n - 1)) * std / math.sqrt(n)
-    return Summary(n, mean, std, mean - half, mean + half)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = float(np.clip(low, *bounds)), float(np.clip(high, *bounds))
+    return Summary(n, mean, std, low, high)
+
+
+def t_errorbar(bounds: tuple[float, float] | None = None,
+               confidence: float = 0.95) -> Callable[[Iterable[float]], tuple[float, float]]:
+    """seaborn ``errorbar=`` callable: values over seeds -> the (clipped) t-interval."""
+    def interval(values: Iterable[float]) -> tuple[float, float]:
+        s = t_interval(values, confidence, bounds)
+        return s.ci_low, s.ci_high
+    return interval
 
 
 def verdict(ci_low: float, ci_high: float, n: int, min_n: int = MIN_PAIRED_SEEDS) -> str:

@@ -1,8 +1,9 @@
 """Pure labelling of method variants.
 
-A *variant* is a group of jobs whose composed configs are identical once the seed (and
-keys that cannot change the result: output paths, Hydra internals, accelerator/devices,
-loggers and callbacks) are removed. Its label is readable and unique within a sweep::
+A *variant* is a group of jobs whose composed configs are identical once the seed and the keys
+that do not affect results (:func:`seqft_lightning.contract.affects_results`: output paths, Hydra,
+loggers, callbacks, console switches) are removed; the accelerator counts, so a GPU run is a
+variant of its own. Its label is readable and unique within a sweep::
 
     method.name [+<retention>] [key=value ...]
 
@@ -19,86 +20,43 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from seqft_lightning.contract import affects_results, flatten
+
+#: The name the pipeline writes as ``retention`` in metrics.json for plain fine-tuning.
 NO_RETENTION = "none"
-#: Retention names meaning "no retention" (``Retention`` is the pipeline's no-op base class).
-_NONE_NAMES = {"", "none", "null", "retention", "noretention", "no_retention", "identity", "noop"}
-
-#: Exact keys (dotted) that never define a variant: the seed, where it ran, and switches that
-#: cannot change a result (resume a finished run, reuse a cached baseline, console output).
-EXCLUDED_KEYS = frozenset({"seed", "trainer.accelerator", "trainer.devices", "paths", "hydra",
-                           "resume", "pretrain.cache", "trainer.enable_progress_bar",
-                           "trainer.enable_model_summary", "trainer.log_every_n_steps"})
-#: Dotted-key prefixes that never define a variant.
-EXCLUDED_PREFIXES = ("paths.", "hydra.")
-#: A key is also excluded when any of its dotted components is one of these.
-EXCLUDED_COMPONENTS = frozenset({"logger", "loggers", "callbacks"})
-
-def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten a nested mapping into ``{"a.b.c": leaf}``.
-
-    Lists and empty mappings are leaves (``method.stages`` stays ``[[3], [4], [7]]``).
-    """
-    flat: dict[str, Any] = {}
-    for key, value in cfg.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten_config(value, prefix=f"{dotted}."))
-        else:
-            flat[dotted] = value
-    return flat
+#: Method families, in report order: naive (plus retention variants of these) and merging.
+NAIVE_METHODS = ("baseline", "joint", "sequential")
+MERGING_METHODS = ("task_arithmetic", "ties", "dare", "average", "task_negation")
+FAMILIES = ("naive", "retention", "merging")
 
 
-def is_excluded_key(key: str) -> bool:
-    """True for config leaves that must not define or label a variant (seed, paths, ...)."""
-    if key in EXCLUDED_KEYS or key.startswith(EXCLUDED_PREFIXES):
-        return True
-    return any(part in EXCLUDED_COMPONENTS for part in key.split("."))
+def variant_family(method: str, retention: str) -> str:
+    """``"merging"`` for merging and negation methods, else ``"retention"`` when a retention
+    method is on, else ``"naive"`` (baseline, sequential, joint, and unknown methods)."""
+    if method in MERGING_METHODS:
+        return "merging"
+    return "naive" if retention == NO_RETENTION else "retention"
 
 
 def variant_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The flattened config with seed and other non-defining keys removed.
-
-    Without retention (absent in older runs, or the no-op ``Retention``) the ``retention.*``
-    keys are dropped too, so both spellings of "no retention" form one variant.
-    """
-    flat = {k: v for k, v in flatten_config(cfg).items() if not is_excluded_key(k)}
-    if retention_name(cfg) == NO_RETENTION:
-        flat = {k: v for k, v in flat.items() if k != "retention" and not k.startswith("retention.")}
-    return flat
+    """The flattened config without the seed and the keys that do not affect results."""
+    return {k: v for k, v in flatten(cfg).items() if k != "seed" and affects_results(k)}
 
 
-def method_name(cfg: Mapping[str, Any], default: str = "unknown") -> str:
-    """``method.name`` of a config (``default`` when absent)."""
+def method_name(cfg: Mapping[str, Any]) -> str:
+    """``method.name`` of a config (``"unknown"`` when absent)."""
     method = cfg.get("method")
-    if isinstance(method, Mapping) and method.get("name") not in (None, ""):
-        return str(method["name"])
-    if isinstance(method, str) and method:
-        return method
-    return default
+    return str(method.get("name") or "unknown") if isinstance(method, Mapping) else "unknown"
 
 
 def retention_name(cfg: Mapping[str, Any]) -> str:
-    """Short lower-case retention name, ``"none"`` when absent (older runs) or a no-op.
-
-    ``retention.name`` wins when present; otherwise the class name of
-    ``retention._target_`` (``seqft_lightning.retention.EWC`` -> ``"ewc"``).
-    """
-    ret = cfg.get("retention")
-    if ret is None:
-        return NO_RETENTION
-    if isinstance(ret, str):
-        name = ret
-    elif isinstance(ret, Mapping):
-        if ret.get("name") not in (None, ""):
-            name = str(ret["name"])
-        elif ret.get("_target_") not in (None, ""):
-            name = str(ret["_target_"]).rsplit(".", 1)[-1]
-        else:
-            return NO_RETENTION
-    else:
-        return NO_RETENTION
-    name = name.strip().lower()
-    return NO_RETENTION if name in _NONE_NAMES else name
+    """Lower-case class name of ``retention._target_`` (``seqft_lightning.retention.EWC`` -> ``"ewc"``),
+    the name the pipeline writes in metrics.json; the no-op base class ``Retention``
+    (``retention=none``) and an absent group are ``"none"``."""
+    retention = cfg.get("retention")
+    target = retention.get("_target_") if isinstance(retention, Mapping) else None
+    name = str(target or "").rsplit(".", 1)[-1].lower()
+    return NO_RETENTION if name in ("", "retention") else name
 
 
 def format_value(value: Any) -> str:

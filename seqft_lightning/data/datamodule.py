@@ -29,7 +29,6 @@ class TaskDataModule(pl.LightningDataModule):
         samples_per_task: training images held out per task class (``None``: all that remain).
         calibration_size: images held out (stratified) for validation and model selection.
         split_seed: seed of the split; independent of the training seed on purpose.
-        batch_size: default training batch size (methods usually pass their own).
         eval_batch_size: batch size of the calibration and test loaders.
         mean, std: normalisation applied once to pixel values scaled to [0, 1].
     """
@@ -42,7 +41,6 @@ class TaskDataModule(pl.LightningDataModule):
         samples_per_task: int | None = 1000,
         calibration_size: int = 5000,
         split_seed: int = 0,
-        batch_size: int = 64,
         eval_batch_size: int = 1000,
         mean: float = 0.1307,
         std: float = 0.3081,
@@ -52,7 +50,6 @@ class TaskDataModule(pl.LightningDataModule):
         self.samples_per_task = samples_per_task
         self.calibration_size = int(calibration_size)
         self.split_seed = int(split_seed)
-        self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.mean, self.std = float(mean), float(std)
         self.device = torch.device("cpu")
@@ -104,23 +101,19 @@ class TaskDataModule(pl.LightningDataModule):
         return torch.cat(xs), torch.cat(ys)
 
     # -- loaders ----------------------------------------------------------------------------
-    def pretrain_dataloader(self, batch_size: int | None = None) -> TensorBatchLoader:
-        return TensorBatchLoader(self.pretrain_x, self.pretrain_y, batch_size or self.batch_size, shuffle=True)
+    def pretrain_dataloader(self, batch_size: int) -> TensorBatchLoader:
+        return TensorBatchLoader(self.pretrain_x, self.pretrain_y, batch_size, shuffle=True)
 
-    def task_dataloader(self, classes: Sequence[int], batch_size: int | None = None) -> TensorBatchLoader:
+    def task_dataloader(self, classes: Sequence[int], batch_size: int) -> TensorBatchLoader:
         x, y = self.task_data(classes)
-        return TensorBatchLoader(x, y, batch_size or self.batch_size, shuffle=True)
+        return TensorBatchLoader(x, y, batch_size, shuffle=True)
 
-    def joint_dataloader(self, batch_size: int | None = None) -> TensorBatchLoader:
-        return self.task_dataloader(self.task_classes, batch_size)
-
-    def train_dataloader(self) -> TensorBatchLoader:
-        return self.joint_dataloader()
+    def calibration_dataloader(self) -> TensorBatchLoader:
+        return TensorBatchLoader(self.calib_x, self.calib_y, self.eval_batch_size, shuffle=False)
 
     def val_dataloader(self) -> TensorBatchLoader | list:
-        if len(self.calib_y) == 0:
-            return []
-        return TensorBatchLoader(self.calib_x, self.calib_y, self.eval_batch_size, shuffle=False)
+        """Lightning's validation loop runs on the calibration split (none when it is empty)."""
+        return self.calibration_dataloader() if len(self.calib_y) else []
 
     def test_dataloader(self) -> TensorBatchLoader:
         return TensorBatchLoader(self.test_x, self.test_y, self.eval_batch_size, shuffle=False)

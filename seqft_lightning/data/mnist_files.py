@@ -12,11 +12,11 @@ import gzip
 import hashlib
 import logging
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 from seqft_lightning.errors import DataError
+from seqft_lightning.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +57,16 @@ def raw_dir(root: str | os.PathLike) -> Path:
 
 def _unpack(gz_path: Path, dest: Path) -> None:
     """Unpack ``gz_path`` to ``dest`` atomically, refusing a corrupt or truncated archive."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, gzip.open(gz_path, "rb") as src:
+
+    def copy(out) -> None:
+        with gzip.open(gz_path, "rb") as src:
             for chunk in iter(lambda: src.read(1 << 20), b""):
                 out.write(chunk)
-        os.replace(tmp, dest)
+
+    try:
+        atomic_write(dest, copy, mode="wb")
     except (OSError, EOFError, zlib.error) as err:
-        Path(tmp).unlink(missing_ok=True)
         raise DataError(f"{gz_path} is corrupt or truncated ({err}); " + _RESTORE_HINT.format(path=gz_path)) from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _download_with_torchvision(root: Path, vendored_dir: Path) -> None:

@@ -29,9 +29,6 @@ class Splits:
     calibration: torch.Tensor
     tasks: dict[int, torch.Tensor]
 
-    def task_indices(self, classes: Sequence[int]) -> torch.Tensor:
-        return torch.sort(torch.cat([self.tasks[int(c)] for c in classes])).values
-
 
 def stratified_quotas(counts: torch.Tensor, total: int) -> torch.Tensor:
     """Split ``total`` over classes proportionally to ``counts`` (largest remainder, exact sum)."""

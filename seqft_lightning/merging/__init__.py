@@ -1,14 +1,16 @@
-"""Model merging by state-dict algebra: task vectors, task arithmetic, TIES, DARE, averaging.
+"""Model merging by state-dict algebra: task vectors and the mergers (task arithmetic, TIES,
+DARE, averaging) that ``method.merger`` configs build.
 
-Sign convention everywhere: ``tau = theta_ft - theta_0``; merged ``theta = theta_0 + lambda * tau``.
+Sign convention everywhere: ``tau = theta_ft - theta_0``; merged ``theta = theta_0 + lambda_ * tau``
+(``lambda_`` dimensionless).
 """
 
-from seqft_lightning.merging.methods import (
+from seqft_lightning.merging.mergers import (
     Average,
     Dare,
-    MergeMethod,
+    Merger,
     TaskArithmetic,
-    TaskVectorMethod,
+    TaskVectorMerger,
     Ties,
     dare_sparsify,
     task_vectors,
@@ -19,10 +21,10 @@ from seqft_lightning.merging.task_vector import TaskVector
 __all__ = [
     "Average",
     "Dare",
-    "MergeMethod",
+    "Merger",
     "TaskArithmetic",
     "TaskVector",
-    "TaskVectorMethod",
+    "TaskVectorMerger",
     "Ties",
     "dare_sparsify",
     "task_vectors",

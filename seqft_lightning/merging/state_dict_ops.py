@@ -50,7 +50,7 @@ def check_compatible(a: Mapping[str, Tensor], b: Mapping[str, Tensor], what: str
             )
 
 
-def float_keys(sd: Mapping[str, Tensor]) -> StateDict:
+def float_entries(sd: Mapping[str, Tensor]) -> StateDict:
     """The floating-point entries of ``sd`` (same tensors, not copies), in ``sd``'s order.
 
     Integer/bool buffers (e.g. BatchNorm's ``num_batches_tracked``, step counters) are

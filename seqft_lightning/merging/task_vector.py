@@ -2,7 +2,7 @@
 
 Sign convention: a task vector is ``tau = theta_ft - theta_0`` (fine-tuned minus
 pretrained), per floating-point state-dict entry, in the parameters' own units.
-Applying it with coefficient ``lambda`` gives ``theta = theta_base + lambda * tau``;
+Applying it with coefficient ``lambda_`` (dimensionless) gives ``theta = theta_base + lambda * tau``;
 ``lambda = 1`` on the pretrained model gives back the fine-tuned model (up to float rounding).
 
 Integer/bool buffers are not part of a task vector; models built by :meth:`TaskVector.apply_to`
@@ -67,8 +67,8 @@ class TaskVector:
         wrong architecture is caught even if it only differs in a buffer).
         """
         ops.check_compatible(pre, ft, "pretrained vs finetuned")
-        pre_float = ops.float_keys(pre)
-        ft_float = ops.float_keys(ft)
+        pre_float = ops.float_entries(pre)
+        ft_float = ops.float_entries(ft)
         ops.check_compatible(pre_float, ft_float, "pretrained vs finetuned (floating-point entries)")
         return cls._wrap(ops.sub(ft_float, pre_float))
 
@@ -147,24 +147,24 @@ class TaskVector:
         )
 
     # ------------------------------------------------------------------ application
-    def apply_to(self, base: nn.Module, scaling_coef: float = 1.0) -> nn.Module:
-        """A NEW model (deep copy of ``base``) with ``theta = theta_base + scaling_coef * tau``.
+    def apply_to(self, base: nn.Module, lambda_: float = 1.0) -> nn.Module:
+        """A NEW model (deep copy of ``base``) with ``theta = theta_base + lambda_ * tau``.
 
         Only floating-point params/buffers change; integer buffers are copied from ``base``.
         ``base`` is not modified. The float entries of ``base`` must match this vector's keys
         and shapes exactly (``ValueError`` otherwise). Results are cast to ``base``'s dtypes.
         """
-        if not _is_scalar(scaling_coef) or not math.isfinite(scaling_coef):
-            raise ValueError(f"apply_to: scaling_coef must be a finite number, got {scaling_coef!r}")
+        if not _is_scalar(lambda_) or not math.isfinite(lambda_):
+            raise ValueError(f"apply_to: lambda_ must be a finite number, got {lambda_!r}")
         base_sd = base.state_dict()
-        base_float = ops.float_keys(base_sd)
+        base_float = ops.float_entries(base_sd)
         ops.check_compatible(
             base_float, self._deltas, "base model (floating-point entries) vs task vector"
         )
         merged = dict(base_sd)  # integer buffers: same tensors, load_state_dict copies them
         for key, theta in base_float.items():
             delta = self._deltas[key].to(theta.device)
-            merged[key] = theta + scaling_coef * delta
+            merged[key] = theta + lambda_ * delta
         model = copy.deepcopy(base)
         # strict=True: keys were checked above; this also catches anything missed.
         model.load_state_dict(merged, strict=True)

@@ -1,35 +1,36 @@
-"""Methods of the study, by name (``method.name``): each is ``run(runner, cfg) -> dict``.
+"""Methods of the study, by name (``method.name``).
 
-A method trains and records stages through the :class:`~seqft_lightning.runner.Runner` and
-returns extra top-level keys for ``metrics.json`` (e.g. ``lambda``). The baseline (stage 0) has
-already been evaluated and recorded when a method starts.
+Each method is a :class:`~seqft_lightning.methods.base.Method`: ``validate(cfg)``, which refuses
+its own bad settings before any work, and ``run(runner, plan) -> MethodResult``. The baseline
+(stage 0) has already been evaluated and recorded when ``run`` starts.
 
-The registry names functions as ``"module:function"`` and imports them on use, so that checking
-a config (``method.name in METHODS``) does not import Lightning.
+The registry names each method's module and imports it on use; method modules do not import
+Lightning at import time, so validating a config stays fast.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+
+from seqft_lightning.methods.base import Method, MethodResult
 
 METHODS: dict[str, str] = {
-    "baseline": "seqft_lightning.methods.finetune:run_baseline",
-    "sequential": "seqft_lightning.methods.finetune:run_sequential",
-    "joint": "seqft_lightning.methods.finetune:run_joint",
+    "baseline": "seqft_lightning.methods.finetune:BASELINE",
+    "sequential": "seqft_lightning.methods.finetune:SEQUENTIAL",
+    "joint": "seqft_lightning.methods.finetune:JOINT",
     # Merging methods differ only in their `method.merger` config.
-    "task_arithmetic": "seqft_lightning.methods.merge:run_merge",
-    "ties": "seqft_lightning.methods.merge:run_merge",
-    "dare": "seqft_lightning.methods.merge:run_merge",
-    "average": "seqft_lightning.methods.merge:run_merge",
-    "task_negation": "seqft_lightning.methods.merge:run_task_negation",
+    "task_arithmetic": "seqft_lightning.methods.merge:MERGE",
+    "ties": "seqft_lightning.methods.merge:MERGE",
+    "dare": "seqft_lightning.methods.merge:MERGE",
+    "average": "seqft_lightning.methods.merge:MERGE",
+    "task_negation": "seqft_lightning.methods.merge:TASK_NEGATION",
 }
 
 
-def get_method(name: str) -> Callable:
-    """The ``run(runner, cfg)`` function of method ``name``."""
-    module, function = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), function)
+def get_method(name: str) -> Method:
+    """The :class:`Method` registered as ``name`` (a ``KeyError`` for unknown names)."""
+    module, attribute = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
-__all__ = ["METHODS", "get_method"]
+__all__ = ["METHODS", "Method", "MethodResult", "get_method"]

@@ -7,31 +7,45 @@ same number of samples: 3 stages × 1000 samples × 10 epochs = 1 stage × 3000 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from seqft_lightning.config import stages_of, task_classes
-from seqft_lightning.runner import Runner
+from seqft_lightning.config import validate_stages
+from seqft_lightning.methods.base import Method, MethodResult
+
+if TYPE_CHECKING:
+    from seqft_lightning.plan import RunPlan
+    from seqft_lightning.runner import Runner
 
 
-def run_baseline(runner: Runner, cfg: DictConfig) -> dict:
-    """No fine-tuning: the pretrained model is the result."""
-    return {}
+def validate_stages_setting(cfg: DictConfig) -> None:
+    """``method.stages`` must be disjoint, non-empty class groups of the model's classes."""
+    validate_stages(cfg.method.stages, int(cfg.model.num_classes))
 
 
-def _stages(cfg: DictConfig) -> list[list[int]]:
-    return stages_of(cfg)
+def run_baseline(runner: Runner, plan: RunPlan) -> MethodResult:
+    """No fine-tuning: the pretrained model (stage 0) is the result."""
+    return MethodResult(final=runner.recorder.stages()[0].metrics)
 
 
-def run_sequential(runner: Runner, cfg: DictConfig) -> dict:
+def _train(runner: Runner, plan: RunPlan, stages: list[list[int]]) -> MethodResult:
+    m = plan.cfg.method
+    per_stage = runner.train_stages(stages, m.epochs_per_stage, m.batch_size, instantiate(m.optimizer))
+    return MethodResult(final=per_stage[-1])
+
+
+def run_sequential(runner: Runner, plan: RunPlan) -> MethodResult:
     """One stage per entry of ``method.stages``, in order, each with a fresh optimizer."""
-    m = cfg.method
-    runner.train_stages(_stages(cfg), m.epochs_per_stage, m.batch_size, instantiate(m.optimizer))
-    return {}
+    return _train(runner, plan, plan.stages)
 
 
-def run_joint(runner: Runner, cfg: DictConfig) -> dict:
+def run_joint(runner: Runner, plan: RunPlan) -> MethodResult:
     """One stage on the union of every stage's task samples (shuffled together)."""
-    m = cfg.method
-    runner.train_stages([task_classes(_stages(cfg))], m.epochs_per_stage, m.batch_size, instantiate(m.optimizer))
-    return {}
+    return _train(runner, plan, [plan.task_classes])
+
+
+BASELINE = Method(validate=validate_stages_setting, run=run_baseline)
+SEQUENTIAL = Method(validate=validate_stages_setting, run=run_sequential)
+JOINT = Method(validate=validate_stages_setting, run=run_joint)

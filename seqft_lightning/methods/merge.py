@@ -13,36 +13,46 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
-from seqft_lightning.config import instantiate_checked, stages_of
+from seqft_lightning import contract
+from seqft_lightning.config import instantiate_checked, validate_stages
 from seqft_lightning.errors import ConfigError
-from seqft_lightning.io import atomic_torch_save
 from seqft_lightning.merging import TaskVector
-from seqft_lightning.merging.methods import MergeMethod, TaskVectorMethod
+from seqft_lightning.merging.mergers import Merger, TaskVectorMerger
+from seqft_lightning.methods.base import Method, MethodResult
 from seqft_lightning.metrics import group_accuracy
 from seqft_lightning.recorder import classes_label
-from seqft_lightning.runner import Runner
+
+if TYPE_CHECKING:
+    from seqft_lightning.plan import RunPlan
+    from seqft_lightning.runner import Runner
 
 log = logging.getLogger(__name__)
 
+SELECT_METRICS = ("acc", "acc_target", "acc_retained")
 
+
+# -- validation (before any work) -----------------------------------------------------------------
 def lambda_grid(spec: Any, defaults: Sequence[float] = ()) -> list[float]:
     """The lambda values to try: ``spec`` (a list) plus the method's own default(s); sorted,
     duplicates (to 1e-9) removed."""
     if not isinstance(spec, (ListConfig, list, tuple)) or len(spec) == 0:
         raise ConfigError(f"method.lambda_grid={spec!r} must be a non-empty list, e.g. [0.1,0.3,0.5] or ${{grid:0,1,0.05}}")
-    values = [float(v) for v in spec] + [float(d) for d in defaults if d is not None]
+    try:
+        values = [float(v) for v in spec] + [float(d) for d in defaults if d is not None]
+    except (TypeError, ValueError):
+        raise ConfigError(f"method.lambda_grid={list(spec)} must hold numbers, e.g. [0.1,0.3,0.5]") from None
     return sorted({round(v, 9) for v in values})
 
 
 def _selected_stages(cfg: DictConfig) -> list[list[int]]:
     """The tasks whose vectors are merged: all stages, or those listed in ``method.vectors``."""
-    stages = stages_of(cfg)
+    stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
     chosen = cfg.method.get("vectors")
     if chosen is None:
         return stages
@@ -52,29 +62,69 @@ def _selected_stages(cfg: DictConfig) -> list[list[int]]:
     return [stages[i] for i in chosen]
 
 
-def _check_no_retention(runner: Runner, cfg: DictConfig) -> None:
-    if runner.module.retention.name != "none":
+def _check_common(cfg: DictConfig) -> None:
+    from seqft_lightning.plan import build_retention
+
+    retention = build_retention(cfg)
+    if retention.name != "none":
         raise ConfigError(
-            f"retention={runner.module.retention.name} applies to sequential and joint fine-tuning; "
-            f"use retention=none with method={cfg.method.name}"
+            f"retention={retention.name} applies to sequential and joint fine-tuning; use retention=none with method={cfg.method.name}"
         )
+    if int(cfg.data.calibration_size) == 0:
+        raise ConfigError(f"data.calibration_size=0: method={cfg.method.name} chooses lambda on the calibration split; set data.calibration_size > 0")
 
 
-def finetune_experts(runner: Runner, cfg: DictConfig, stages: Sequence[Sequence[int]]) -> dict[str, torch.nn.Module]:
+def validate_merge(cfg: DictConfig) -> None:
+    """Refuse bad merging settings: retention, calibration size, merger arguments, grid, vectors."""
+    _check_common(cfg)
+    merger = instantiate_checked(cfg.method.merger, "method.merger")
+    _selected_stages(cfg)
+    if isinstance(merger, TaskVectorMerger):
+        lambda_grid(cfg.method.get("lambda_grid"))
+        select = cfg.method.get("select_metric", "acc")
+        if select not in SELECT_METRICS:
+            raise ConfigError(f"method.select_metric={select!r} is unknown; choose one of {list(SELECT_METRICS)}")
+
+
+def _forget_classes(cfg: DictConfig) -> list[int]:
+    forget = cfg.method.get("forget")
+    num_classes = int(cfg.model.num_classes)
+    if not isinstance(forget, (list, ListConfig)) or len(forget) == 0:
+        raise ConfigError(f"method.forget={forget!r} must list the classes to forget, e.g. method.forget=[3]")
+    if any(not isinstance(c, int) or not 0 <= c < num_classes for c in forget):
+        raise ConfigError(f"method.forget={list(forget)} must hold classes in 0..{num_classes - 1}")
+    return sorted({int(c) for c in forget})
+
+
+def validate_negation(cfg: DictConfig) -> None:
+    """Refuse bad negation settings: ``forget`` first (``stages`` derive from it), then the rest."""
+    forget = _forget_classes(cfg)
+    _check_common(cfg)
+    stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
+    if sorted({c for s in stages for c in s}) != forget:
+        raise ConfigError(f"method.stages={stages} must hold exactly the classes of method.forget={forget} (leave method.stages unset)")
+    lambda_grid(cfg.method.get("lambda_grid"))
+    ratio = cfg.method.get("min_retained_ratio", 0.95)
+    if not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+        raise ConfigError(f"method.min_retained_ratio={ratio!r} must be a fraction in [0, 1], e.g. 0.95")
+
+
+# -- running ----------------------------------------------------------------------------------------
+def finetune_experts(runner: Runner, plan: RunPlan, stages: Sequence[Sequence[int]]) -> dict[str, torch.nn.Module]:
     """Fine-tune one copy of the baseline per class group; record each as a stage; return them.
 
-    The module's net is reset to the baseline before each task, so every expert starts from
-    theta_0; training uses the sequential method's settings (``epochs_per_stage``, ``batch_size``,
+    The net is reset to the baseline before each task, so every expert starts from theta_0;
+    training uses the sequential method's settings (``epochs_per_stage``, ``batch_size``,
     ``optimizer``).
     """
-    m, net = cfg.method, runner.module.net
+    m, net = plan.cfg.method, runner.net
     base_state = copy.deepcopy(net.state_dict())
     experts = {}
-    for i, classes in enumerate(stages, start=1):
+    for stage, classes in enumerate(stages, start=1):
         net.load_state_dict(base_state)
         loader = runner.datamodule.task_dataloader(classes, m.batch_size)
-        runner.fit(loader, m.epochs_per_stage, instantiate(m.optimizer), stage=i)
-        runner.record(i, classes)
+        runner.fit(loader, m.epochs_per_stage, instantiate(m.optimizer), stage=stage)
+        runner.record_stage(stage, classes)
         experts[classes_label(classes)] = copy.deepcopy(net)
     net.load_state_dict(base_state)
     return experts
@@ -83,94 +133,87 @@ def finetune_experts(runner: Runner, cfg: DictConfig, stages: Sequence[Sequence[
 def save_task_vectors(runner: Runner, base: torch.nn.Module, experts: dict[str, torch.nn.Module]) -> dict[str, TaskVector]:
     """tau_t = theta_t - theta_0 for every expert, saved to ``checkpoints/task_vectors.pt``."""
     vectors = {name: TaskVector.from_models(base, model) for name, model in experts.items()}
-    atomic_torch_save(runner.recorder.run_dir / "checkpoints" / "task_vectors.pt", {n: v.state_dict() for n, v in vectors.items()})
+    runner.recorder.save_checkpoint(contract.TASK_VECTORS_CHECKPOINT, {n: v.state_dict() for n, v in vectors.items()})
     return vectors
 
 
 def _calibration_scores(runner: Runner, model: torch.nn.Module, forget: Sequence[int] = ()) -> dict[str, float]:
-    metrics, confusion, _ = runner.evaluate(model, runner.datamodule.val_dataloader())
-    scores = {"acc": metrics["test/acc"], "acc_target": metrics["test/acc_target"], "acc_retained": metrics["test/acc_retained"]}
+    """Calibration accuracies of ``model`` (fractions): overall, target, retained (+ forget/other)."""
+    evaluation = runner.evaluate(model, split="calibration")
+    metrics = evaluation.metrics(runner.target_classes, prefix="calibration")
+    scores = {name: metrics[f"calibration/{name}"] for name in ("acc", "acc_target", "acc_retained")}
     if forget:
+        confusion = evaluation.confusion
         others = [c for c in range(confusion.shape[0]) if c not in set(forget)]
         scores["acc_forget"] = group_accuracy(confusion, forget)
         scores["acc_other"] = group_accuracy(confusion, others)
     return scores
 
 
-def _require_calibration(runner: Runner, cfg: DictConfig) -> None:
-    if len(runner.datamodule.calib_y) == 0:
-        raise ConfigError(f"method={cfg.method.name} chooses lambda on the calibration split; set data.calibration_size > 0")
-
-
-def run_merge(runner: Runner, cfg: DictConfig) -> dict:
+def run_merge(runner: Runner, plan: RunPlan) -> MethodResult:
     """Fine-tune experts, merge their task vectors, pick lambda on calibration, record the result."""
-    _check_no_retention(runner, cfg)
-    merger: MergeMethod = instantiate_checked(cfg.method.merger, "method.merger")
+    cfg = plan.cfg
+    merger: Merger = instantiate(cfg.method.merger)
     stages = _selected_stages(cfg)
-    experts = finetune_experts(runner, cfg, stages)
-    base = runner.module.net
+    experts = finetune_experts(runner, plan, stages)
+    base = runner.net
     save_task_vectors(runner, base, experts)
 
-    extra: dict[str, Any] = {"merged_vectors": list(experts)}
-    if isinstance(merger, TaskVectorMethod):
-        _require_calibration(runner, cfg)
+    fields: dict[str, Any] = {"merged_vectors": list(experts)}
+    if isinstance(merger, TaskVectorMerger):
         merged_vector = merger.merged_task_vector(base, experts)  # once; each lambda only rescales it
         select = cfg.method.get("select_metric", "acc")
         curve = []
-        for lam in lambda_grid(cfg.method.lambda_grid, [merger.scaling_factor]):
-            scores = _calibration_scores(runner, merged_vector.apply_to(base, lam))
-            curve.append({"lambda": lam, **scores})
-        runner.recorder.write_csv("calibration.csv", curve)
+        for lambda_ in lambda_grid(cfg.method.lambda_grid, [merger.lambda_]):
+            curve.append({"lambda": lambda_, **_calibration_scores(runner, merged_vector.apply_to(base, lambda_))})
+        runner.recorder.write_csv(contract.CALIBRATION_FILE, curve)
         # Ties go to the smaller lambda: the smaller step away from the pretrained weights.
         best = max(curve, key=lambda row: (row[select], -row["lambda"]))
-        lam = best["lambda"]
-        merged = merged_vector.apply_to(base, lam)
-        extra.update({"lambda": lam, "lambda_selection": {"metric": f"calibration/{select}", "value": best[select]}})
-        log.info("%s: lambda %.3g chosen on calibration %s = %.4f", cfg.method.name, lam, select, best[select])
+        lambda_ = best["lambda"]
+        merged = merged_vector.apply_to(base, lambda_)
+        fields.update({"lambda": lambda_, "lambda_selection": {"metric": f"calibration/{select}", "value": best[select]}})
+        log.info("%s: lambda %.3g chosen on calibration %s = %.4f", cfg.method.name, lambda_, select, best[select])
     else:
         merged = merger.run(base, experts)
-        extra["lambda"] = None
-    final = runner.record(len(stages) + 1, "merged", net=merged)
-    runner.recorder.save_checkpoint("merged.pt", merged)
-    return {"final": final, **extra}
+        fields["lambda"] = None
+    final = runner.record_stage(len(stages) + 1, contract.TRAINED_MERGED, net=merged)
+    runner.recorder.save_net("merged.pt", merged)
+    return MethodResult(final=final, fields=fields)
 
 
-def run_task_negation(runner: Runner, cfg: DictConfig) -> dict:
+def run_task_negation(runner: Runner, plan: RunPlan) -> MethodResult:
     """Make the model forget ``method.forget``: theta = theta_0 - lambda * sum of their vectors.
 
     Following Ilharco et al. (ICLR 2023), lambda is the grid value that lowers the forgotten
     classes' calibration accuracy the most while keeping at least ``method.min_retained_ratio``
     (default 0.95) of the baseline's calibration accuracy on the other classes.
     """
-    _check_no_retention(runner, cfg)
-    _require_calibration(runner, cfg)
-    forget = sorted({int(c) for c in cfg.method.forget})
-    stages = stages_of(cfg)
-    if sorted({c for s in stages for c in s}) != forget:
-        raise ConfigError(f"method.stages={stages} must hold exactly the classes of method.forget={forget}")
-    experts = finetune_experts(runner, cfg, stages)
-    base = runner.module.net
+    cfg = plan.cfg
+    forget = _forget_classes(cfg)
+    experts = finetune_experts(runner, plan, plan.stages)
+    base = runner.net
     negated = -sum(save_task_vectors(runner, base, experts).values())
 
     floor_ratio = float(cfg.method.get("min_retained_ratio", 0.95))
     reference = _calibration_scores(runner, base, forget)
     curve = []
-    for lam in lambda_grid(cfg.method.lambda_grid):
-        curve.append({"lambda": lam, **_calibration_scores(runner, negated.apply_to(base, lam), forget)})
-    runner.recorder.write_csv("calibration.csv", curve)
+    for lambda_ in lambda_grid(cfg.method.lambda_grid):
+        curve.append({"lambda": lambda_, **_calibration_scores(runner, negated.apply_to(base, lambda_), forget)})
+    runner.recorder.write_csv(contract.CALIBRATION_FILE, curve)
     allowed = [row for row in curve if row["acc_other"] >= floor_ratio * reference["acc_other"]]
     # lambda = 0 (the baseline itself) always qualifies, so `allowed` is never empty.
     best = min(allowed, key=lambda row: (row["acc_forget"], row["lambda"]))
-    lam = best["lambda"]
-    model = negated.apply_to(base, lam)
-    final = runner.record(len(stages) + 1, "negated", net=model)
-    runner.recorder.save_checkpoint("negated.pt", model)
-    # Test confusions already recorded: stage 0 is the baseline, the last one the negated model.
-    base_confusion, confusion = runner.recorder.confusions[0], runner.recorder.confusions[-1]
+    lambda_ = best["lambda"]
+    model = negated.apply_to(base, lambda_)
+    final = runner.record_stage(len(plan.stages) + 1, contract.TRAINED_NEGATED, net=model)
+    runner.recorder.save_net("negated.pt", model)
+    # Test evaluations already recorded: stage 0 is the baseline, the last one the negated model.
+    records = runner.recorder.stages()
+    base_confusion, confusion = records[0].evaluation.confusion, records[-1].evaluation.confusion
     others = [c for c in range(confusion.shape[0]) if c not in set(forget)]
     negation = {
         "forget_classes": forget,
-        "lambda": lam,
+        "lambda": lambda_,
         "min_retained_ratio": floor_ratio,
         "calibration/acc_forget": best["acc_forget"],
         "calibration/acc_other": best["acc_other"],
@@ -183,6 +226,10 @@ def run_task_negation(runner: Runner, cfg: DictConfig) -> dict:
     }
     log.info(
         "task negation of %s: lambda %.3g; test acc on forgotten %.4f (baseline %.4f), on others %.4f (baseline %.4f)",
-        forget, lam, negation["test/acc_forget"], negation["test/baseline_acc_forget"], negation["test/acc_other"], negation["test/baseline_acc_other"],
+        forget, lambda_, negation["test/acc_forget"], negation["test/baseline_acc_forget"], negation["test/acc_other"], negation["test/baseline_acc_other"],
     )
-    return {"final": final, "lambda": lam, "negation": negation}
+    return MethodResult(final=final, fields={"lambda": lambda_, "negation": negation})
+
+
+MERGE = Method(validate=validate_merge, run=run_merge)
+TASK_NEGATION = Method(validate=validate_negation, run=run_task_negation)

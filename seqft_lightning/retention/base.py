@@ -5,12 +5,12 @@ in this order:
 
 * ``on_finetune_start(net, datamodule)`` once, after the pretrained baseline is
   ready and before any fine-tuning stage;
-* per stage ``i`` (0-based) with class list ``classes``:
-  ``loader = wrap_train_loader(loader, i, classes)``,
-  ``on_stage_start(net, i, classes)``,
+* per stage ``k`` (numbered from 1, as in ``stages.csv``; stage 0 is the baseline) with class
+  list ``classes``: ``loader = wrap_train_loader(loader, k, classes)``,
+  ``on_stage_start(net, k, classes)``,
   training, during which every step adds ``penalty(net, x, y, logits)`` (when not
   ``None``) to the cross-entropy loss,
-  ``on_stage_end(net, i, classes, datamodule)``.
+  ``on_stage_end(net, k, classes, datamodule)``.
 
 :class:`Retention` itself does nothing: it is the ``none`` option, i.e. plain
 fine-tuning.  Hooks never mutate the caller's ``classes`` list or loader.
@@ -70,12 +70,12 @@ class Retention:
     def on_finetune_start(self, net: nn.Module, datamodule: Any) -> None:
         """Called once, after pretraining and before the first fine-tuning stage."""
 
-    def wrap_train_loader(self, loader: Any, stage_index: int, classes: Sequence[int]) -> Any:
-        """Return the loader to train stage ``stage_index`` on (default: unchanged)."""
+    def wrap_train_loader(self, loader: Any, stage: int, classes: Sequence[int]) -> Any:
+        """Return the loader to train stage ``stage`` on (default: unchanged)."""
         return loader
 
-    def on_stage_start(self, net: nn.Module, stage_index: int, classes: Sequence[int]) -> None:
-        """Called right before training stage ``stage_index`` on ``classes``."""
+    def on_stage_start(self, net: nn.Module, stage: int, classes: Sequence[int]) -> None:
+        """Called right before training stage ``stage`` on ``classes``."""
 
     def penalty(self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | None:
         """Extra loss term (scalar, >= 0, same units as the cross-entropy) or ``None``.
@@ -85,22 +85,14 @@ class Retention:
         return None
 
     def on_stage_end(
-        self, net: nn.Module, stage_index: int, classes: Sequence[int], datamodule: Any
+        self, net: nn.Module, stage: int, classes: Sequence[int], datamodule: Any
     ) -> None:
-        """Called right after training stage ``stage_index`` on ``classes``."""
+        """Called right after training stage ``stage`` on ``classes``."""
 
     # --------------------------------------------------------------- metadata
     def settings(self) -> dict[str, Any]:
         """Constructor settings of the strategy (JSON-serialisable scalars/lists)."""
         return {}
-
-    def describe(self) -> dict[str, Any]:
-        """Flat dict ``{"name": ..., **settings}`` for the run's metrics.json."""
-        return {"name": self.name, **self.settings()}
-
-    def state(self) -> dict[str, Any]:
-        """Alias of :meth:`describe`."""
-        return self.describe()
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())

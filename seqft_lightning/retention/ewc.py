@@ -134,7 +134,7 @@ class EWC(Retention):
             self.fisher = self._estimate(net, x, y)
 
     def on_stage_end(
-        self, net: nn.Module, stage_index: int, classes: Sequence[int], datamodule: Any
+        self, net: nn.Module, stage: int, classes: Sequence[int], datamodule: Any
     ) -> None:
         x, y = datamodule.task_data(list(classes))
         params = trainable_params(net)

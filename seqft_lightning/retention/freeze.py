@@ -87,7 +87,7 @@ class Freeze(Retention):
     def settings(self) -> dict[str, Any]:
         return {"trainable": list(self.trainable)}
 
-    def on_stage_start(self, net: nn.Module, stage_index: int, classes: Sequence[int]) -> None:
+    def on_stage_start(self, net: nn.Module, stage: int, classes: Sequence[int]) -> None:
         keep = resolve_trainable(net, self.trainable)
         frozen = []
         for n, p in net.named_parameters():

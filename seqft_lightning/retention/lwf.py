@@ -61,7 +61,7 @@ class LwF(Retention):
     def settings(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "temperature": self.temperature}
 
-    def on_stage_start(self, net: nn.Module, stage_index: int, classes: Sequence[int]) -> None:
+    def on_stage_start(self, net: nn.Module, stage: int, classes: Sequence[int]) -> None:
         teacher = copy.deepcopy(net)
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -69,7 +69,7 @@ class LwF(Retention):
         self.teacher = teacher.eval()
 
     def on_stage_end(
-        self, net: nn.Module, stage_index: int, classes: Sequence[int], datamodule: Any
+        self, net: nn.Module, stage: int, classes: Sequence[int], datamodule: Any
     ) -> None:
         self.teacher = None
 

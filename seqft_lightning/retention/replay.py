@@ -53,23 +53,13 @@ def replay_count(task_batch_size: int, replay_share: float) -> int:
 
 
 class ReplayLoader:
-    """Iterates a task loader and appends replayed memory samples to each batch.
-
-    Attributes mirror the core's ``TensorBatchLoader``: ``x``/``y`` are the task
-    data, ``batch_size`` is the size of a full mixed batch (task + memory).
-    """
+    """Iterates a task loader and appends replayed memory samples to each batch."""
 
     def __init__(self, task_loader: Any, mem_x: Tensor, mem_y: Tensor, replay_share: float) -> None:
         self.task_loader = task_loader
         self.mem_x = mem_x
         self.mem_y = mem_y
         self.replay_share = float(replay_share)
-        self.x = getattr(task_loader, "x", None)
-        self.y = getattr(task_loader, "y", None)
-        task_bs = getattr(task_loader, "batch_size", None)
-        self.batch_size = (
-            None if task_bs is None else task_bs + self._k(int(task_bs))
-        )
 
     @property
     def memory_size(self) -> int:
@@ -170,15 +160,15 @@ class Replay(Retention):
             self._add(x, y)
         log.info("replay memory after pretraining pool: %s", self.memory_counts())
 
-    def wrap_train_loader(self, loader: Any, stage_index: int, classes: Sequence[int]) -> Any:
+    def wrap_train_loader(self, loader: Any, stage: int, classes: Sequence[int]) -> Any:
         mem_x, mem_y = self.memory()
         if mem_y.numel() == 0 or self.replay_share == 0.0:
             return loader
         return ReplayLoader(loader, mem_x, mem_y, self.replay_share)
 
     def on_stage_end(
-        self, net: nn.Module, stage_index: int, classes: Sequence[int], datamodule: Any
+        self, net: nn.Module, stage: int, classes: Sequence[int], datamodule: Any
     ) -> None:
         x, y = datamodule.task_data(list(classes))
         self._add(x, y)
-        log.info("replay memory after stage %d: %s", stage_index, self.memory_counts())
+        log.info("replay memory after stage %d: %s", stage, self.memory_counts())

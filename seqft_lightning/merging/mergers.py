@@ -1,15 +1,16 @@
-"""Model-merging methods: one pretrained base plus several fine-tuned models -> one model.
+"""Mergers: one pretrained base plus several fine-tuned models -> one model.
 
-Every method has ``run(base, finetuned, scaling_factor=None) -> nn.Module``; it returns a new
-model and never mutates ``base`` or the fine-tuned models. ``scaling_factor`` (lambda,
-dimensionless) defaults to the instance's attribute and may be overridden per call.
+The config key is ``method.merger`` (``conf/merging/*.yaml``). Every merger has
+``run(base, finetuned, lambda_=None) -> nn.Module``; it returns a new model and never mutates
+``base`` or the fine-tuned models. ``lambda_`` (lambda, dimensionless, the coefficient of the
+merged task vector) defaults to the instance's attribute and may be overridden per call.
 
 For a lambda grid search, compute the merged task vector once and apply it many times::
 
-    merged = method.merged_task_vector(base, finetuned)   # the expensive part (TIES, DARE)
-    models = {lam: merged.apply_to(base, lam) for lam in grid}
+    merged = merger.merged_task_vector(base, finetuned)   # the expensive part (TIES, DARE)
+    models = {lambda_: merged.apply_to(base, lambda_) for lambda_ in grid}
 
-which equals ``method.run(base, finetuned, scaling_factor=lam)`` for every ``lam``.
+which equals ``merger.run(base, finetuned, lambda_=lambda_)`` for every ``lambda_``.
 Task vectors follow the convention ``tau = theta_ft - theta_0``.
 """
 
@@ -19,7 +20,7 @@ import abc
 import copy
 import logging
 import math
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -31,11 +32,11 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_scaling_factor(value: float | None, where: str) -> None:
+def _check_lambda(value: float | None, where: str) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{where}: scaling_factor must be a finite number, got {value!r}")
+        raise ValueError(f"{where}: lambda_ must be a finite number, got {value!r}")
 
 
 def _check_finetuned(finetuned: Mapping[str, nn.Module]) -> None:
@@ -55,10 +56,10 @@ def task_vectors(base: nn.Module, finetuned: Mapping[str, nn.Module]) -> dict[st
     return vectors
 
 
-def ties_merge(vectors: list[TaskVector], top_k: float) -> TaskVector:
+def ties_merge(vectors: list[TaskVector], keep_fraction: float) -> TaskVector:
     """TIES-merging of task vectors (Yadav et al., NeurIPS 2023), without the lambda step.
 
-    1. Trim: each vector keeps its ``round(top_k * n)`` entries of largest magnitude
+    1. Trim: each vector keeps its ``round(keep_fraction * n)`` entries of largest magnitude
        (at least 1), where ``n`` is the vector's total entry count over ALL parameters
        (one global threshold per task vector, as in the paper's reference implementation,
        not one per tensor). Entries tied with the threshold magnitude are all kept.
@@ -72,13 +73,13 @@ def ties_merge(vectors: list[TaskVector], top_k: float) -> TaskVector:
     """
     if not vectors:
         raise ValueError("ties_merge: no task vectors given")
-    if not 0.0 < top_k <= 1.0:
-        raise ValueError(f"ties_merge: top_k must be in (0, 1], got {top_k!r}")
+    if not 0.0 < keep_fraction <= 1.0:
+        raise ValueError(f"ties_merge: keep_fraction must be in (0, 1], got {keep_fraction!r}")
     reference = vectors[0]._deltas
     for index, tv in enumerate(vectors[1:], start=1):
         ops.check_compatible(reference, tv._deltas, f"ties_merge: vector 0 vs vector {index}")
 
-    trimmed = [_trim_global_top_k(tv._deltas, top_k) for tv in vectors]
+    trimmed = [_trim_global(tv._deltas, keep_fraction) for tv in vectors]
     merged: dict[str, Tensor] = {}
     for key in reference:
         stacked = torch.stack([t[key] for t in trimmed])  # (tasks, *shape)
@@ -90,8 +91,8 @@ def ties_merge(vectors: list[TaskVector], top_k: float) -> TaskVector:
     return TaskVector._wrap(merged)
 
 
-def _trim_global_top_k(deltas: Mapping[str, Tensor], top_k: float) -> dict[str, Tensor]:
-    """Zero all but the ``round(top_k * n)`` largest-magnitude entries over all tensors."""
+def _trim_global(deltas: Mapping[str, Tensor], keep_fraction: float) -> dict[str, Tensor]:
+    """Zero all but the ``round(keep_fraction * n)`` largest-magnitude entries over all tensors."""
     # float32 at least: kthvalue is not implemented for half types on every device.
     dtype = torch.float32
     for tensor in deltas.values():
@@ -100,7 +101,7 @@ def _trim_global_top_k(deltas: Mapping[str, Tensor], top_k: float) -> dict[str, 
     total = flat.numel()
     if total == 0:
         return {key: tensor.clone() for key, tensor in deltas.items()}
-    n_keep = min(total, max(1, round(top_k * total)))
+    n_keep = min(total, max(1, round(keep_fraction * total)))
     # The n_keep-th largest magnitude is the (total - n_keep + 1)-th smallest.
     threshold = torch.kthvalue(flat, total - n_keep + 1).values
     log.debug("TIES trim: keeping %d of %d entries (|tau| >= %g)", n_keep, total, threshold.item())
@@ -132,18 +133,18 @@ def dare_sparsify(tv: TaskVector, drop_rate: float, generator: torch.Generator) 
     return TaskVector._wrap(sparse)
 
 
-# ---------------------------------------------------------------------- methods
-class MergeMethod(abc.ABC):
-    """A merging method. ``scaling_factor`` is lambda (``None`` if it does not apply)."""
+# ---------------------------------------------------------------------- mergers
+class Merger(abc.ABC):
+    """A merger. ``lambda_`` is lambda (``None`` if it does not apply)."""
 
-    scaling_factor: float | None
+    lambda_: float | None
 
     @abc.abstractmethod
     def run(
         self,
         base: nn.Module,
         finetuned: Mapping[str, nn.Module],
-        scaling_factor: float | None = None,
+        lambda_: float | None = None,
     ) -> nn.Module:
         """Merge ``finetuned`` (name -> model) onto ``base``; returns a new model."""
 
@@ -152,38 +153,47 @@ class MergeMethod(abc.ABC):
         return f"{type(self).__name__}({fields})"
 
 
-class TaskVectorMethod(MergeMethod):
-    """A method of the form ``theta = theta_0 + lambda * merge(tau_1, ..., tau_T)``."""
+class TaskVectorMerger(Merger):
+    """A merger of the form ``theta = theta_0 + lambda * merge(tau_1, ..., tau_T)``."""
 
-    def __init__(self, scaling_factor: float) -> None:
-        _check_scaling_factor(scaling_factor, type(self).__name__)
-        if scaling_factor is None:
-            raise ValueError(f"{type(self).__name__}: scaling_factor must be a number, not None")
-        self.scaling_factor: float = scaling_factor
+    #: Old constructor arguments (config keys ``method.merger.<old>``) -> their new names.
+    _renamed: ClassVar[dict[str, str]] = {"scaling_factor": "lambda_"}
+
+    def __init__(self, lambda_: float, **old_names: object) -> None:
+        for old in old_names.keys() & self._renamed.keys():
+            new = self._renamed[old]
+            raise ValueError(f"merger.{old} was renamed to merger.{new}; use method.merger.{new}=...")
+        if old_names:
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {next(iter(old_names))!r}")
+        _check_lambda(lambda_, type(self).__name__)
+        if lambda_ is None:
+            raise ValueError(f"{type(self).__name__}: lambda_ must be a number, not None")
+        self.lambda_: float = lambda_
 
     @abc.abstractmethod
     def merged_task_vector(
         self, base: nn.Module, finetuned: Mapping[str, nn.Module]
     ) -> TaskVector:
-        """The merged task vector (before lambda); apply it with ``.apply_to(base, lam)``."""
+        """The merged task vector (before lambda); apply it with ``.apply_to(base, lambda_)``."""
 
     def run(
         self,
         base: nn.Module,
         finetuned: Mapping[str, nn.Module],
-        scaling_factor: float | None = None,
+        lambda_: float | None = None,
     ) -> nn.Module:
-        """``theta_0 + lambda * merged_task_vector``; ``scaling_factor`` overrides lambda."""
-        _check_scaling_factor(scaling_factor, f"{type(self).__name__}.run")
-        lam = self.scaling_factor if scaling_factor is None else scaling_factor
-        return self.merged_task_vector(base, finetuned).apply_to(base, lam)
+        """``theta_0 + lambda * merged_task_vector``; ``lambda_`` overrides ``self.lambda_``."""
+        _check_lambda(lambda_, f"{type(self).__name__}.run")
+        return self.merged_task_vector(base, finetuned).apply_to(
+            base, self.lambda_ if lambda_ is None else lambda_
+        )
 
 
-class TaskArithmetic(TaskVectorMethod):
+class TaskArithmetic(TaskVectorMerger):
     """Task arithmetic (Ilharco et al., ICLR 2023): ``theta = theta_0 + lambda * sum_t tau_t``."""
 
-    def __init__(self, scaling_factor: float = 0.3) -> None:
-        super().__init__(scaling_factor)
+    def __init__(self, lambda_: float = 0.3, **old_names: object) -> None:
+        super().__init__(lambda_, **old_names)
 
     def merged_task_vector(
         self, base: nn.Module, finetuned: Mapping[str, nn.Module]
@@ -192,27 +202,33 @@ class TaskArithmetic(TaskVectorMethod):
         return sum(task_vectors(base, finetuned).values())  # type: ignore[return-value]
 
 
-class Ties(TaskVectorMethod):
-    """TIES-merging: ``theta = theta_0 + lambda * ties_merge(tau_1..tau_T, top_k)``.
+class Ties(TaskVectorMerger):
+    """TIES-merging: ``theta = theta_0 + lambda * ties_merge(tau_1..tau_T, keep_fraction)``.
 
-    ``top_k`` in (0, 1] is the fraction of each task vector's entries kept by the trim step,
-    counted over the whole flattened vector (see :func:`ties_merge`).
+    ``keep_fraction`` in (0, 1] is the fraction of each task vector's entries kept by the trim
+    step (0.2 keeps 20 %), counted over the whole flattened vector (see :func:`ties_merge`).
     """
 
-    def __init__(self, scaling_factor: float = 1.0, top_k: float = 0.2) -> None:
-        super().__init__(scaling_factor)
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, float)) or not 0.0 < top_k <= 1.0:
-            raise ValueError(f"Ties: top_k must be a fraction in (0, 1], got {top_k!r}")
-        self.top_k: float = float(top_k)
+    _renamed: ClassVar[dict[str, str]] = {**TaskVectorMerger._renamed, "top_k": "keep_fraction"}
+
+    def __init__(self, lambda_: float = 1.0, keep_fraction: float = 0.2, **old_names: object) -> None:
+        super().__init__(lambda_, **old_names)
+        if (
+            isinstance(keep_fraction, bool)
+            or not isinstance(keep_fraction, (int, float))
+            or not 0.0 < keep_fraction <= 1.0
+        ):
+            raise ValueError(f"Ties: keep_fraction must be a fraction in (0, 1], got {keep_fraction!r}")
+        self.keep_fraction: float = float(keep_fraction)
 
     def merged_task_vector(
         self, base: nn.Module, finetuned: Mapping[str, nn.Module]
     ) -> TaskVector:
         """The TIES-merged vector (trim, elect sign, disjoint mean), before lambda."""
-        return ties_merge(list(task_vectors(base, finetuned).values()), self.top_k)
+        return ties_merge(list(task_vectors(base, finetuned).values()), self.keep_fraction)
 
 
-class Dare(TaskVectorMethod):
+class Dare(TaskVectorMerger):
     """DARE + task arithmetic: ``theta = theta_0 + lambda * sum_t DARE_p(tau_t)``.
 
     One ``torch.Generator`` seeded with ``seed`` is created per call and consumed in
@@ -220,8 +236,10 @@ class Dare(TaskVectorMethod):
     seed and task order, and the global RNG is never touched.
     """
 
-    def __init__(self, scaling_factor: float = 0.3, drop_rate: float = 0.5, seed: int = 0) -> None:
-        super().__init__(scaling_factor)
+    def __init__(
+        self, lambda_: float = 0.3, drop_rate: float = 0.5, seed: int = 0, **old_names: object
+    ) -> None:
+        super().__init__(lambda_, **old_names)
         if (
             isinstance(drop_rate, bool)
             or not isinstance(drop_rate, (int, float))
@@ -243,36 +261,34 @@ class Dare(TaskVectorMethod):
         return sum(dare_sparsify(tv, self.drop_rate, generator) for tv in vectors)  # type: ignore[return-value]
 
 
-class Average(MergeMethod):
+class Average(Merger):
     """Plain weight averaging: ``theta = (1/T) sum_t theta_t`` over float params/buffers.
 
-    Lambda does not apply (``scaling_factor`` is ``None``; passing one to :meth:`run` is a
+    Lambda does not apply (``lambda_`` is ``None``; passing one to :meth:`run` is a
     ``ValueError`` rather than being silently ignored). Integer buffers come from ``base``,
     which also fixes the architecture every fine-tuned model must match.
     """
 
     def __init__(self) -> None:
-        self.scaling_factor: float | None = None
+        self.lambda_: float | None = None
 
     def run(
         self,
         base: nn.Module,
         finetuned: Mapping[str, nn.Module],
-        scaling_factor: float | None = None,
+        lambda_: float | None = None,
     ) -> nn.Module:
         """The element-wise mean of the fine-tuned models' float entries; a new model."""
-        if scaling_factor is not None:
-            raise ValueError(
-                f"Average: scaling_factor does not apply to weight averaging, got {scaling_factor!r}"
-            )
+        if lambda_ is not None:
+            raise ValueError(f"Average: lambda_ does not apply to weight averaging, got {lambda_!r}")
         _check_finetuned(finetuned)
         base_sd = base.state_dict()
-        base_float = ops.float_keys(base_sd)
+        base_float = ops.float_entries(base_sd)
         total: dict[str, Tensor] | None = None
         for name, model in finetuned.items():
             ft_sd = model.state_dict()
             ops.check_compatible(base_sd, ft_sd, f"base vs finetuned[{name!r}]")
-            ft_float = ops.float_keys(ft_sd)
+            ft_float = ops.float_entries(ft_sd)
             ops.check_compatible(
                 base_float, ft_float, f"base vs finetuned[{name!r}] (floating-point entries)"
             )

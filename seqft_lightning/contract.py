@@ -1,0 +1,134 @@
+"""The run-folder contract: every file name, CSV column and metric key a run writes and
+``compare.py`` reads, and the one rule for which config keys do not change a result.
+
+Importable without torch or Lightning (``train.py`` checks resume with it before the heavy
+imports, ``compare.py`` reads runs with it). README.md, "Output contract", is the prose view of
+this module; docstrings elsewhere point here instead of copying it.
+
+Units and signs, once for the whole project:
+
+* accuracies, precisions, recalls and F1 scores are fractions in [0, 1] in every file
+  (the report shows percentages);
+* losses are mean cross-entropy in nats per sample;
+* ``forgetting`` is **positive when accuracy was lost** (the best earlier accuracy of a task
+  minus its accuracy now); ``cl/bwt`` is **negative when accuracy was lost**;
+* "undefined" (a group with no samples, forgetting of a task not yet trained, BWT of a single
+  stage) is ``null`` in JSON and an empty cell in CSV, never ``nan`` and never 0;
+* precision of a class with no predictions and recall of a class with no samples count as 0
+  (torchmetrics' ``zero_division=0``), and such a class still counts in macro averages;
+* stages are numbered from 0: stage 0 is the pretrained baseline, stage ``k >= 1`` the model after
+  the ``k``-th training stage (``method.stages[k-1]``); tasks ``task_<j>`` and ``method.vectors``
+  index ``method.stages`` from 0, so task ``j`` is trained in stage ``j + 1``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Mapping
+
+# -- files of a run folder (Hydra's job dir) --------------------------------------------------
+METRICS_FILE = "metrics.json"  # written last, atomically: its presence means the run completed
+STAGES_FILE = "stages.csv"  # long format, one row per (stage, evaluated group)
+CURVES_FILE = "curves.csv"  # training dynamics
+CALIBRATION_FILE = "calibration.csv"  # merging / negation: the lambda curve on calibration
+RUN_INFO_FILE = "run_info.json"  # device, threads, wall time (kept out of metrics.json)
+TRAIN_LOG_FILE = "train.log"
+CONFIG_FILE = ".hydra/config.yaml"
+CONFUSION_DIR = "confusion"
+CHECKPOINT_DIR = "checkpoints"
+FINAL_CHECKPOINT = "final.pt"
+TASK_VECTORS_CHECKPOINT = "task_vectors.pt"
+
+
+def confusion_file(stage: int) -> str:
+    """Relative path of the test confusion matrix after ``stage`` (rows true, columns predicted)."""
+    return f"{CONFUSION_DIR}/stage_{int(stage)}.csv"
+
+
+# -- CSV columns -------------------------------------------------------------------------------
+#: ``stages.csv``: ``evaluated`` is ``all``, ``target``, ``retained``, ``class_<k>`` or ``task_<j>``;
+#: ``trained_classes`` is ``"3"``, ``"3+4+7"``, ``"pretrain"``, ``"merged"`` or ``"negated"``.
+#: ``forgetting`` is filled on ``task_<j>`` rows once task j has been trained and followed by a
+#: stage (see :func:`seqft_lightning.cl_metrics.forgetting_after_stages`), empty otherwise.
+STAGE_COLUMNS = ("stage", "trained_classes", "evaluated", "acc", "precision", "recall", "f1", "loss", "forgetting")
+CURVE_COLUMNS = ("stage", "epoch", "step", "split", "metric", "value")
+#: ``calibration.csv`` of merging methods; task negation adds ``acc_forget`` and ``acc_other``.
+CALIBRATION_COLUMNS = ("lambda", "acc", "acc_target", "acc_retained")
+TRAINED_PRETRAIN, TRAINED_MERGED, TRAINED_NEGATED = "pretrain", "merged", "negated"
+
+# -- metric keys (metrics.json "baseline", "final" and "per_stage" entries) --------------------
+TEST, VAL = "test", "val"
+GROUP_METRICS = ("acc", "precision", "recall", "f1", "loss", "acc_target", "acc_retained")
+CLASS_METRICS = ("acc", "precision", "f1", "loss")
+CL_AVG_ACC, CL_FORGETTING, CL_BWT = "cl/avg_acc", "cl/forgetting", "cl/bwt"
+
+
+def metric_key(split: str, name: str) -> str:
+    """``metric_key("test", "acc_target") == "test/acc_target"``."""
+    return f"{split}/{name}"
+
+
+def class_metric_key(split: str, name: str, k: int) -> str:
+    """``class_metric_key("test", "acc", 3) == "test/acc_class_3"`` (acc of a class = its recall)."""
+    return f"{split}/{name}_class_{int(k)}"
+
+
+# -- which config keys change a result -------------------------------------------------------
+#: Dotted keys that never change what a run computes: whether to skip a finished run, whether a
+#: baseline may come from the cache (a hit equals a miss bit for bit), and console switches.
+NON_RESULT_KEYS = frozenset(
+    {
+        "resume",
+        "pretrain.cache",
+        "trainer.enable_progress_bar",
+        "trainer.enable_model_summary",
+        "trainer.log_every_n_steps",
+        "trainer.default_root_dir",
+    }
+)
+#: Top-level groups that never change a result: where files go, Hydra itself, loggers, callbacks.
+NON_RESULT_GROUPS = frozenset({"paths", "hydra", "logger", "callbacks"})
+
+
+def affects_results(key: str) -> bool:
+    """Whether the dotted config ``key`` can change a run's numbers.
+
+    The one rule used by the result hash (resume), the baseline cache key, sweep folder names and
+    compare's variant labels. Locations (any ``*_dir`` key, e.g. ``data.data_dir``) do not.
+    """
+    key = key.lstrip("+~")
+    parts = re.split(r"[./]", key)  # `hydra/launcher=joblib` is a Hydra group override
+    if key in NON_RESULT_KEYS or parts[0] in NON_RESULT_GROUPS:
+        return False
+    return not any(part.endswith("_dir") for part in parts)
+
+
+def result_config(node: Any, prefix: str = "") -> Any:
+    """``node`` (a plain, resolved config container) without the keys that do not affect results."""
+    if isinstance(node, Mapping):
+        out = {}
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if affects_results(key):
+                out[k] = result_config(v, f"{key}.")
+        return out
+    if isinstance(node, list):
+        return [result_config(v, prefix) for v in node]
+    return node
+
+
+def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and empty mappings are leaves."""
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def result_overrides(overrides: Iterable[str]) -> list[str]:
+    """The command-line overrides (``key=value``) that affect results, in order."""
+    return [o for o in overrides if affects_results(o.split("=", 1)[0])]

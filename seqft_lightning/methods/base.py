@@ -1,0 +1,37 @@
+"""What a method is: a check of its settings and a run that returns its result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from omegaconf import DictConfig
+
+if TYPE_CHECKING:  # Lightning is imported only when a run starts
+    from seqft_lightning.plan import RunPlan
+    from seqft_lightning.runner import Runner
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """What a method hands back to the pipeline.
+
+    ``final`` is the test metric dict of the run's final model (the last stage it recorded);
+    ``fields`` are extra top-level ``metrics.json`` entries (e.g. ``lambda``).
+    """
+
+    final: dict[str, float]
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method of the study.
+
+    ``validate(cfg)`` raises :class:`~seqft_lightning.errors.ConfigError` (one line naming the
+    user's key) on a bad setting of this method; it runs before any data is loaded or any model
+    trained. ``run(runner, plan)`` trains and records stages through the runner.
+    """
+
+    validate: Callable[[DictConfig], None]
+    run: Callable[["Runner", "RunPlan"], MethodResult]

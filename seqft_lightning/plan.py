@@ -1,0 +1,105 @@
+"""From a composed config to a :class:`RunPlan`: every check before any work, done once.
+
+``plan_run(cfg)`` refuses a bad config with one :class:`~seqft_lightning.errors.ConfigError` line
+naming the user's key, before any data is read or model trained: types and ranges, the method's
+own settings (``Method.validate``), the accelerator, the optimizers (built on a dummy parameter)
+and the retention strategy. What it resolves (stages, task classes, retention strategy) is what
+the run uses: nothing is recomputed from the config later.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from seqft_lightning.config import show_value, instantiate_checked, result_hash, task_classes, validate_config, validate_stages
+from seqft_lightning.errors import ConfigError
+from seqft_lightning.methods import METHODS, Method, get_method
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run, resolved and checked.
+
+    Attributes:
+        cfg: the composed config (instantiation targets: data, model, trainer, loggers).
+        method_name: ``method.name``.
+        method: its :class:`~seqft_lightning.methods.base.Method`.
+        stages: ``method.stages`` as lists of ints (stage ``k`` trains ``stages[k-1]``).
+        task_classes: the union of the stages, sorted: the "target" classes.
+        retention: the run's retention strategy (a fresh object; the runner owns it).
+        config_hash: hash of every result-relevant config value (resume compares it).
+        run_dir: where the result files go.
+    """
+
+    cfg: DictConfig
+    method_name: str
+    method: Method
+    stages: list[list[int]]
+    task_classes: list[int]
+    retention: Any
+    config_hash: str
+    run_dir: Path
+
+
+def build_retention(cfg: DictConfig) -> Any:
+    """The retention strategy of ``cfg`` (``none`` when the group is absent); bad settings -> ConfigError."""
+    from seqft_lightning.retention import Retention
+
+    if cfg.get("retention") is None:
+        return Retention()
+    return instantiate_checked(cfg.retention, "retention")
+
+
+def check_optimizer(node: DictConfig, key: str) -> None:
+    """Build the optimizer ``node`` on a dummy parameter: torch's own argument checks, now."""
+    import torch
+
+    factory = instantiate_checked(node, key)
+    try:
+        factory(params=[torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError, RuntimeError) as err:
+        args = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
+        raise ConfigError(f"{key}={show_value(OmegaConf.create(args))} is refused by {node.get('_target_')}: {str(err).splitlines()[0]}; fix that argument") from None
+
+
+def check_accelerator(trainer: DictConfig) -> None:
+    """An explicitly requested GPU must exist (``accelerator=auto`` falls back to the CPU)."""
+    import torch
+
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: no CUDA GPU is available on this machine; use trainer=cpu or trainer.accelerator=auto"
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator=mps: MPS is not available on this machine; use trainer=cpu or trainer.accelerator=auto")
+    devices = trainer.get("devices", 1)
+    if accelerator in ("gpu", "cuda") and isinstance(devices, int) and devices > torch.cuda.device_count():
+        raise ConfigError(f"trainer.devices={devices}: this machine has {torch.cuda.device_count()} CUDA GPU(s); lower trainer.devices")
+
+
+def plan_run(cfg: DictConfig) -> RunPlan:
+    """Validate ``cfg`` completely and resolve it into a :class:`RunPlan` (no data, no training)."""
+    validate_config(cfg, set(METHODS))
+    method = get_method(cfg.method.name)
+    method.validate(cfg)  # before the generic stage check: e.g. negation's stages derive from `forget`
+    stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
+    check_accelerator(cfg.trainer)
+    check_optimizer(cfg.method.optimizer, "method.optimizer")
+    if cfg.pretrain.enabled and cfg.pretrain.epochs > 0:
+        check_optimizer(cfg.pretrain.optimizer, "pretrain.optimizer")
+    return RunPlan(
+        cfg=cfg,
+        method_name=str(cfg.method.name),
+        method=method,
+        stages=stages,
+        task_classes=task_classes(stages),
+        retention=build_retention(cfg),
+        config_hash=result_hash(cfg),
+        run_dir=Path(cfg.paths.output_dir),
+    )

@@ -77,7 +77,10 @@ class BaselineCache:
         path = self.path(key)
         # Under DDP, ranks > 0 are started by rank 0 while it holds the lock and trains: they must
         # train with it, not wait for it (their atomic save writes the same weights).
-        lock = contextlib.nullcontext() if _ddp_child() else FileLock(str(path) + ".lock")
+        # Lock files live apart (`.locks/`), so the cache folder lists only baselines.
+        lock_path = self.cache_dir / ".locks" / f"{path.name}.lock"
+        lock_path.parent.mkdir(exist_ok=True)
+        lock = contextlib.nullcontext() if _ddp_child() else FileLock(str(lock_path))
         with lock:
             entry = self._load(path, net)
             if entry is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "average_accuracy",
     "forgetting",
     "per_task_forgetting",
+    "forgetting_matrix",
     "backward_transfer",
     "accuracy_matrix_from_confusions",
 ]
@@ -49,18 +50,38 @@ def average_accuracy(R: ArrayLike) -> float:
     return float(m[t - 1, :t].mean())
 
 
-def per_task_forgetting(R: ArrayLike) -> np.ndarray:
-    """Forgetting of each earlier task ``j < T-1`` (Chaudhry et al. 2018).
+def forgetting_matrix(R: ArrayLike, trained_at: Sequence[int] | None = None) -> np.ndarray:
+    """Forgetting of every task after every stage: the one definition of the project.
 
-    ``f_j = max_{i < T-1} R[i, j] − R[T-1, j]``: the drop from the best accuracy
-    seen before the last stage to the final one.  Positive = accuracy lost.
-    Shape ``[T-1]`` (empty for ``T = 1``).
+    ``F[k, j] = max_{t_j <= i < k} R[i, j] − R[k, j]`` for ``k > t_j``, where ``t_j = trained_at[j]``
+    is the row after which task ``j`` had been trained (default ``t_j = j``): the best accuracy the
+    task had *since it was trained*, minus its accuracy now. Positive = accuracy lost. NaN where
+    undefined (``k <= t_j``, or a task never trained). With a pretrained start this differs from
+    the max over *all* earlier rows (Chaudhry et al. 2018) only when a task was better before its
+    own stage; a drop from the pretrained accuracy is not counted as forgetting of what the
+    stage learned.
+    """
+    m = np.asarray(R, dtype=float)
+    stages, tasks = m.shape
+    starts = list(range(tasks)) if trained_at is None else list(trained_at)
+    F = np.full((stages, tasks), np.nan)
+    for j, t in enumerate(starts):
+        if t is None or t < 0:
+            continue
+        for k in range(t + 1, stages):
+            F[k, j] = m[t:k, j].max() - m[k, j]
+    return F
+
+
+def per_task_forgetting(R: ArrayLike) -> np.ndarray:
+    """Forgetting of each earlier task ``j < T-1`` after the last stage (row ``i`` trained task ``i``).
+
+    ``f_j = max_{j <= i < T-1} R[i, j] − R[T-1, j]`` (:func:`forgetting_matrix`). Positive =
+    accuracy lost. Shape ``[T-1]`` (empty for ``T = 1``).
     """
     m = _as_matrix(R)
     t = m.shape[0]
-    if t == 1:
-        return np.empty(0)
-    return m[: t - 1, : t - 1].max(axis=0) - m[t - 1, : t - 1]
+    return forgetting_matrix(m[:, :t])[t - 1, : t - 1]
 
 
 def forgetting(R: ArrayLike) -> float:

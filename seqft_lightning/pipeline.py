@@ -140,6 +140,7 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
         "task_classes": plan.task_classes,
         "retention": plan.retention.name,
         "retention_settings": plan.retention.settings(),
+        "retention_inactive": plan.retention_inactive,
         "baseline": baseline,
         "final": final,
         "per_stage": [r.metrics for r in recorder.stages()[1:]],

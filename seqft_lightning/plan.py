@@ -9,7 +9,7 @@ the run uses: nothing is recomputed from the config later.
 
 from __future__ import annotations
 
-import os
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ from seqft_lightning.config import show_value, instantiate_checked, result_hash,
 from seqft_lightning.errors import ConfigError
 from seqft_lightning.methods import METHODS, Method, get_method
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -29,9 +31,12 @@ class RunPlan:
         cfg: the composed config (instantiation targets: data, model, trainer, loggers).
         method_name: ``method.name``.
         method: its :class:`~seqft_lightning.methods.base.Method`.
-        stages: ``method.stages`` as lists of ints (stage ``k`` trains ``stages[k-1]``).
+        stages: ``method.stages`` as lists of ints: the study's tasks.
         task_classes: the union of the stages, sorted: the "target" classes.
+        train_groups: the class groups the method trains through the stage loop, in order
+            (sequential: ``stages``; joint: ``[task_classes]``; others: ``[]``).
         retention: the run's retention strategy (a fresh object; the runner owns it).
+        retention_inactive: why the retention strategy cannot act in this run (``None``: it can).
         config_hash: hash of every result-relevant config value (resume compares it).
         run_dir: where the result files go.
     """
@@ -41,7 +46,9 @@ class RunPlan:
     method: Method
     stages: list[list[int]]
     task_classes: list[int]
+    train_groups: list[list[int]]
     retention: Any
+    retention_inactive: str | None
     config_hash: str
     run_dir: Path
 
@@ -93,13 +100,23 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     check_optimizer(cfg.method.optimizer, "method.optimizer")
     if cfg.pretrain.enabled and cfg.pretrain.epochs > 0:
         check_optimizer(cfg.pretrain.optimizer, "pretrain.optimizer")
+    targets = task_classes(stages)
+    train_groups = method.train_groups(stages)
+    retention = build_retention(cfg)
+    # The pretraining pool is empty when every class is a task class and takes all its samples.
+    has_pool = not (cfg.data.samples_per_task is None and len(targets) == int(cfg.model.num_classes))
+    inactive = retention.inactive_reason(has_pool=has_pool, num_stages=len(train_groups))
+    if inactive is not None:
+        log.warning("retention=%s cannot act in this run (%s): it equals retention=none; metrics.json marks it", retention.name, inactive)
     return RunPlan(
         cfg=cfg,
         method_name=str(cfg.method.name),
         method=method,
         stages=stages,
-        task_classes=task_classes(stages),
-        retention=build_retention(cfg),
+        task_classes=targets,
+        train_groups=train_groups,
+        retention=retention,
+        retention_inactive=inactive,
         config_hash=result_hash(cfg),
         run_dir=Path(cfg.paths.output_dir),
     )

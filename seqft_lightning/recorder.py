@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from seqft_lightning import contract
+from seqft_lightning.cl_metrics import forgetting_matrix
 from seqft_lightning.evaluation import Evaluation
 from seqft_lightning.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from seqft_lightning.metrics import group_row, stage_rows
@@ -25,11 +27,16 @@ from seqft_lightning.metrics import group_row, stage_rows
 log = logging.getLogger(__name__)
 
 
+def _csv_cell(value: Any) -> Any:
+    """Undefined (NaN) is an empty cell, as a missing column value is (contract.py)."""
+    return "" if isinstance(value, float) and math.isnan(value) else value
+
+
 def _csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", restval="")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 
@@ -42,6 +49,11 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
+
+
+def _show(value: float) -> str:
+    """A fraction for the console: 4 decimals, or "undefined" (a group with no samples)."""
+    return "undefined" if math.isnan(value) else f"{value:.4f}"
 
 
 def classes_label(classes: Sequence[int] | str) -> str:
@@ -102,35 +114,37 @@ class RunRecorder:
         self._write_confusion(stage, evaluation.confusion)
         self._write_stages()
         log.info(
-            "stage %d (%s): test acc %.4f, target %.4f, retained %.4f",
-            stage, label, metrics["test/acc"], metrics["test/acc_target"], metrics["test/acc_retained"],
+            "stage %d (%s): test acc %s, target %s, retained %s",
+            stage, label, *(_show(metrics[f"test/{k}"]) for k in ("acc", "acc_target", "acc_retained")),
         )
 
     def add_task_rows(self, task_groups: Sequence[Sequence[int]], trained_stages: Sequence[Sequence[int]]) -> None:
         """Rows ``evaluated = task_<j>`` for every recorded stage (the accuracy matrix R).
 
-        Stage ``k >= 1`` trained ``trained_stages[k-1]``. The ``forgetting`` column of task ``j`` at
-        stage ``k`` is the best accuracy it had at a stage since it was trained, before ``k``, minus
-        its accuracy at ``k`` (positive = accuracy lost); empty until the task has been trained and
-        followed by another stage.
+        Stage ``k >= 1`` trained ``trained_stages[k-1]``; task ``j`` counts as trained from the
+        first stage after which all its classes were trained. The ``forgetting`` column is
+        :func:`seqft_lightning.cl_metrics.forgetting_matrix` (positive = accuracy lost; empty
+        until the task has been trained and followed by another stage).
         """
         seen: set[int] = set()
-        best: dict[int, float] = {}
-        for record in self._stages:
+        trained_at: list[int | None] = [None] * len(task_groups)
+        rows = []
+        for i, record in enumerate(self._stages):
             if record.stage >= 1:
                 seen |= set(trained_stages[record.stage - 1])
+            ev = record.evaluation
             for j, classes in enumerate(task_groups):
-                ev = record.evaluation
-                row = {"stage": record.stage, "trained_classes": record.trained, "evaluated": f"task_{j}", **group_row(ev.confusion, ev.loss_per_class, classes)}
-                row["forgetting"] = best[j] - row["acc"] if j in best else ""
-                if record.stage >= 1 and set(classes) <= seen:
-                    best[j] = max(best.get(j, row["acc"]), row["acc"])
-                self._task_rows.append(row)
+                if trained_at[j] is None and record.stage >= 1 and set(classes) <= seen:
+                    trained_at[j] = i
+                rows.append({"stage": record.stage, "trained_classes": record.trained, "evaluated": f"task_{j}", **group_row(ev.confusion, ev.loss_per_class, classes)})
+        R = np.array([[row["acc"] for row in rows[i * len(task_groups):(i + 1) * len(task_groups)]] for i in range(len(self._stages))])
+        F = forgetting_matrix(R, [-1 if t is None else t for t in trained_at])
+        for n, row in enumerate(rows):
+            row["forgetting"] = float(F[n // len(task_groups), n % len(task_groups)])
+        self._task_rows = rows
 
     def _write_stages(self) -> None:
-        rows = self._rows + self._task_rows
-        columns = [c for c in contract.STAGE_COLUMNS if c != "forgetting" or self._task_rows]
-        atomic_write_text(self.run_dir / contract.STAGES_FILE, _csv_text(rows, columns))
+        atomic_write_text(self.run_dir / contract.STAGES_FILE, _csv_text(self._rows + self._task_rows, contract.STAGE_COLUMNS))
 
     def _write_confusion(self, stage: int, confusion: torch.Tensor) -> None:
         n = confusion.shape[0]

@@ -10,6 +10,7 @@ from seqft_lightning.cl_metrics import (
     average_accuracy,
     backward_transfer,
     forgetting,
+    forgetting_matrix,
     per_task_forgetting,
 )
 
@@ -125,3 +126,25 @@ def test_accuracy_matrix_no_extra_column_when_all_classes_used():
     cm = np.array([[3, 1], [0, 4]])  # task {0}: 3/4, task {1}: 4/4
     R = accuracy_matrix_from_confusions([cm, cm], [[0], [1]])
     np.testing.assert_allclose(R, [[0.75, 1.0], [0.75, 1.0]])
+
+
+def test_forgetting_counts_from_the_stage_that_trained_the_task():
+    """A pretrained model can be better on a task before its own stage; that drop is not
+    forgetting of what the stage learned (Chaudhry's max over *all* earlier rows would count it)."""
+    R = [
+        [0.90, 0.97, 0.5],  # after stage 1 (task 0); task 1 still at its pretrained 0.97
+        [0.80, 0.92, 0.5],  # after stage 2 (task 1 trained: 0.92)
+        [0.70, 0.90, 0.9],
+    ]
+    np.testing.assert_allclose(per_task_forgetting(R), [0.90 - 0.70, 0.92 - 0.90])
+    F = forgetting_matrix(R)
+    assert np.isnan(F[0]).all() and np.isnan(F[1, 1:]).all()  # undefined until trained and followed
+    assert F[1, 0] == pytest.approx(0.10) and F[2, 0] == pytest.approx(0.20) and F[2, 1] == pytest.approx(0.02)
+
+
+def test_forgetting_matrix_with_a_late_trained_task():
+    R = [[0.9, 0.1], [0.5, 0.8], [0.4, 0.6]]
+    F = forgetting_matrix(R, trained_at=[0, 1])
+    assert F[2, 1] == pytest.approx(0.2) and F[2, 0] == pytest.approx(0.5)
+    F = forgetting_matrix(R, trained_at=[0, -1])  # task 1 never trained: undefined throughout
+    assert np.isnan(F[:, 1]).all()

@@ -487,6 +487,7 @@ def test_plots_written(compared: Path):
 
 def test_report_mentions_failed_job_and_embeds_plots(compared: Path):
     md = (compared / "report.md").read_text()
+    assert "could not act" not in md  # no retention_inactive run in this sweep
     html = (compared / "report.html").read_text()
     for text in (md, html):
         assert "RuntimeError: CUDA out of memory" in text
@@ -545,3 +546,16 @@ def test_trend_keeps_only_baseline_and_merged_point_for_combined_models():
     assert list(_sequence_stages(sequential)["stage"]) == [0, 1, 2, 3]
     joint = merged.iloc[:2].assign(trained_classes=["pretrain", "3+4+7"])
     assert list(_sequence_stages(joint)["stage"]) == [0, 1]
+
+
+def test_report_names_retention_that_could_not_act(tmp_path: Path):
+    sweep = build_sweep(tmp_path)
+    ewc_jobs = [p.parent for p in sweep.glob(f"*/{METRICS_FILE}") if json.loads(p.read_text())["retention"] == "ewc"]
+    assert ewc_jobs
+    for job in ewc_jobs:
+        metrics = json.loads((job / METRICS_FILE).read_text())
+        metrics["retention_inactive"] = "one training stage and no pretraining pool: the Fisher is 0"
+        (job / METRICS_FILE).write_text(json.dumps(metrics))
+    assert cli.main([str(sweep)]) == 0
+    md = (sweep / "compare" / "report.md").read_text()
+    assert "could not act" in md and "the Fisher is 0" in md

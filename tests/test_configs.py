@@ -178,3 +178,23 @@ def test_validate_config_can_fail(compose):
         validate_config(cfg, set(METHODS))
     with pytest.raises(ConfigError, match="method.name"):
         validate_config(compose([]), {"joint"})
+
+
+@pytest.mark.parametrize(
+    "overrides, inactive",
+    [
+        (["experiment=split_mnist", "method=joint", "retention=replay"], True),  # no pool, one stage
+        (["experiment=split_mnist", "method=joint", "retention=ewc"], True),
+        (["experiment=split_mnist", "method=sequential", "retention=replay"], False),  # earlier stages
+        (["experiment=split_mnist", "method=joint", "retention=lwf"], False),  # distils the init
+        (["method=joint", "retention=replay"], False),  # the pretraining pool is in memory
+        (["method=joint", "retention=ewc"], False),
+        (["method=baseline", "retention=l2sp"], True),  # nothing is trained
+        (["retention=ewc", "retention.lambda_=0"], True),
+        (["retention=none"], False),
+    ],
+)
+def test_a_retention_that_cannot_act_is_named_before_any_work(compose, overrides, inactive, caplog):
+    plan = plan_run(compose(overrides))
+    assert (plan.retention_inactive is not None) is inactive
+    assert ("cannot act" in caplog.text) is inactive

@@ -46,7 +46,9 @@ def test_record_stage_writes_rows_and_confusion_and_finish_writes_nan_as_null(tm
     metrics = {"test/acc": 0.9, "test/acc_target": 0.8, "test/acc_retained": 1.0}
     recorder.record_stage(0, "pretrain", metrics, Evaluation(confusion, loss))
     rows = (tmp_path / "stages.csv").read_text().splitlines()
-    assert rows[0] == "stage,trained_classes,evaluated,acc,precision,recall,f1,loss"
+    assert rows[0] == "stage,trained_classes,evaluated,acc,precision,recall,f1,loss,forgetting"  # every method
+    class_2 = next(r for r in rows if ",class_2," in r)
+    assert class_2 == "0,pretrain,class_2,,0.0,0.0,0.0,,"  # no samples: undefined cells are empty, never "nan"
     target = next(r for r in rows if ",target," in r)
     assert target.startswith("0,pretrain,target,0.8,")
     assert (tmp_path / "confusion" / "stage_0.csv").read_text().splitlines()[4].startswith("3,0,0,0,8,0,2")

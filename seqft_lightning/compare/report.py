@@ -211,6 +211,12 @@ def jobs_blocks(analysis: agg.Analysis) -> list[Block]:
                             align=["l"] * 5))
     else:
         blocks.append(Paragraph("No failed or unfinished jobs."))
+    inactive = sorted({(analysis.labels[j.rel], str(j.metrics.get("retention_inactive")))
+                       for j in analysis.finished if (j.metrics or {}).get("retention_inactive")})
+    if inactive:
+        blocks.append(Paragraph("**Retention that could not act** (these variants equal their plain "
+                                "counterpart, by construction):"))
+        blocks.append(Table(["variant", "why"], [[code(v), why] for v, why in inactive], align=["l", "l"]))
     if counts:
         blocks.append(Table(["variant", "finished jobs", "seeds"],
                             [[code(v), str(counts.get(v, 0)), ", ".join(

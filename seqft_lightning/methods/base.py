@@ -31,7 +31,10 @@ class Method:
     ``validate(cfg)`` raises :class:`~seqft_lightning.errors.ConfigError` (one line naming the
     user's key) on a bad setting of this method; it runs before any data is loaded or any model
     trained. ``run(runner, plan)`` trains and records stages through the runner.
+    ``train_groups(stages)`` is the list of class groups the method trains through the stage
+    loop, where a retention strategy acts (``[]`` when it trains none there).
     """
 
     validate: Callable[[DictConfig], None]
     run: Callable[["Runner", "RunPlan"], MethodResult]
+    train_groups: Callable[[list[list[int]]], list[list[int]]] = lambda stages: []

@@ -30,22 +30,23 @@ def run_baseline(runner: Runner, plan: RunPlan) -> MethodResult:
     return MethodResult(final=runner.recorder.stages()[0].metrics)
 
 
-def _train(runner: Runner, plan: RunPlan, stages: list[list[int]]) -> MethodResult:
+def run_stage_loop(runner: Runner, plan: RunPlan) -> MethodResult:
+    """Train ``plan.train_groups`` in order through the one stage loop, a fresh optimizer each."""
     m = plan.cfg.method
-    per_stage = runner.train_stages(stages, m.epochs_per_stage, m.batch_size, instantiate(m.optimizer))
+    per_stage = runner.train_stages(plan.train_groups, m.epochs_per_stage, m.batch_size, instantiate(m.optimizer))
     return MethodResult(final=per_stage[-1])
 
 
-def run_sequential(runner: Runner, plan: RunPlan) -> MethodResult:
-    """One stage per entry of ``method.stages``, in order, each with a fresh optimizer."""
-    return _train(runner, plan, plan.stages)
+def sequential_groups(stages: list[list[int]]) -> list[list[int]]:
+    """One stage per entry of ``method.stages``, in order."""
+    return [list(s) for s in stages]
 
 
-def run_joint(runner: Runner, plan: RunPlan) -> MethodResult:
+def joint_groups(stages: list[list[int]]) -> list[list[int]]:
     """One stage on the union of every stage's task samples (shuffled together)."""
-    return _train(runner, plan, [plan.task_classes])
+    return [sorted({c for s in stages for c in s})]
 
 
 BASELINE = Method(validate=validate_stages_setting, run=run_baseline)
-SEQUENTIAL = Method(validate=validate_stages_setting, run=run_sequential)
-JOINT = Method(validate=validate_stages_setting, run=run_joint)
+SEQUENTIAL = Method(validate=validate_stages_setting, run=run_stage_loop, train_groups=sequential_groups)
+JOINT = Method(validate=validate_stages_setting, run=run_stage_loop, train_groups=joint_groups)

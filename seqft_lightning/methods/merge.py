@@ -197,13 +197,15 @@ def run_task_negation(runner: Runner, plan: RunPlan) -> MethodResult:
     floor_ratio = float(cfg.method.get("min_retained_ratio", 0.95))
     reference = _calibration_scores(runner, base, forget)
     curve = []
-    for lambda_ in lambda_grid(cfg.method.lambda_grid):
+    # lambda = 0 (the baseline itself) is always tried: it always keeps the floor.
+    for lambda_ in lambda_grid(cfg.method.lambda_grid, [0.0]):
         curve.append({"lambda": lambda_, **_calibration_scores(runner, negated.apply_to(base, lambda_), forget)})
     runner.recorder.write_csv(contract.CALIBRATION_FILE, curve)
     allowed = [row for row in curve if row["acc_other"] >= floor_ratio * reference["acc_other"]]
-    # lambda = 0 (the baseline itself) always qualifies, so `allowed` is never empty.
     best = min(allowed, key=lambda row: (row["acc_forget"], row["lambda"]))
     lambda_ = best["lambda"]
+    if lambda_ == 0:
+        log.warning("task negation: no lambda > 0 in method.lambda_grid keeps %.0f%% of the other classes' accuracy; the result is the baseline", 100 * floor_ratio)
     model = negated.apply_to(base, lambda_)
     final = runner.record_stage(len(plan.stages) + 1, contract.TRAINED_NEGATED, net=model)
     runner.recorder.save_net("negated.pt", model)

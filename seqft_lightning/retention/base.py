@@ -90,6 +90,14 @@ class Retention:
         """Called right after training stage ``stage`` on ``classes``."""
 
     # --------------------------------------------------------------- metadata
+    def inactive_reason(self, has_pool: bool, num_stages: int) -> str | None:
+        """Why this strategy cannot change a run with ``num_stages`` training stages and a
+        pretraining pool (``has_pool``), or ``None`` when it can act. The base (``none``) never
+        acts and says nothing; subclasses name the missing ingredient."""
+        if num_stages == 0 and type(self) is not Retention:
+            return "the method trains no stage through the stage loop"
+        return None
+
     def settings(self) -> dict[str, Any]:
         """Constructor settings of the strategy (JSON-serialisable scalars/lists)."""
         return {}

@@ -122,6 +122,13 @@ class EWC(Retention):
         idx = torch.randperm(len(y), generator=gen)[: self.fisher_samples].to(y.device)
         return empirical_fisher(net, x[idx], y[idx], list(self.anchor), self.batch_size)
 
+    def inactive_reason(self, has_pool: bool, num_stages: int) -> str | None:
+        if self.lambda_ == 0:
+            return "lambda_=0: no penalty"
+        if num_stages == 1 and not has_pool:
+            return "one training stage and no pretraining pool: the Fisher is 0 while it trains"
+        return super().inactive_reason(has_pool, num_stages)
+
     # ------------------------------------------------------------------ hooks
     def on_finetune_start(self, net: nn.Module, datamodule: Any) -> None:
         self.anchor = snapshot_params(net)

@@ -36,6 +36,11 @@ class L2SP(Retention):
         self.alpha = float(alpha)
         self.anchor: dict[str, Tensor] = {}
 
+    def inactive_reason(self, has_pool: bool, num_stages: int) -> str | None:
+        if self.alpha == 0:
+            return "alpha=0: no penalty"
+        return super().inactive_reason(has_pool, num_stages)
+
     def settings(self) -> dict[str, Any]:
         return {"alpha": self.alpha}
 

@@ -58,6 +58,11 @@ class LwF(Retention):
         self.temperature = float(temperature)
         self.teacher: nn.Module | None = None
 
+    def inactive_reason(self, has_pool: bool, num_stages: int) -> str | None:
+        if self.alpha == 0:
+            return "alpha=0: no penalty"
+        return super().inactive_reason(has_pool, num_stages)
+
     def settings(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "temperature": self.temperature}
 

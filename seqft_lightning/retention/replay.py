@@ -5,13 +5,16 @@ Memory
     replacement, drawn with the strategy's own ``torch.Generator(seed)`` so the
     memory does not depend on, nor disturb, the global RNG):
 
-    * from the pretraining pool in ``on_finetune_start`` (if ``include_pretrain``);
-    * from each finished stage's task data in ``on_stage_end``.
+    * from the pretraining pool in ``on_finetune_start`` (if ``include_pretrain``),
+      every class of the pool;
+    * from each finished stage's task data in ``on_stage_end``: the stage's classes
+      are then held by task samples only (drawn from the samples that stage
+      trained on), replacing any pool samples of those classes, so later stages
+      rehearse what the earlier stages learned.
 
-    The cap is per class over the whole memory: a class that already holds
-    samples (e.g. from the pretraining pool) is only topped up to
-    ``memory_per_class``; a full class is left unchanged.  Memory tensors stay on
-    the device of the data they were taken from.
+    So the memory stays class-balanced (at most ``memory_per_class`` per class);
+    :meth:`Replay.memory_sources` says where each class's samples come from.
+    Memory tensors stay on the device of the data they were taken from.
 
 Batches (design choice)
     The task batch is kept as is and ``k`` memory samples are appended to it, with
@@ -114,6 +117,7 @@ class Replay(Retention):
         self.include_pretrain = bool(include_pretrain)
         self._gen = torch.Generator().manual_seed(self.seed)
         self._memory: dict[int, Tensor] = {}  # class -> x samples [n_c, D]
+        self._sources: dict[int, str] = {}  # class -> "pretrain" | "stage <k>"
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -122,6 +126,13 @@ class Replay(Retention):
             "seed": self.seed,
             "include_pretrain": self.include_pretrain,
         }
+
+    def inactive_reason(self, has_pool: bool, num_stages: int) -> str | None:
+        if self.memory_per_class == 0 or self.replay_share == 0.0:
+            return "memory_per_class=0 or replay_share=0: nothing is replayed"
+        if num_stages == 1 and not (self.include_pretrain and has_pool):
+            return "one training stage and no pretraining pool in memory: the memory stays empty"
+        return super().inactive_reason(has_pool, num_stages)
 
     # ----------------------------------------------------------------- memory
     def memory(self) -> tuple[Tensor, Tensor]:
@@ -137,27 +148,30 @@ class Replay(Retention):
         """Stored samples per class."""
         return {c: len(x) for c, x in sorted(self._memory.items())}
 
-    def _add(self, x: Tensor, y: Tensor) -> None:
-        """Top every class present in ``y`` up to ``memory_per_class`` samples."""
+    def memory_sources(self) -> dict[int, str]:
+        """Where each class's samples come from: ``"pretrain"`` or ``"stage <k>"`` (task data)."""
+        return dict(sorted(self._sources.items()))
+
+    def _store(self, x: Tensor, y: Tensor, source: str) -> None:
+        """Hold ``memory_per_class`` samples of every class in ``y``, drawn from ``x``
+        (replacing what the class held before)."""
         for c in sorted(int(v) for v in torch.unique(y).tolist()):
-            held = self._memory.get(c)
-            room = self.memory_per_class - (0 if held is None else len(held))
-            if room <= 0:
-                continue
             idx = torch.nonzero(y == c, as_tuple=False).flatten()
-            pick = torch.randperm(len(idx), generator=self._gen)[:room].to(idx.device)
-            new = x[idx[pick]].detach().clone()
-            self._memory[c] = new if held is None else torch.cat([held, new.to(held.device)])
+            pick = torch.randperm(len(idx), generator=self._gen)[: self.memory_per_class].to(idx.device)
+            if len(pick) == 0:
+                continue
+            self._memory[c] = x[idx[pick]].detach().clone()
+            self._sources[c] = source
 
     # ------------------------------------------------------------------ hooks
     def on_finetune_start(self, net: nn.Module, datamodule: Any) -> None:
         # Reset so that repeated calls give the same memory.
         self._gen = torch.Generator().manual_seed(self.seed)
-        self._memory = {}
+        self._memory, self._sources = {}, {}
         x = getattr(datamodule, "pretrain_x", None)
         y = getattr(datamodule, "pretrain_y", None)
         if self.include_pretrain and x is not None and y is not None and len(y) > 0:
-            self._add(x, y)
+            self._store(x, y, "pretrain")
         log.info("replay memory after pretraining pool: %s", self.memory_counts())
 
     def wrap_train_loader(self, loader: Any, stage: int, classes: Sequence[int]) -> Any:
@@ -170,5 +184,5 @@ class Replay(Retention):
         self, net: nn.Module, stage: int, classes: Sequence[int], datamodule: Any
     ) -> None:
         x, y = datamodule.task_data(list(classes))
-        self._add(x, y)
+        self._store(x, y, f"stage {stage}")
         log.info("replay memory after stage %d: %s", stage, self.memory_counts())

@@ -147,7 +147,8 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
         "config_hash": plan.config_hash,
         **result.fields,
     }
-    recorder.save_net("final.pt", runner.net, model=OmegaConf.to_container(cfg.model, resolve=True), method=plan.method_name, seed=int(cfg.seed))
+    final_net = result.net if result.net is not None else runner.net
+    recorder.save_net("final.pt", final_net, model=OmegaConf.to_container(cfg.model, resolve=True), method=plan.method_name, seed=int(cfg.seed))
     for logger in runner.loggers:
         logger.finalize("success")
     device = runner.datamodule.device

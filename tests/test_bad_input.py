@@ -1,4 +1,10 @@
-"""Bad input gives one clear line naming the key (or file), a nonzero exit, and no metrics.json.
+"""Bad input gives one clear line naming the key (or file), a nonzero exit, and writes nothing.
+
+"Nothing written" means: the baseline cache folder holds no file (no ``baseline-*.pt``, no lock)
+and the run's output folder does not exist or is empty. Through ``python train.py`` Hydra itself
+writes ``.hydra/`` and ``train.log`` before our code runs; those two are allowed, nothing else
+(no ``metrics.json``, ``stages.csv``, ``checkpoints/``, ``confusion/``). Every case gets its own
+empty cache folder, so a baseline found there can only come from the refused run.
 
 Most cases run in-process through ``train(cfg)``; a few go through ``python train.py`` to check
 the exit status and what reaches stderr. The subprocesses start together (module fixture) so
@@ -14,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 
 from seqft_lightning.errors import ConfigError, DataError
@@ -33,14 +40,38 @@ def _corrupt_vendored_copy(dest: Path) -> Path:
     return dest
 
 
-def _assert_refused(cfg, error, *needles):
+HYDRA_OWN = {".hydra", "train.log"}  # what Hydra writes into a run folder before train() is called
+
+
+def _files_under(folder: Path) -> list[str]:
+    """Every file below ``folder`` (relative paths, sorted); empty when it does not exist."""
+    folder = Path(folder)
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def _assert_nothing_written(run_dir: Path, cache_dir: Path, hydra_files: bool = False) -> None:
+    """No baseline (nor lock) in ``cache_dir``; ``run_dir`` absent or empty (except Hydra's own)."""
+    cache_dir, run_dir = Path(cache_dir), Path(run_dir)
+    assert not list(cache_dir.glob("baseline-*.pt")), f"a baseline was cached: {_files_under(cache_dir)}"
+    assert _files_under(cache_dir) == [], f"the cache folder was written: {_files_under(cache_dir)}"
+    written = _files_under(run_dir)
+    if hydra_files:
+        written = [f for f in written if Path(f).parts[0] not in HYDRA_OWN]
+    assert written == [], f"the run folder was written: {written}"
+
+
+def _assert_refused(cfg, error, *needles, absent=()):
+    """``train(cfg)`` raises ``error`` with a one-line message holding every needle (and none of
+    ``absent``), and writes nothing."""
     with pytest.raises(error) as info:
         train(cfg)
     message = str(info.value)
     assert "\n" not in message, message
     for needle in needles:
         assert needle in message, (needle, message)
-    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+    for needle in absent:
+        assert needle not in message, (needle, message)
+    _assert_nothing_written(Path(cfg.paths.output_dir), Path(cfg.paths.cache_dir))
     return message
 
 
@@ -71,6 +102,34 @@ def test_invalid_config_is_refused_in_process(compose, overrides, error, needles
     _assert_refused(compose(overrides), error, *needles)
 
 
+# Refused before any work (issue 9): optimizer arguments torch rejects, an accelerator that is not
+# there, every merging / negation setting. (overrides, needles in the message, needles not in it)
+REFUSED_BEFORE_WORK = {
+    "method_lr": (["method.optimizer.lr=-1"], ["method.optimizer", "-1"], []),
+    "pretrain_lr": (["pretrain.optimizer.lr=-1"], ["pretrain.optimizer", "-1"], []),
+    "merge_retention": (["method=task_arithmetic", "retention=ewc"], ["retention=ewc", "retention=none"], []),
+    "merge_no_calibration": (["method=task_arithmetic", "data.calibration_size=0"], ["data.calibration_size=0"], []),
+    "merge_empty_grid": (["method=task_arithmetic", "method.lambda_grid=[]"], ["method.lambda_grid"], []),
+    "merge_bad_vector": (["method=task_arithmetic", "method.vectors=[5]"], ["method.vectors", "5", "0..2"], []),
+    "merge_bad_select": (["method=task_arithmetic", "method.select_metric=foo"], ["method.select_metric", "foo", "acc_target"], []),
+    "ties_keep_fraction": (["method=ties", "method.merger.keep_fraction=2"], ["method.merger", "keep_fraction", "2"], []),
+    "negation_no_forget": (["method=task_negation", "method.forget=[]"], ["method.forget"], ["method.stages"]),
+    "negation_ratio": (["method=task_negation", "method.min_retained_ratio=2"], ["method.min_retained_ratio=2"], []),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_BEFORE_WORK))
+def test_bad_setting_is_refused_before_any_work(compose, case):
+    overrides, needles, absent = REFUSED_BEFORE_WORK[case]
+    _assert_refused(compose(overrides), ConfigError, *needles, absent=absent)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: trainer=gpu is valid here")
+def test_gpu_trainer_without_cuda_is_refused(compose):
+    message = _assert_refused(compose(["trainer=gpu"]), ConfigError, "CUDA", "trainer=cpu", "trainer.accelerator=auto")
+    assert "no cuda" in message.lower() or "not available" in message.lower(), message
+
+
 def test_too_many_samples_per_task_is_refused(compose):
     # passes validation; the split finds only ~5600 images of class 3 after calibration
     message = _assert_refused(compose(["data.samples_per_task=100000", "trainer=cpu"]), DataError, "data.samples_per_task=100000", "class 3")
@@ -94,11 +153,16 @@ def test_unknown_method_group_option_is_hydras_error(compose):
 
 
 # -- through train.py ----------------------------------------------------------------------------
+# A few cases only: each costs a Python start-up. bench/bench_refusals.py runs every case this way.
 SUBPROCESS_CASES = {
     "class_out_of_range": (["method.stages=[[3],[12]]"], 2, "method.stages[1]"),
     "corrupt_file": (None, 2, "train-labels-idx1-ubyte.gz"),  # overrides built from tmp dirs
     "unknown_method": (["method=foo"], 1, "method/foo"),
+    "method_lr": (["method.optimizer.lr=-1"], 2, "method.optimizer"),
+    "negation_no_forget": (["method=task_negation", "method.forget=[]"], 2, "method.forget"),
 }
+if not torch.cuda.is_available():
+    SUBPROCESS_CASES["gpu_without_cuda"] = (["trainer=gpu"], 2, "trainer=cpu")
 
 
 @pytest.fixture(scope="module")
@@ -125,17 +189,21 @@ def cli_runs(tmp_path_factory):
     return results
 
 
+def _cache_of(run_dir: Path) -> Path:
+    return run_dir.parent / "cache"
+
+
 @pytest.mark.parametrize("case", [c for c, v in SUBPROCESS_CASES.items() if v[1] == 2])
 def test_train_py_prints_one_error_line_and_exits_2(cli_runs, case):
     proc, run_dir = cli_runs[case]
     _, code, needle = SUBPROCESS_CASES[case]
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (run_dir / "metrics.json").exists()
+    _assert_nothing_written(run_dir, _cache_of(run_dir), hydra_files=True)
     mentions = [line for line in proc.stderr.splitlines() if "error: " in line]
     assert len(mentions) == 1 and needle in mentions[0], proc.stderr
     # the issue's contract: the line itself starts with "error:" (no logging prefix)
-    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert error_lines == mentions, f"expected one stderr line starting with 'error:', got: {mentions}"
 
 
@@ -145,4 +213,4 @@ def test_train_py_unknown_method_is_hydras_error(cli_runs):
     assert "method/foo" in proc.stderr
     assert "Available options in 'method'" in proc.stderr and "sequential" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (run_dir / "metrics.json").exists()
+    _assert_nothing_written(run_dir, _cache_of(run_dir))  # composition fails before Hydra writes

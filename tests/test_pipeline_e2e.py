@@ -5,7 +5,12 @@ Runs of this module (CPU, few batches), sharing one baseline cache unless said o
 * ``seq``: sequential, cache miss (pretrains and caches the baseline);
 * ``seq_fresh``: the same config with its own empty cache (a second cache miss);
 * ``joint``: joint, cache hit (same baseline key as ``seq``);
-* in ``test_cache_hit_gives_the_same_metrics``: sequential again, cache hit.
+* in ``test_cache_hit_gives_the_same_metrics``: sequential again, cache hit;
+* in ``test_forgetting_counts_only_since_the_tasks_own_stage``: sequential on rigged task data,
+  its own cache.
+
+The continual-learning metrics are checked against the accuracy matrix rebuilt here, with numpy,
+from ``confusion/stage_<k>.csv``.
 """
 
 from __future__ import annotations
@@ -119,6 +124,109 @@ def test_stages_csv_and_confusion_matrices(runs, name, trained):
         target = matrix[[3, 4, 7]]
         assert float(target[:, [3, 4, 7]].diagonal().sum() / target.sum()) == pytest.approx(per_stage[k]["test/acc_target"])
     assert not (run_dir / "confusion" / f"stage_{len(trained)}.csv").exists()
+
+
+def _accuracy_matrix(run_dir: Path, n_trained: int, tasks: list[list[int]], first: int = 1):
+    """R[i, j]: accuracy on task j (the classes of method.stages[j]) after stage i + first,
+    rebuilt from ``confusion/stage_<k>.csv`` (k = first..n_trained): correct / total over the rows
+    (true classes) of the task's classes."""
+    import numpy as np
+
+    R = np.zeros((n_trained + 1 - first, len(tasks)))
+    for i in range(len(R)):
+        rows = _read_csv(run_dir / "confusion" / f"stage_{i + first}.csv")
+        cm = np.array([[int(r[f"pred_{p}"]) for p in range(10)] for r in rows], dtype=np.int64)
+        assert [int(r["true"]) for r in rows] == list(range(10))
+        for j, classes in enumerate(tasks):
+            R[i, j] = sum(cm[c, c] for c in classes) / cm[classes, :].sum()
+    return R
+
+
+def _expected_continual(R) -> dict:
+    """cl/* from the accuracy matrix ``R`` [T trained stages, tasks], written out here.
+
+    avg_acc = mean_j R[T-1, j]; bwt = mean_{j<T-1} (R[T-1, j] - R[j, j]);
+    forgetting = mean_{j<T-1} (max_{j<=i<T-1} R[i, j] - R[T-1, j]): the best accuracy since the
+    task's own stage minus the final one, positive = lost. With one trained stage (joint) bwt and
+    forgetting are undefined (None).
+    """
+    import numpy as np
+
+    T = R.shape[0]
+    out = {"cl/avg_acc": float(R[T - 1].mean()), "cl/bwt": None, "cl/forgetting": None}
+    if T > 1:
+        out["cl/bwt"] = float(np.mean([R[T - 1, j] - R[j, j] for j in range(T - 1)]))
+        out["cl/forgetting"] = float(np.mean([max(R[i, j] for i in range(j, T - 1)) - R[T - 1, j] for j in range(T - 1)]))
+    return out
+
+
+def _assert_continual(final: dict, expected: dict) -> None:
+    for key, value in expected.items():
+        if value is None:
+            assert final[key] is None, (key, final[key])
+        else:
+            assert final[key] == pytest.approx(value, abs=1e-12), key
+
+
+@pytest.mark.parametrize("name, n_trained", [("seq", 3), ("joint", 1)])
+def test_continual_metrics_match_the_accuracy_matrix_of_the_confusions(runs, name, n_trained):
+    """cl/avg_acc, cl/bwt and cl/forgetting of metrics.json, recomputed from the confusion files
+    (null bwt and forgetting for joint: one trained stage)."""
+    run_dir, _ = runs[name]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["stages"] == [[3], [4], [7]]
+    R = _accuracy_matrix(run_dir, n_trained, metrics["stages"])
+    _assert_continual(metrics["final"], _expected_continual(R))
+
+
+def test_forgetting_counts_only_since_the_tasks_own_stage(compose, tmp_path, monkeypatch):
+    """A run where task 1 (class 4) was better *before* its own stage: stage 1 is fed class-4
+    images (labelled 4), stage 2 class-4 images labelled 7 (one full epoch each). Forgetting
+    counts from the task's own stage on, so the accuracy after stage 1 must not count: here
+    R = [[0, 1, 0], [0, 0, 1], [0, 0, 1]], forgetting 0; the max over every earlier stage
+    (Chaudhry et al.) would give 0.5."""
+    from seqft_lightning.data.datamodule import MNISTTaskDataModule
+    from seqft_lightning.data.loaders import TensorBatchLoader
+
+    original = MNISTTaskDataModule.task_dataloader
+
+    def rigged(self, classes, batch_size):
+        if list(classes) == [3]:
+            x, y = self.task_data([4])
+        elif list(classes) == [4]:
+            x, y = self.task_data([4])
+            y = torch.full_like(y, 7)
+        else:
+            return original(self, classes, batch_size)
+        return TensorBatchLoader(x, y, batch_size, shuffle=True)
+
+    monkeypatch.setattr(MNISTTaskDataModule, "task_dataloader", rigged)
+    metrics, _ = train(compose([*SHORT, "method=sequential", "logger=none", "++trainer.limit_train_batches=16"]))
+    R = _accuracy_matrix(tmp_path / "run", 3, metrics["stages"])
+    # the scenario holds: task 1 peaked before its own stage (row 0), far above its later rows
+    assert R[0, 1] > max(R[1, 1], R[2, 1]) + 0.5, R
+    _assert_continual(json.loads((tmp_path / "run" / "metrics.json").read_text())["final"], _expected_continual(R))
+
+
+@pytest.mark.parametrize("name, n_trained", [("seq", 3), ("joint", 1)])
+def test_stages_csv_task_rows_match_the_confusions(runs, name, n_trained):
+    """``task_<j>`` rows of stages.csv: acc = R[stage, j] (stage 0 = baseline); forgetting at
+    stage k = best acc since the task's own stage (j + 1 for sequential, 1 for joint), before k,
+    minus acc at k; empty where undefined."""
+    run_dir, _ = runs[name]
+    tasks = json.loads((run_dir / "metrics.json").read_text())["stages"]
+    R = _accuracy_matrix(run_dir, n_trained, tasks, first=0)  # rows: stages 0..T
+    rows = {(int(r["stage"]), r["evaluated"]): r for r in _read_csv(run_dir / "stages.csv") if r["evaluated"].startswith("task_")}
+    assert sorted(rows) == sorted((k, f"task_{j}") for k in range(n_trained + 1) for j in range(len(tasks)))
+    for (k, evaluated), row in rows.items():
+        j = int(evaluated.split("_")[1])
+        assert float(row["acc"]) == pytest.approx(R[k, j], abs=1e-12), (k, j)
+        trained_at = j + 1 if name == "seq" else 1
+        if k <= trained_at:
+            assert row["forgetting"] == "", (k, j, row["forgetting"])
+        else:
+            expected = max(R[i, j] for i in range(trained_at, k)) - R[k, j]
+            assert float(row["forgetting"]) == pytest.approx(expected, abs=1e-12), (k, j)
 
 
 def test_curves_csv(runs):

@@ -13,29 +13,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from seqft_lightning.data.loaders import TensorBatchLoader
 from seqft_lightning.retention import EWC, L2SP, Freeze, LwF, Replay, Retention
 from seqft_lightning.retention.ewc import empirical_fisher
-
-try:
-    from seqft_lightning.data.loaders import TensorBatchLoader
-except ImportError:  # the core's loader is written in parallel; minimal stand-in
-
-    class TensorBatchLoader:  # type: ignore[no-redef]
-        def __init__(self, x, y, batch_size, shuffle=True, drop_last=False):
-            self.x, self.y, self.batch_size = x, y, batch_size
-            self.shuffle, self.drop_last = shuffle, drop_last
-
-        def __len__(self):
-            n = len(self.x)
-            return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-        def __iter__(self):
-            n = len(self.x)
-            order = torch.randperm(n, device=self.x.device) if self.shuffle else torch.arange(n)
-            for b in range(len(self)):
-                idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-                yield self.x[idx], self.y[idx]
-
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "retention"
 

@@ -17,11 +17,13 @@ class MethodResult:
     """What a method hands back to the pipeline.
 
     ``final`` is the test metric dict of the run's final model (the last stage it recorded);
-    ``fields`` are extra top-level ``metrics.json`` entries (e.g. ``lambda``).
+    ``fields`` are extra top-level ``metrics.json`` entries (e.g. ``lambda``); ``net`` is the final
+    model when it is not the runner's net (a merged or negated copy), saved as ``final.pt``.
     """
 
     final: dict[str, float]
     fields: dict[str, Any] = field(default_factory=dict)
+    net: Any = None
 
 
 @dataclass(frozen=True)

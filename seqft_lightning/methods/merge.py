@@ -178,7 +178,7 @@ def run_merge(runner: Runner, plan: RunPlan) -> MethodResult:
         fields["lambda"] = None
     final = runner.record_stage(len(stages) + 1, contract.TRAINED_MERGED, net=merged)
     runner.recorder.save_net("merged.pt", merged)
-    return MethodResult(final=final, fields=fields)
+    return MethodResult(final=final, fields=fields, net=merged)
 
 
 def run_task_negation(runner: Runner, plan: RunPlan) -> MethodResult:
@@ -230,7 +230,7 @@ def run_task_negation(runner: Runner, plan: RunPlan) -> MethodResult:
         "task negation of %s: lambda %.3g; test acc on forgotten %.4f (baseline %.4f), on others %.4f (baseline %.4f)",
         forget, lambda_, negation["test/acc_forget"], negation["test/baseline_acc_forget"], negation["test/acc_other"], negation["test/baseline_acc_other"],
     )
-    return MethodResult(final=final, fields={"lambda": lambda_, "negation": negation})
+    return MethodResult(final=final, fields={"lambda": lambda_, "negation": negation}, net=model)
 
 
 MERGE = Method(validate=validate_merge, run=run_merge)

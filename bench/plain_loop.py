@@ -1,7 +1,8 @@
 """The reference study as a plain PyTorch script: the yardstick for the pipeline's overhead.
 
 It performs exactly the optimizer steps of ``python train.py -m method=sequential,joint`` with
-the default config (same split, same initialisation, same batch order, same Adam settings) and
+the default config (same split, same initialisation, same batch order, same Adam settings, same
+pinned thread count) and
 the same evaluation work (calibration loss/accuracy after every epoch, a test confusion matrix
 after every stage), with no framework: no Lightning, no Hydra, no logging. Its final accuracies
 match the pipeline's ``metrics.json`` (``bench_pipeline.py`` checks this).
@@ -46,8 +47,8 @@ def load():
     return norm(train.data), train.targets.long(), norm(test.data), test.targets.long()
 
 
-def train_epochs(net, x, y, epochs, x_val, y_val):
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
+def train_epochs(net, x, y, epochs, x_val, y_val, fused):
+    opt = torch.optim.Adam(net.parameters(), lr=LR, fused=fused)
     for _ in range(epochs):
         net.train()
         order = torch.randperm(len(x))
@@ -81,7 +82,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the pipeline's torch_threads)")
+    parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True, help="fused Adam (the pipeline's default)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     train_x, train_y, test_x, test_y = load()
     splits = make_splits(train_y, [3, 4, 7], 1000, 5000, split_seed=0)
@@ -91,7 +95,7 @@ def main() -> None:
 
     seed_all(args.seed)
     net = MLP()
-    train_epochs(net, pre_x, pre_y, PRETRAIN_EPOCHS, cal_x, cal_y)
+    train_epochs(net, pre_x, pre_y, PRETRAIN_EPOCHS, cal_x, cal_y, args.fused)
     pretrained = copy.deepcopy(net.state_dict())
     results = {"baseline": accuracy(evaluate(net, test_x, test_y)[0])}
 
@@ -100,7 +104,7 @@ def main() -> None:
         net.load_state_dict(pretrained)
         for classes in stages:
             x, y = (torch.cat(parts) for parts in zip(*(task[c] for c in classes)))
-            train_epochs(net, x, y, STAGE_EPOCHS, cal_x, cal_y)
+            train_epochs(net, x, y, STAGE_EPOCHS, cal_x, cal_y, args.fused)
             confusion, _ = evaluate(net, test_x, test_y)
         results[method] = {"acc": accuracy(confusion), "acc_target": accuracy(confusion, [3, 4, 7])}
     args.out.write_text(json.dumps(results, indent=2))

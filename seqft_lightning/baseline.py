@@ -25,13 +25,19 @@ from seqft_lightning.io import atomic_torch_save
 log = logging.getLogger(__name__)
 
 
-def baseline_key(cfg: DictConfig, task_classes: list[int]) -> str:
-    """Hash of the config parts that determine the pretrained weights: the data split, the model,
-    pretraining, the trainer, the seed and the thread count, less what does not affect results
-    (:func:`seqft_lightning.contract.affects_results`)."""
+def baseline_key(cfg: DictConfig, task_classes: list[int], device: torch.device, threads: int) -> str:
+    """Hash of everything that determines the pretrained weights' bits.
+
+    The config's data split, model, pretraining, trainer and seed (less what does not affect
+    results, :func:`seqft_lightning.contract.affects_results`), the held-out task classes, and what
+    the config does not pin: the device type the baseline trains on (a CUDA baseline is not a
+    CPU baseline) and, on CPU, the intra-op thread count in force (float sums, hence the bits,
+    depend on it).
+    """
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    parts = {k: resolved.get(k) for k in ("data", "model", "pretrain", "trainer", "seed", "torch_threads")}
-    return stable_hash({"task_classes": task_classes, **result_config(parts)})
+    parts = result_config({k: resolved.get(k) for k in ("data", "model", "pretrain", "trainer", "seed")})
+    machine = {"device": device.type, "cpu_threads": int(threads) if device.type == "cpu" else None}
+    return stable_hash({"task_classes": task_classes, **parts, **machine})
 
 
 def _ddp_child() -> bool:

@@ -15,11 +15,27 @@ T = TypeVar("T")
 CONSOLE = "console"  # LogRecord attribute: False keeps a record off the console handler
 
 
+def in_sweep() -> bool:
+    """True inside a job of ``train.py -m`` (Hydra's MULTIRUN mode)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 class ConsoleFilter(logging.Filter):
-    """Drop records logged with ``extra={"console": False}`` (they go to log files only)."""
+    """What reaches the console handler (the run's ``train.log`` gets everything).
+
+    Records logged with ``extra={"console": False}`` never do. Inside a sweep only warnings and
+    errors do: the progress of a sweep is one line per job (:mod:`seqft_lightning.progress`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.min_level = logging.WARNING if in_sweep() else logging.NOTSET
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return getattr(record, CONSOLE, True)
+        return getattr(record, CONSOLE, True) and record.levelno >= self.min_level
 
 
 def run_or_exit(fn: Callable[[], T]) -> T:

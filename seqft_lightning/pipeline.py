@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from seqft_lightning.baseline import BaselineCache, baseline_key
 from seqft_lightning.cl_metrics import continual_summary
 from seqft_lightning.contract import TRAINED_PRETRAIN
+from seqft_lightning.loggers import end_run
 from seqft_lightning.models.classifier import ClassifierModule
 from seqft_lightning.plan import RunPlan
 from seqft_lightning.recorder import RunRecorder
@@ -101,7 +102,8 @@ def obtain_baseline(plan: RunPlan, runner: Runner) -> None:
         return {"history": runner.recorder.curves(), "steps": steps}
 
     cache = BaselineCache(plan.cfg.paths.cache_dir, enabled=p.get("cache", True))
-    entry = cache.get_or_train(baseline_key(plan.cfg, plan.task_classes), runner.net, pretrain)
+    key = baseline_key(plan.cfg, plan.task_classes, runner.datamodule.device, torch.get_num_threads())
+    entry = cache.get_or_train(key, runner.net, pretrain)
     if entry["cached"]:
         runner.adopt_pretraining(entry["history"], entry["steps"])
 
@@ -149,8 +151,7 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
     }
     final_net = result.net if result.net is not None else runner.net
     recorder.save_net("final.pt", final_net, model=OmegaConf.to_container(cfg.model, resolve=True), method=plan.method_name, seed=int(cfg.seed))
-    for logger in runner.loggers:
-        logger.finalize("success")
+    end_run(runner.loggers)
     device = runner.datamodule.device
     recorder.write_run_info({"device": str(device), "torch_threads": torch.get_num_threads(), "wall_time_s": round(time.perf_counter() - started, 3)})
     recorder.finish(metrics)

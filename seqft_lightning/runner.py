@@ -75,7 +75,10 @@ class Runner:
         return callbacks
 
     def _make_trainer(self, max_epochs: int) -> pl.Trainer:
-        return instantiate(self.trainer_cfg, max_epochs=max_epochs, logger=self.loggers or False, callbacks=self._callbacks())
+        callbacks = self._callbacks()
+        # No progress-bar callback (e.g. `callbacks=none`) means no bar, not Lightning's default one.
+        bar = any(isinstance(c, ProgressBar) for c in callbacks)
+        return instantiate(self.trainer_cfg, max_epochs=max_epochs, logger=self.loggers or False, callbacks=callbacks, enable_progress_bar=bar)
 
     # -- one stage --------------------------------------------------------------------------
     def fit(self, loader: Any, epochs: int, optimizer: Callable, stage: int, penalty: Penalty | None = None) -> int:

@@ -53,11 +53,16 @@ COMPLETE_MARKERS = ("metrics.json", "run_info.json", "curves.csv", "checkpoints/
 TIMEOUT_S = 240
 
 
-def _env() -> dict:
+def _env(machine_threads: bool = False) -> dict:
     env = dict(os.environ)
-    # One intra-op thread per process: parallel test processes do not oversubscribe the cores,
-    # and every run of the same config computes with the same thread count (bitwise equal).
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PYTHONUNBUFFERED"] = "1"
+    if machine_threads:
+        # torch's default thread count is then the machine's: only `torch_threads` pins it.
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.pop(name, None)
+    else:
+        # One intra-op thread per process: parallel test processes do not oversubscribe the cores.
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
 
 
@@ -73,13 +78,13 @@ class Proc:
     ``<run_dir>/confusion/stage_1.csv`` exists, i.e. right after the first fine-tuning stage.
     """
 
-    def __init__(self, log: Path, *overrides: str, multirun: bool = False, run_dir: Path | None = None, signal_after_stage_1: int | None = None):
+    def __init__(self, log: Path, *overrides: str, multirun: bool = False, run_dir: Path | None = None, signal_after_stage_1: int | None = None, machine_threads: bool = False):
         self.log = log
         self.signalled_at_stage_1 = False
         cmd = [sys.executable, "train.py", *(["-m"] if multirun else []), *COMMON, *overrides]
         with open(log, "wb") as handle:
             # Its own process group, so that kill() also ends a launcher's workers and jobs.
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=handle, stderr=subprocess.STDOUT, preexec_fn=_restore_sigint, start_new_session=True)
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(machine_threads), stdout=handle, stderr=subprocess.STDOUT, preexec_fn=_restore_sigint, start_new_session=True)
         self.watcher = None
         if signal_after_stage_1 is not None:
             self.watcher = threading.Thread(target=self._signal_after, args=(run_dir / "confusion" / "stage_1.csv", signal_after_stage_1), daemon=True)
@@ -163,7 +168,7 @@ def _truncated_baseline(tmp: Path, overrides: list[str]) -> Path:
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*COMMON, *overrides, f"paths.output_dir={tmp / 'unused'}"])
-    path = BaselineCache(tmp / "cache").path(baseline_key(cfg, plan_run(cfg).task_classes))
+    path = BaselineCache(tmp / "cache").path(baseline_key(cfg, plan_run(cfg).task_classes, torch.device("cpu"), cfg.torch_threads))
     path.parent.mkdir(parents=True)
     torch.save({"state_dict": MLP().state_dict(), "history": [], "steps": 1}, path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a crash mid-copy, a full disk
@@ -258,6 +263,12 @@ def _start(name: str, tmp: Path, started: dict) -> Proc | After:
         return After(started["sequential"][0], lambda: _resume_reference(tmp, started["sequential"][1]))
     if name == "sweep_resumed":
         return After(started["joblib"][0], lambda: _resume_sweep(tmp, started["joblib"][1]))
+    if name == "serial":  # the joblib sweep's jobs, one at a time, threads left to the machine
+        return Proc(log, "hydra/launcher=basic", *SWEPT, cache, f"hydra.sweep.dir={tmp / 'sweep'}", multirun=True, machine_threads=True)
+    if name == "serial_after_parallel":  # one job again, serially, on the cache the joblib sweep filled
+        joblib_tmp = started["joblib"][1]
+        return After(started["joblib"][0], lambda: {"proc": Proc(
+            log, "method=sequential", SHORT_STAGES, f"paths.cache_dir={joblib_tmp / 'cache'}", f"hydra.run.dir={run_dir}", machine_threads=True)})
     raise KeyError(name)
 
 
@@ -271,8 +282,9 @@ NEEDS = {
     "test_truncated_cached_baseline_is_retrained": {"truncated"},
     "test_two_job_sweep_through_launcher": set(LAUNCHERS),
     "test_rerunning_a_sweep_with_resume_redoes_only_incomplete_jobs": {"joblib", "sweep_resumed"},
+    "test_serial_and_parallel_sweeps_give_identical_results_whatever_filled_the_cache": {"joblib", "serial", "serial_after_parallel"},
 }
-FOLLOW_UPS = ("resumed", "reference_reruns", "sweep_resumed")  # started after the others
+FOLLOW_UPS = ("resumed", "reference_reruns", "sweep_resumed", "serial_after_parallel")  # started after the others
 
 
 @pytest.fixture(scope="module")
@@ -427,3 +439,40 @@ def test_rerunning_a_sweep_with_resume_redoes_only_incomplete_jobs(jobs):
     assert "skipping" in (done / "train.log").read_text()
     assert (lost / "metrics.json").is_file() and (lost / "checkpoints" / "final.pt").is_file()
     assert "skipping" not in (lost / "train.log").read_text()
+
+
+def test_serial_and_parallel_sweeps_give_identical_results_whatever_filled_the_cache(jobs):
+    """torch_threads is pinned by default: the serial sweep (torch's thread default: the
+    machine's cores) and the joblib sweep (one job per core) give byte-identical metrics.json;
+    a serial run on the cache the joblib sweep filled equals both (a cache hit equals a miss)."""
+    jobs["joblib"][0].succeed()
+    jobs["serial"][0].succeed()
+    parallel, serial = jobs["joblib"][1] / "sweep", jobs["serial"][1] / "sweep"
+    names = sorted(p.name for p in parallel.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(names) == 2 and names == sorted(p.name for p in serial.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for name in names:
+        assert (parallel / name / "metrics.json").read_bytes() == (serial / name / "metrics.json").read_bytes(), name
+        assert (parallel / name / "stages.csv").read_bytes() == (serial / name / "stages.csv").read_bytes(), name
+    after = jobs["serial_after_parallel"][0].get()
+    out = after["proc"].succeed()
+    assert "baseline cache hit" in out
+    sequential = next(n for n in names if "method=sequential" in n)
+    run = jobs["serial_after_parallel"][1] / "run"
+    assert json.loads((run / "metrics.json").read_text())["final"] == json.loads((serial / sequential / "metrics.json").read_text())["final"]
+    assert json.loads((run / "run_info.json").read_text())["torch_threads"] == 1
+
+
+def test_the_baseline_key_covers_what_changes_the_bits():
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from seqft_lightning.baseline import baseline_key
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*COMMON, "paths.output_dir=/tmp/unused"])
+    cpu1 = baseline_key(cfg, [3, 4, 7], torch.device("cpu"), 1)
+    assert cpu1 == baseline_key(cfg, [3, 4, 7], torch.device("cpu"), 1)
+    assert cpu1 != baseline_key(cfg, [3, 4, 7], torch.device("cpu"), 2)  # CPU sums depend on threads
+    assert cpu1 != baseline_key(cfg, [3, 4, 7], torch.device("cuda", 0), 1)  # a CUDA baseline differs
+    assert baseline_key(cfg, [3, 4, 7], torch.device("cuda", 0), 1) == baseline_key(cfg, [3, 4, 7], torch.device("cuda", 0), 8)
+    assert cpu1 != baseline_key(cfg, [3, 4], torch.device("cpu"), 1)

@@ -36,6 +36,51 @@ log = logging.getLogger(__name__)
 __all__ = ["EWC", "empirical_fisher"]
 
 
+def _linear_owners(net: nn.Module, names: Sequence[str]) -> dict[str, tuple[nn.Linear, str]] | None:
+    """``{param name: (its nn.Linear, "weight" | "bias")}`` when every name is a Linear's parameter."""
+    owners = {}
+    for module_name, module in net.named_modules():
+        if isinstance(module, nn.Linear):
+            for kind in ("weight", "bias"):
+                full = f"{module_name}.{kind}" if module_name else kind
+                if getattr(module, kind) is not None:
+                    owners[full] = (module, kind)
+    return owners if all(n in owners for n in names) else None
+
+
+def _linear_fisher_sums(net: nn.Module, owners: dict, names: Sequence[str], x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """``Σ_n g_n²`` for Linear parameters by two matmuls per layer.
+
+    The per-sample gradient of a Linear layer's weight is the outer product ``δ_n a_nᵀ`` of the
+    error ``δ_n`` at its output and its input ``a_n``, so ``Σ_n (δ_n a_nᵀ)² = (δ²)ᵀ (a²)``, and the
+    bias's is ``Σ_n δ_n²``. ``δ_n`` comes from one backward pass of the *summed* loss: each sample's
+    loss depends on its own outputs only.
+    """
+    layers = {id(module): module for module, _ in (owners[n] for n in names)}
+    inputs, outputs = {}, {}
+
+    def keep(module, args, out):
+        inputs[id(module)] = args[0].detach()
+        out.retain_grad()
+        outputs[id(module)] = out
+
+    handles = [m.register_forward_hook(keep) for m in layers.values()]
+    try:
+        with torch.enable_grad():
+            loss = F.cross_entropy(net(x), y, reduction="sum")
+            errors = torch.autograd.grad(loss, [outputs[k] for k in layers])
+    finally:
+        for handle in handles:
+            handle.remove()
+    delta_sq = {k: e.pow(2) for k, e in zip(layers, errors)}
+    sums = {}
+    for n in names:
+        module, kind = owners[n]
+        d2 = delta_sq[id(module)]
+        sums[n] = d2.T @ inputs[id(module)].pow(2) if kind == "weight" else d2.sum(0)
+    return sums
+
+
 def empirical_fisher(
     net: nn.Module,
     x: Tensor,
@@ -45,13 +90,16 @@ def empirical_fisher(
 ) -> dict[str, Tensor]:
     """Diagonal empirical Fisher ``mean_n g_n²`` of ``log p(y_n | x_n)`` w.r.t. ``names``.
 
-    Uses per-sample gradients; does not touch ``.grad`` of the net's parameters.
-    Returns tensors shaped like the parameters, on the parameters' device.
+    Per-sample gradients ``g_n``: for parameters of ``nn.Linear`` layers (the MLP) by two matmuls
+    per layer over a whole chunk (:func:`_linear_fisher_sums`); otherwise with ``torch.func.vmap``.
+    ``batch_size`` only chunks the computation (memory). Does not touch ``.grad`` of the net's
+    parameters. Returns tensors shaped like the parameters, on the parameters' device.
     """
     if not names:
         return {}
     params = dict(net.named_parameters())
     device = params[names[0]].device
+    owners = _linear_owners(net, names)
     theta = {n: params[n].detach() for n in names}
     buffers = {n: b.detach() for n, b in net.named_buffers()}
 
@@ -67,9 +115,12 @@ def empirical_fisher(
         for start in range(0, len(y), batch_size):
             xb = x[start:start + batch_size].to(device)
             yb = y[start:start + batch_size].to(device)
-            grads = per_sample_grad(theta, xb, yb)
-            for n, g in grads.items():
-                fisher[n] += g.pow(2).sum(0)
+            if owners is not None:
+                sums = _linear_fisher_sums(net, owners, names, xb, yb)
+            else:
+                sums = {n: g.pow(2).sum(0) for n, g in per_sample_grad(theta, xb, yb).items()}
+            for n, g2 in sums.items():
+                fisher[n] += g2
     finally:
         net.train(was_training)
     return {n: f / max(len(y), 1) for n, f in fisher.items()}

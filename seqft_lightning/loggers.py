@@ -1,0 +1,29 @@
+"""Lightning loggers that span a whole run (pretraining and every stage), not one ``fit``.
+
+Lightning finalizes its loggers at the end of every ``Trainer.fit``; a run fits once per stage,
+and a closed TensorBoard writer opens a new event file on the next point. These loggers only
+flush there; :func:`end_run` closes them once, when the run's result files are written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch.loggers import TensorBoardLogger
+
+
+class RunTensorBoardLogger(TensorBoardLogger):
+    """``TensorBoardLogger`` writing one event file per run (same arguments)."""
+
+    def finalize(self, status: str) -> None:
+        if self._experiment is not None:
+            self._experiment.flush()
+
+    def end_run(self, status: str) -> None:
+        super().finalize(status)
+
+
+def end_run(loggers: list[Any], status: str = "success") -> None:
+    """Close every logger of a run once (``end_run`` where a logger has it, else ``finalize``)."""
+    for logger in loggers:
+        getattr(logger, "end_run", logger.finalize)(status)

@@ -18,15 +18,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The reference study: every method over seeds 0-4 into one sweep folder, then the report.
-# resume=true: rerunning after an interruption redoes only the jobs that did not finish.
+# Jobs run in parallel, one per core (joblib); the seed varies fastest, so parallel jobs pretrain
+# different seeds' baselines instead of waiting for one. resume=true: rerunning after an
+# interruption redoes only the jobs that did not finish.
 STUDY_DIR ?= outputs/multirun/reference_study
 SEEDS     ?= 0,1,2,3,4
-SWEEP      = $(PY) train.py -m hydra.sweep.dir=$(STUDY_DIR) seed=$(SEEDS) resume=true
+SWEEP      = $(PY) train.py -m hydra.sweep.dir=$(STUDY_DIR) resume=true
 
 run: $(STAMP)
-	$(SWEEP) method=sequential,joint retention=none,replay,ewc,lwf,l2sp,freeze
-	$(SWEEP) method=baseline,task_arithmetic,ties,dare,average
-	$(SWEEP) method=task_negation
+	$(SWEEP) method=sequential,joint retention=none,replay,ewc,lwf,l2sp,freeze seed=$(SEEDS)
+	$(SWEEP) method=baseline,task_arithmetic,ties,dare,average seed=$(SEEDS)
+	$(SWEEP) method=task_negation seed=$(SEEDS)
 	$(PY) compare.py $(STUDY_DIR)
 
 compare: $(STAMP)

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test setup compare bench clean
+.PHONY: run split-mnist test setup compare bench clean
 
 setup: $(STAMP)
 
@@ -18,18 +18,34 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The reference study: every method over seeds 0-4 into one sweep folder, then the report.
+# Each retention method's strength knob is swept on a grid from "barely regularised" to "barely
+# moves", for sequential and joint; compare.py picks each knob per seed on the calibration split
+# with the one selection rule (selection.rule, selection.delta) and reports test numbers.
 # Jobs run in parallel, one per core (joblib); the seed varies fastest, so parallel jobs pretrain
 # different seeds' baselines instead of waiting for one. resume=true: rerunning after an
 # interruption redoes only the jobs that did not finish.
 STUDY_DIR ?= outputs/multirun/reference_study
 SEEDS     ?= 0,1,2,3,4
 SWEEP      = $(PY) train.py -m hydra.sweep.dir=$(STUDY_DIR) resume=true
+FINETUNE   = $(SWEEP) method=sequential,joint
 
 run: $(STAMP)
-	$(SWEEP) method=sequential,joint retention=none,replay,ewc,lwf,l2sp,freeze seed=$(SEEDS)
-	$(SWEEP) method=baseline,task_arithmetic,ties,dare,average seed=$(SEEDS)
+	$(SWEEP) method=baseline,sequential,joint,task_arithmetic,ties,dare,average seed=$(SEEDS)
+	$(SWEEP) method=sequential method.reset_optimizer=false seed=$(SEEDS)
+	$(FINETUNE) retention=ewc retention.lambda_=1,100,10000,1000000,100000000 seed=$(SEEDS)
+	$(FINETUNE) retention=l2sp retention.alpha=0.001,0.01,0.1,1,10 seed=$(SEEDS)
+	$(FINETUNE) retention=lwf retention.alpha=0.1,1,3,10,30 seed=$(SEEDS)
+	$(FINETUNE) retention=replay retention.replay_share=0.1,0.25,0.5,0.75,0.9 seed=$(SEEDS)
+	$(FINETUNE) retention=freeze 'retention.trainable=[output],[1,output]' seed=$(SEEDS)
 	$(SWEEP) method=task_negation seed=$(SEEDS)
 	$(PY) compare.py $(STUDY_DIR)
+
+# Split MNIST as published (van de Ven & Tolias 2019): 2000 iterations per task; see README.
+SPLIT_DIR ?= outputs/multirun/split_mnist
+split-mnist: $(STAMP)
+	$(PY) train.py -m hydra.sweep.dir=$(SPLIT_DIR) resume=true experiment=split_mnist method=sequential retention=none,replay,ewc,lwf seed=0,1,2
+	$(PY) train.py -m hydra.sweep.dir=$(SPLIT_DIR) resume=true experiment=split_mnist method=joint seed=0,1,2
+	$(PY) compare.py $(SPLIT_DIR)
 
 compare: $(STAMP)
 	$(PY) compare.py $(STUDY_DIR)

@@ -18,7 +18,8 @@ def main(cfg: DictConfig) -> float:
         with open_dict(cfg):
             cfg.trainer.enable_progress_bar = False
     metrics, _ = run_or_exit(lambda: train(cfg))
-    return metrics["final"]["test/acc"]
+    # What a sweeper optimises: a calibration metric (validated), never a test one.
+    return metrics["final"].get(cfg.optimized_metric)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from seqft_lightning.contract import result_config
 from seqft_lightning.errors import ConfigError
+from seqft_lightning.selection import check_rule
 
 
 @dataclass
@@ -46,6 +47,8 @@ class MethodSchema:
     name: str = "sequential"
     stages: list[list[int]] = field(default_factory=lambda: [[3], [4], [7]])
     epochs_per_stage: int = 10
+    steps_per_stage: Optional[int] = None
+    reset_optimizer: bool = True
     batch_size: int = 64
 
 
@@ -53,6 +56,7 @@ class MethodSchema:
 class RootSchema:
     seed: int = 0
     resume: bool = False
+    optimized_metric: str = "calibration/selection_score"
     torch_threads: Optional[int] = None
 
 
@@ -124,6 +128,15 @@ def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
         ("data.eval_batch_size", cfg.data.get("eval_batch_size", 1), 1),
     ]:
         _require(value >= minimum, f"{key}={value} must be >= {minimum}")
+    steps = method.get("steps_per_stage")
+    _require(steps is None or steps >= 1, f"method.steps_per_stage={steps} must be >= 1, or null to train method.epochs_per_stage epochs")
+    metric = str(cfg.get("optimized_metric", "calibration/selection_score"))
+    _require(metric.startswith("calibration/"), f"optimized_metric={metric} is not a calibration metric: a sweeper would select on it; use calibration/... (e.g. calibration/selection_score)")
+    selection = cfg.get("selection") or {}
+    try:
+        check_rule(selection.get("rule", "target_at_retained"), selection.get("delta", 0.01))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     spt = cfg.data.samples_per_task
     _require(spt is None or spt >= 1, f"data.samples_per_task={spt} must be >= 1, or null for every available sample")
     _require(all(int(h) >= 1 for h in cfg.model.hidden_dims), f"model.hidden_dims={list(cfg.model.hidden_dims)} must hold positive sizes")

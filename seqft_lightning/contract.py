@@ -31,6 +31,9 @@ METRICS_FILE = "metrics.json"  # written last, atomically: its presence means th
 STAGES_FILE = "stages.csv"  # long format, one row per (stage, evaluated group)
 CURVES_FILE = "curves.csv"  # training dynamics
 CALIBRATION_FILE = "calibration.csv"  # merging / negation: the lambda curve on calibration
+#: merging: the same lambda grid on the *test* split, written after lambda was chosen, for the
+#: report's trade-off plot only (selection never reads it).
+LAMBDA_TEST_FILE = "lambda_test.csv"
 RUN_INFO_FILE = "run_info.json"  # device, threads, wall time (kept out of metrics.json)
 TRAIN_LOG_FILE = "train.log"
 CONFIG_FILE = ".hydra/config.yaml"
@@ -52,7 +55,8 @@ def confusion_file(stage: int) -> str:
 #: stage (see :func:`seqft_lightning.cl_metrics.forgetting_after_stages`), empty otherwise.
 STAGE_COLUMNS = ("stage", "trained_classes", "evaluated", "acc", "precision", "recall", "f1", "loss", "forgetting")
 CURVE_COLUMNS = ("stage", "epoch", "step", "split", "metric", "value")
-#: ``calibration.csv`` of merging methods; task negation adds ``acc_forget`` and ``acc_other``.
+#: ``calibration.csv`` of merging methods (``lambda_test.csv`` has the same columns, on test);
+#: task negation adds ``acc_forget`` and ``acc_other``.
 CALIBRATION_COLUMNS = ("lambda", "acc", "acc_target", "acc_retained")
 TRAINED_PRETRAIN, TRAINED_MERGED, TRAINED_NEGATED = "pretrain", "merged", "negated"
 

@@ -22,11 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqft_lightning.baseline import BaselineCache, baseline_key
 from seqft_lightning.cl_metrics import continual_summary
-from seqft_lightning.contract import TRAINED_PRETRAIN
+from seqft_lightning.contract import TRAINED_PRETRAIN, flatten, result_config
+from seqft_lightning.cost import flops_per_sample
 from seqft_lightning.loggers import end_run
+from seqft_lightning.methods.base import MethodResult
 from seqft_lightning.models.classifier import ClassifierModule
 from seqft_lightning.plan import RunPlan
 from seqft_lightning.recorder import RunRecorder
+from seqft_lightning.selection import score
 from seqft_lightning.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -108,6 +111,36 @@ def obtain_baseline(plan: RunPlan, runner: Runner) -> None:
         runner.adopt_pretraining(entry["history"], entry["steps"])
 
 
+def selection_score(plan: RunPlan, baseline: dict[str, float], final: dict[str, float]) -> dict[str, float]:
+    """``calibration/selection_score``: the selection rule as one number (what a sweeper maximises)."""
+    if "calibration/acc" not in final:
+        return {}
+    rule = plan.cfg.get("selection") or {}
+    candidate = {k: final[f"calibration/{k}"] for k in ("acc", "acc_target", "acc_retained")}
+    value = score(candidate, baseline["calibration/acc_retained"], rule.get("rule", "target_at_retained"), float(rule.get("delta", 0.01)))
+    return {"calibration/selection_score": value}
+
+
+def run_cost(runner: Runner, result: MethodResult) -> dict[str, float]:
+    """The deterministic ``cost/...`` entries of ``metrics.json`` (see :mod:`seqft_lightning.cost`)."""
+    dm = runner.datamodule
+    probe = slice(0, 64)
+    train_ps, forward_ps = flops_per_sample(runner.net, dm.test_x[probe], dm.test_y[probe])
+    extra_memory = runner.retention.extra_memory_bytes() + result.extra_memory_bytes
+    runner.cost.extra_flops += runner.retention.extra_flops(forward_ps, train_ps)
+    return runner.cost.metrics(train_ps, forward_ps, extra_memory)
+
+
+def log_hparams(loggers: list, plan: RunPlan, final: dict[str, float]) -> None:
+    """TensorBoard's HParams tab: the run's result-relevant config and its headline metrics."""
+    params = flatten(result_config(OmegaConf.to_container(plan.cfg, resolve=True)))
+    params = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in params.items()}
+    keys = [k for k in final if k.split("/")[0] in ("calibration", "test", "cl") and "_class_" not in k]
+    shown = {f"hp/{k}": final[k] for k in keys if isinstance(final[k], float) and final[k] == final[k]}
+    for logger in loggers:
+        logger.log_hyperparams(params, metrics=shown)
+
+
 def run(plan: RunPlan) -> tuple[dict, dict]:
     """Run the checked ``plan``; return ``(metrics, objects)``.
 
@@ -129,7 +162,7 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
 
     result = plan.method.run(runner, plan)
 
-    final = result.final
+    final = {**result.final, **selection_score(plan, baseline, result.final)}
     if runner.trained_stages:
         # Continual-learning view: tasks are the stages' class groups (after stage i, on task j).
         confusions = [r.evaluation.confusion for r in recorder.stages()[1:]]
@@ -147,12 +180,17 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
         "final": final,
         "per_stage": [r.metrics for r in recorder.stages()[1:]],
         "config_hash": plan.config_hash,
+        "cost": run_cost(runner, result),
         **result.fields,
     }
     final_net = result.net if result.net is not None else runner.net
     recorder.save_net("final.pt", final_net, model=OmegaConf.to_container(cfg.model, resolve=True), method=plan.method_name, seed=int(cfg.seed))
+    log_hparams(runner.loggers, plan, final)
     end_run(runner.loggers)
     device = runner.datamodule.device
-    recorder.write_run_info({"device": str(device), "torch_threads": torch.get_num_threads(), "wall_time_s": round(time.perf_counter() - started, 3)})
+    recorder.write_run_info({
+        "device": str(device), "torch_threads": torch.get_num_threads(), "wall_time_s": round(time.perf_counter() - started, 3),
+        "cost/device": str(device), "cost/train_wall_s": round(runner.cost.train_wall_s, 3),
+    })
     recorder.finish(metrics)
     return metrics, {"datamodule": runner.datamodule, "module": runner.module, "runner": runner}

@@ -111,21 +111,32 @@ RETAINED = [c for c in range(10) if c not in TARGET]
 
 @pytest.fixture(scope="module")
 def merge_runs(tmp_path_factory, compose_cfg):
-    """Task arithmetic, lambda chosen on calibration ``acc`` and on ``acc_target`` (one cache)."""
+    """Task arithmetic, lambda chosen by the rule ``overall`` and by ``target_at_retained`` (one cache)."""
     base = tmp_path_factory.mktemp("merge")
     out = {"cache": base / "cache"}
-    for select in ("acc", "acc_target"):
-        run = base / select
-        metrics, _ = train(compose_cfg(["method=task_arithmetic", GRID, f"method.select_metric={select}", *FAST], run, out["cache"]))
-        out[select] = (run, metrics)
+    for rule in ("overall", "target_at_retained"):
+        run = base / rule
+        metrics, _ = train(compose_cfg(["method=task_arithmetic", GRID, f"selection.rule={rule}", *FAST], run, out["cache"]))
+        out[rule] = (run, metrics)
     return out
+
+
+def _expected_by_rule(rows: list[dict], rule: str, delta: float = 0.01) -> float:
+    """The rule, written out independently: rows are in ascending lambda; lambda = 0 is the baseline."""
+    if rule == "overall":
+        return _argmax_smaller_on_ties(rows, "acc")
+    floor = next(r for r in rows if r["lambda"] == 0.0)["acc_retained"] - delta
+    qualified = [r for r in rows if r["acc_retained"] >= floor - 1e-12]
+    if not qualified:
+        return max(rows, key=lambda r: (r["acc_retained"], -r["lambda"]))["lambda"]
+    return max(qualified, key=lambda r: (r["acc_target"], r["acc_retained"], -r["lambda"]))["lambda"]
 
 
 @pytest.fixture(scope="module")
 def merge_recomputed(merge_runs, mnist_dm):
     """Every lambda of the run's calibration.csv, recomputed: ``[{lambda, acc, acc_target, acc_retained}]``,
     plus theta_0 and sum(tau)."""
-    run, _ = merge_runs["acc"]
+    run, _ = merge_runs["overall"]
     theta0 = _cached_baseline(merge_runs["cache"])
     vectors = torch.load(run / "checkpoints" / "task_vectors.pt", map_location="cpu", weights_only=True)
     tau = _sum_vectors(vectors)
@@ -138,7 +149,7 @@ def merge_recomputed(merge_runs, mnist_dm):
 
 
 def test_task_arithmetic_writes_outputs(merge_runs):
-    run, metrics = merge_runs["acc"]
+    run, metrics = merge_runs["overall"]
     assert json.loads((run / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     # Stages: 1..3 are the per-task fine-tuned copies, 4 is the merged model (the final one).
     assert len(metrics["per_stage"]) == 4 and metrics["final"] == metrics["per_stage"][-1]
@@ -151,7 +162,7 @@ def test_task_arithmetic_writes_outputs(merge_runs):
 
 def test_calibration_curve_equals_recomputed_merge(merge_runs, merge_recomputed):
     """calibration.csv holds the accuracies of theta_0 + lambda * sum(tau), recomputed here."""
-    run, _ = merge_runs["acc"]
+    run, _ = merge_runs["overall"]
     written = _read_csv(run / "calibration.csv")
     assert len(written) == len(merge_recomputed["rows"])
     for row, mine in zip(written, merge_recomputed["rows"]):
@@ -161,35 +172,34 @@ def test_calibration_curve_equals_recomputed_merge(merge_runs, merge_recomputed)
     assert len({round(r["acc"], 9) for r in merge_recomputed["rows"]}) > 1
 
 
-@pytest.mark.parametrize("select", ["acc", "acc_target"])
-def test_lambda_is_the_argmax_of_the_selected_metric(merge_runs, merge_recomputed, select):
-    _, metrics = merge_runs[select]
-    expected = _argmax_smaller_on_ties(merge_recomputed["rows"], select)
+@pytest.mark.parametrize("rule", ["overall", "target_at_retained"])
+def test_lambda_follows_the_selection_rule_on_calibration(merge_runs, merge_recomputed, rule):
+    _, metrics = merge_runs[rule]
+    expected = _expected_by_rule(merge_recomputed["rows"], rule)
     assert metrics["lambda"] == pytest.approx(expected, abs=1e-12)
-    assert metrics["lambda_selection"]["metric"] == f"calibration/{select}"
+    assert metrics["lambda_selection"]["rule"] == rule and metrics["lambda_selection"]["split"] == "calibration"
     best = next(r for r in merge_recomputed["rows"] if r["lambda"] == expected)
-    assert metrics["lambda_selection"]["value"] == pytest.approx(best[select], abs=1e-9)
+    for key in ("acc", "acc_target", "acc_retained"):
+        assert metrics["lambda_selection"][f"calibration/{key}"] == pytest.approx(best[key], abs=1e-9)
 
 
-def test_select_metric_changes_the_choice(merge_runs, merge_recomputed):
-    """Same seed, same curve; ``acc`` and ``acc_target`` peak at different lambdas here, and each
-    run follows its own column."""
-    (acc_run, by_acc), (target_run, by_target) = merge_runs["acc"], merge_runs["acc_target"]
-    assert (acc_run / "calibration.csv").read_bytes() == (target_run / "calibration.csv").read_bytes()
+def test_the_rule_changes_the_choice(merge_runs, merge_recomputed):
+    """Same seed, same curve; the two rules pick different lambdas here, each by its own criterion."""
+    (overall_run, by_overall), (rule_run, by_rule) = merge_runs["overall"], merge_runs["target_at_retained"]
+    assert (overall_run / "calibration.csv").read_bytes() == (rule_run / "calibration.csv").read_bytes()
     rows = merge_recomputed["rows"]
-    assert _argmax_smaller_on_ties(rows, "acc") != _argmax_smaller_on_ties(rows, "acc_target"), "setting too weak: both columns peak at one lambda"
-    assert by_acc["lambda"] != by_target["lambda"]
+    assert _expected_by_rule(rows, "overall") != _expected_by_rule(rows, "target_at_retained"), "setting too weak: both rules pick one lambda"
+    assert by_overall["lambda"] != by_rule["lambda"]
     chosen = {r["lambda"]: r for r in rows}
-    # each choice is at least as good as the other on its own column
-    assert chosen[by_acc["lambda"]]["acc"] >= chosen[by_target["lambda"]]["acc"]
-    assert chosen[by_target["lambda"]]["acc_target"] >= chosen[by_acc["lambda"]]["acc_target"]
+    assert chosen[by_overall["lambda"]]["acc"] >= chosen[by_rule["lambda"]]["acc"]
+    assert chosen[by_rule["lambda"]]["acc_target"] >= chosen[by_overall["lambda"]]["acc_target"]
 
 
 @pytest.mark.parametrize("checkpoint", ["final.pt", "merged.pt"])
 def test_merged_checkpoint_is_theta0_plus_lambda_tau(merge_runs, merge_recomputed, mnist_dm, checkpoint):
     """The saved final model is theta_0 + lambda * sum(tau) at the chosen lambda, and its test
     accuracy is the reported final one."""
-    run, metrics = merge_runs["acc"]
+    run, metrics = merge_runs["overall"]
     expected = _add_scaled(merge_recomputed["theta0"], merge_recomputed["tau"], metrics["lambda"])
     saved = torch.load(run / "checkpoints" / checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     assert saved.keys() == expected.keys()

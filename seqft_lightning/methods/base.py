@@ -24,6 +24,7 @@ class MethodResult:
     final: dict[str, float]
     fields: dict[str, Any] = field(default_factory=dict)
     net: Any = None
+    extra_memory_bytes: int = 0  # what the method keeps beyond the net (e.g. task vectors)
 
 
 @dataclass(frozen=True)

@@ -21,21 +21,20 @@ from omegaconf import DictConfig, ListConfig
 
 from seqft_lightning import contract
 from seqft_lightning.config import instantiate_checked, validate_stages
+from seqft_lightning.cost import tensor_bytes
 from seqft_lightning.errors import ConfigError
 from seqft_lightning.merging import TaskVector
 from seqft_lightning.merging.mergers import Merger, TaskVectorMerger
 from seqft_lightning.methods.base import Method, MethodResult
 from seqft_lightning.metrics import group_accuracy
 from seqft_lightning.recorder import classes_label
+from seqft_lightning.selection import select
 
 if TYPE_CHECKING:
     from seqft_lightning.plan import RunPlan
     from seqft_lightning.runner import Runner
 
 log = logging.getLogger(__name__)
-
-SELECT_METRICS = ("acc", "acc_target", "acc_retained")
-
 
 # -- validation (before any work) -----------------------------------------------------------------
 def lambda_grid(spec: Any, defaults: Sequence[float] = ()) -> list[float]:
@@ -81,9 +80,11 @@ def validate_merge(cfg: DictConfig) -> None:
     _selected_stages(cfg)
     if isinstance(merger, TaskVectorMerger):
         lambda_grid(cfg.method.get("lambda_grid"))
-        select = cfg.method.get("select_metric", "acc")
-        if select not in SELECT_METRICS:
-            raise ConfigError(f"method.select_metric={select!r} is unknown; choose one of {list(SELECT_METRICS)}")
+    if cfg.method.get("select_metric") is not None:
+        raise ConfigError(
+            f"method.select_metric={cfg.method.select_metric} was replaced by the study's one selection rule: "
+            "remove it and set selection.rule=target_at_retained (default) or selection.rule=overall"
+        )
 
 
 def _forget_classes(cfg: DictConfig) -> list[int]:
@@ -157,28 +158,39 @@ def run_merge(runner: Runner, plan: RunPlan) -> MethodResult:
     stages = _selected_stages(cfg)
     experts = finetune_experts(runner, plan, stages)
     base = runner.net
-    save_task_vectors(runner, base, experts)
+    vectors = save_task_vectors(runner, base, experts)
 
     fields: dict[str, Any] = {"merged_vectors": list(experts)}
     if isinstance(merger, TaskVectorMerger):
         merged_vector = merger.merged_task_vector(base, experts)  # once; each lambda only rescales it
-        select = cfg.method.get("select_metric", "acc")
         curve = []
         for lambda_ in lambda_grid(cfg.method.lambda_grid, [merger.lambda_]):
             curve.append({"lambda": lambda_, **_calibration_scores(runner, merged_vector.apply_to(base, lambda_))})
         runner.recorder.write_csv(contract.CALIBRATION_FILE, curve)
-        # Ties go to the smaller lambda: the smaller step away from the pretrained weights.
-        best = max(curve, key=lambda row: (row[select], -row["lambda"]))
+        # The study's one rule, on calibration; the grid is in ascending lambda, so ties go to
+        # the smaller lambda: the smaller step away from the pretrained weights.
+        rule = cfg.get("selection") or {}
+        baseline_retained = runner.recorder.stages()[0].metrics["calibration/acc_retained"]
+        chosen = select(curve, baseline_retained, rule.get("rule", "target_at_retained"), float(rule.get("delta", 0.01)))
+        best = curve[chosen.index]
         lambda_ = best["lambda"]
         merged = merged_vector.apply_to(base, lambda_)
-        fields.update({"lambda": lambda_, "lambda_selection": {"metric": f"calibration/{select}", "value": best[select]}})
-        log.info("%s: lambda %.3g chosen on calibration %s = %.4f", cfg.method.name, lambda_, select, best[select])
+        # For the report's trade-off plot: the whole curve on test, once lambda is chosen.
+        test_curve = []
+        for row in curve:
+            metrics = runner.evaluate(merged_vector.apply_to(base, row["lambda"])).metrics(runner.target_classes)
+            test_curve.append({"lambda": row["lambda"], **{k: metrics[f"test/{k}"] for k in ("acc", "acc_target", "acc_retained")}})
+        runner.recorder.write_csv(contract.LAMBDA_TEST_FILE, test_curve)
+        fields.update({"lambda": lambda_, "lambda_selection": {**chosen.describe(), **{f"calibration/{k}": best[k] for k in ("acc", "acc_target", "acc_retained")}}})
+        log.info("%s: lambda %.3g chosen on calibration by %s (target %.4f, retained %.4f%s)", cfg.method.name, lambda_,
+                 chosen.rule, best["acc_target"], best["acc_retained"], ", fallback" if chosen.fallback else "")
     else:
         merged = merger.run(base, experts)
         fields["lambda"] = None
     final = runner.record_stage(len(stages) + 1, contract.TRAINED_MERGED, net=merged)
     runner.recorder.save_net("merged.pt", merged)
-    return MethodResult(final=final, fields=fields, net=merged)
+    vectors_bytes = sum(tensor_bytes(v.state_dict()) for v in vectors.values())
+    return MethodResult(final=final, fields=fields, net=merged, extra_memory_bytes=vectors_bytes)
 
 
 def run_task_negation(runner: Runner, plan: RunPlan) -> MethodResult:
@@ -192,7 +204,8 @@ def run_task_negation(runner: Runner, plan: RunPlan) -> MethodResult:
     forget = _forget_classes(cfg)
     experts = finetune_experts(runner, plan, plan.stages)
     base = runner.net
-    negated = -sum(save_task_vectors(runner, base, experts).values())
+    vectors = save_task_vectors(runner, base, experts)
+    negated = -sum(vectors.values())
 
     floor_ratio = float(cfg.method.get("min_retained_ratio", 0.95))
     reference = _calibration_scores(runner, base, forget)
@@ -230,7 +243,8 @@ def run_task_negation(runner: Runner, plan: RunPlan) -> MethodResult:
         "task negation of %s: lambda %.3g; test acc on forgotten %.4f (baseline %.4f), on others %.4f (baseline %.4f)",
         forget, lambda_, negation["test/acc_forget"], negation["test/baseline_acc_forget"], negation["test/acc_other"], negation["test/baseline_acc_other"],
     )
-    return MethodResult(final=final, fields={"lambda": lambda_, "negation": negation}, net=model)
+    vectors_bytes = sum(tensor_bytes(v.state_dict()) for v in vectors.values())
+    return MethodResult(final=final, fields={"lambda": lambda_, "negation": negation}, net=model, extra_memory_bytes=vectors_bytes)
 
 
 MERGE = Method(validate=validate_merge, run=run_merge)

@@ -47,16 +47,28 @@ class ClassifierModule(pl.LightningModule):
         self.step_offset = 0
         self.optimizer_factory: OptimizerFactory | None = None
         self.penalty: Penalty | None = None
+        self.keep_optimizer = False
+        self._optimizer: torch.optim.Optimizer | None = None
         self._curves: list[dict] = []
+        self._samples = 0  # training samples through forward and backward since take_samples()
         self._reset_train_sums()
 
     # -- stage bookkeeping ------------------------------------------------------------------
-    def begin_stage(self, stage: int, optimizer: OptimizerFactory, step_offset: int, penalty: Penalty | None = None) -> None:
-        """Start stage ``stage`` (0 = pretraining) with a fresh ``optimizer`` (a partial taking
+    def begin_stage(
+        self, stage: int, optimizer: OptimizerFactory, step_offset: int, penalty: Penalty | None = None, keep_optimizer: bool = False
+    ) -> None:
+        """Start stage ``stage`` (0 = pretraining) with ``optimizer`` (a partial taking
         ``params=``), ``penalty`` added to every step's loss, and the continuous step axis at
-        ``step_offset`` optimizer steps."""
+        ``step_offset`` optimizer steps. ``keep_optimizer``: continue with the previous stage's
+        optimizer and its state (Adam's moments) instead of a fresh one."""
         self.stage, self.optimizer_factory, self.penalty = int(stage), optimizer, penalty
         self.step_offset = int(step_offset)
+        self.keep_optimizer = bool(keep_optimizer) and self._optimizer is not None
+
+    def take_samples(self) -> int:
+        """Training samples through forward and backward since the last call."""
+        samples, self._samples = self._samples, 0
+        return samples
 
     def take_curves(self) -> list[dict]:
         """The ``curves.csv`` rows recorded since the last call (the module keeps none)."""
@@ -96,6 +108,7 @@ class ClassifierModule(pl.LightningModule):
             if extra is not None:
                 loss = loss + extra
         sums = self._train_sums
+        self._samples += len(y)
         sums["loss"].add_(ce.detach(), alpha=len(y))
         sums["correct"].add_((logits.detach().argmax(1) == y).sum())
         sums["seen"] += len(y)
@@ -118,9 +131,12 @@ class ClassifierModule(pl.LightningModule):
         self._log_scalars({f"{split}/{metric}": value for metric, value in values.items()}, step)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.keep_optimizer:
+            return self._optimizer
         if self.optimizer_factory is None:
             raise RuntimeError("ClassifierModule has no optimizer; call begin_stage(...) first")
-        return self.optimizer_factory(params=self.net.parameters())
+        self._optimizer = self.optimizer_factory(params=self.net.parameters())
+        return self._optimizer
 
     # -- validation (calibration split) -----------------------------------------------------
     def on_validation_epoch_start(self) -> None:

@@ -98,6 +98,15 @@ class Retention:
             return "the method trains no stage through the stage loop"
         return None
 
+    def extra_flops(self, forward_per_sample: float, train_per_sample: float) -> float:
+        """FLOPs of the strategy's own work so far (teacher forwards, Fisher estimates), given a
+        forward's and a training step's FLOPs per sample (see :mod:`seqft_lightning.cost`)."""
+        return 0.0
+
+    def extra_memory_bytes(self) -> int:
+        """Bytes the strategy keeps beyond the net (teacher, Fisher, anchors, replay memory)."""
+        return 0
+
     def settings(self) -> dict[str, Any]:
         """Constructor settings of the strategy (JSON-serialisable scalars/lists)."""
         return {}

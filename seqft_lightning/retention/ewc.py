@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from seqft_lightning.cost import tensor_bytes
 from seqft_lightning.retention.base import Retention, move_to, snapshot_params, trainable_params
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,13 @@ class EWC(Retention):
         self.seed = int(seed)
         self.fisher: dict[str, Tensor] = {}
         self.anchor: dict[str, Tensor] = {}
+        self.fisher_samples_used = 0  # per-sample gradients computed (cost accounting)
+
+    def extra_flops(self, forward_per_sample: float, train_per_sample: float) -> float:
+        return self.fisher_samples_used * train_per_sample  # a forward and a backward per sample
+
+    def extra_memory_bytes(self) -> int:
+        return tensor_bytes(self.fisher) + tensor_bytes(self.anchor)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -171,6 +179,7 @@ class EWC(Retention):
     def _estimate(self, net: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         gen = torch.Generator().manual_seed(self.seed)
         idx = torch.randperm(len(y), generator=gen)[: self.fisher_samples].to(y.device)
+        self.fisher_samples_used += len(idx)
         return empirical_fisher(net, x[idx], y[idx], list(self.anchor), self.batch_size)
 
     def inactive_reason(self, has_pool: bool, num_stages: int) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from seqft_lightning.cost import tensor_bytes
 from seqft_lightning.retention.base import Retention, move_to, snapshot_params
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ class L2SP(Retention):
         if self.alpha == 0:
             return "alpha=0: no penalty"
         return super().inactive_reason(has_pool, num_stages)
+
+    def extra_memory_bytes(self) -> int:
+        return tensor_bytes(self.anchor)
 
     def settings(self) -> dict[str, Any]:
         return {"alpha": self.alpha}

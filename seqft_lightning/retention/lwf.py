@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqft_lightning.cost import tensor_bytes
 from seqft_lightning.retention.base import Retention
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,14 @@ class LwF(Retention):
         self.alpha = float(alpha)
         self.temperature = float(temperature)
         self.teacher: nn.Module | None = None
+        self.teacher_samples = 0  # samples through the teacher's forward (cost accounting)
+        self.teacher_bytes = 0  # size of the latest teacher copy
+
+    def extra_flops(self, forward_per_sample: float, train_per_sample: float) -> float:
+        return self.teacher_samples * forward_per_sample
+
+    def extra_memory_bytes(self) -> int:
+        return self.teacher_bytes
 
     def inactive_reason(self, has_pool: bool, num_stages: int) -> str | None:
         if self.alpha == 0:
@@ -72,6 +81,7 @@ class LwF(Retention):
             p.requires_grad_(False)
             p.grad = None  # deepcopy copies .grad; the teacher never needs it
         self.teacher = teacher.eval()
+        self.teacher_bytes = tensor_bytes(list(teacher.parameters()))
 
     def on_stage_end(
         self, net: nn.Module, stage: int, classes: Sequence[int], datamodule: Any
@@ -86,4 +96,5 @@ class LwF(Retention):
             self.teacher.to(x.device)  # net may be moved to the accelerator after the snapshot
         with torch.no_grad():
             teacher_logits = self.teacher(x)
+        self.teacher_samples += len(x)
         return self.alpha * distillation_kl(logits, teacher_logits, self.temperature)

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from seqft_lightning.cost import tensor_bytes
 from seqft_lightning.retention.base import Retention
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,9 @@ class Replay(Retention):
             "seed": self.seed,
             "include_pretrain": self.include_pretrain,
         }
+
+    def extra_memory_bytes(self) -> int:
+        return tensor_bytes(list(self._memory.values()))
 
     def inactive_reason(self, has_pool: bool, num_stages: int) -> str | None:
         if self.memory_per_class == 0 or self.replay_share == 0.0:

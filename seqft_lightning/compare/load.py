@@ -3,9 +3,13 @@
 A *job dir* is any folder holding ``.hydra/config.yaml``; nothing is inferred from folder
 names. ``metrics.json`` is written last and atomically, so a job without it has failed
 or is unfinished; the tail of its log is searched for the error line. The other files
-(``stages.csv``, ``curves.csv``, the final ``confusion/stage_<k>.csv``, ``calibration.csv``)
-that are missing or unreadable are logged and skipped, never fatal: a job without ``stages.csv``
-simply has no stage table.
+(``stages.csv``, ``curves.csv``, the final ``confusion/stage_<k>.csv``, ``calibration.csv``,
+``lambda_test.csv``, ``run_info.json``) that are missing or unreadable are logged and skipped, never
+fatal: a job without ``stages.csv`` simply has no stage table.
+
+``.hydra/config.yaml`` is parsed with libyaml and OmegaConf's number rules; OmegaConf itself (which
+resolves interpolations, and is ten times slower) is used only when a key that affects results
+holds an interpolation, so a sweep of a few hundred jobs reads in seconds.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from seqft_lightning.contract import (CALIBRATION_COLUMNS, CALIBRATION_FILE, CONFIG_FILE, CURVE_COLUMNS,
-                                      CURVES_FILE, METRICS_FILE, STAGE_COLUMNS, STAGES_FILE, TRAIN_LOG_FILE,
-                                      confusion_file)
+                                      CURVES_FILE, LAMBDA_TEST_FILE, METRICS_FILE, RUN_INFO_FILE, STAGE_COLUMNS,
+                                      STAGES_FILE, TRAIN_LOG_FILE, affects_results, confusion_file, flatten)
 from seqft_lightning.compare.variants import method_name, retention_name
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,8 @@ class Job:
     confusion: np.ndarray | None = None
     confusion_stage: int | None = None
     calibration: pd.DataFrame | None = None
+    lambda_test: pd.DataFrame | None = None  # merging: the calibration grid on test (plots only)
+    run_info: dict[str, Any] | None = None  # wall time and device (cost/train_wall_s, cost/device)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -118,11 +124,64 @@ def newest_sweep_dir(outputs: Path) -> Path | None:
     return max(candidates, key=lambda p: (candidates[p], p.as_posix()))
 
 
+def _yaml_loader() -> type:
+    """libyaml's safe loader with OmegaConf's implicit types: ``1e-3`` is a float (YAML 1.1 reads it
+    as a string), dates stay strings."""
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class Loader(base):  # type: ignore[misc, valid-type]
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in base.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:
+         [-+]?[0-9]+(?:_[0-9]+)*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9]+(?:_[0-9]+)*(?:[eE][-+]?[0-9]+)
+        |\.[0-9]+(?:_[0-9]+)*(?:[eE][-+][0-9]+)?
+        |[-+]?[0-9]+(?:_[0-9]+)*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+    return Loader
+
+
+_LOADER: type | None = None
+
+
+def _has_interpolation(value: Any) -> bool:
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, dict):
+        return any(_has_interpolation(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_interpolation(v) for v in value)
+    return False
+
+
+def _needs_resolving(data: dict[str, Any]) -> bool:
+    """Whether a key that affects results holds an interpolation (``${...}``), lists included."""
+    return any(affects_results(k) and _has_interpolation(v) for k, v in flatten(data).items())
+
+
 def read_config(path: Path) -> dict[str, Any]:
-    """Composed Hydra config as plain containers (interpolations resolved when possible)."""
+    """Composed Hydra config as plain containers (interpolations resolved when possible; those under
+    keys that never affect results, such as ``paths`` and ``logger``, may stay unresolved)."""
+    global _LOADER
+    import yaml
+
+    _LOADER = _LOADER or _yaml_loader()
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.load(fh, Loader=_LOADER)  # noqa: S506 (a safe loader)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a mapping")
+    if not _needs_resolving(data):
+        return data
+
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(path)
+    cfg = OmegaConf.create(data)
     try:
         data = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # e.g. ${hydra:...} outside a Hydra run
@@ -182,6 +241,22 @@ def _read_csv(job: Job, name: str, columns: Sequence[str] = (), optional: bool =
     return df.reindex(columns=[*df.columns, *missing])
 
 
+def _read_json(job: Job, name: str) -> dict[str, Any] | None:
+    """``name`` of the job dir as an object, None when absent (silently) or unreadable (a job warning)."""
+    path = job.path / name
+    if not path.is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        if not isinstance(data, dict):
+            raise ValueError("top level is not an object")
+        return data
+    except Exception as exc:
+        job.warnings.append(f"could not read {name}: {exc}")
+        return None
+
+
 def _read_confusion(job: Job, stage: int) -> np.ndarray | None:
     """Counts of ``confusion/stage_<stage>.csv`` (rows true class, columns predicted)."""
     df = _read_csv(job, confusion_file(stage), index_col=0)
@@ -236,6 +311,8 @@ def load_job(job_dir: Path, root: Path) -> Job:
     job.stages = _read_csv(job, STAGES_FILE, STAGE_COLUMNS)
     job.curves = _read_csv(job, CURVES_FILE, CURVE_COLUMNS)
     job.calibration = _read_csv(job, CALIBRATION_FILE, CALIBRATION_COLUMNS, optional=True)  # merging only
+    job.lambda_test = _read_csv(job, LAMBDA_TEST_FILE, CALIBRATION_COLUMNS, optional=True)
+    job.run_info = _read_json(job, RUN_INFO_FILE)
     # The final model is the last recorded stage: stage 0 (baseline) plus one per `per_stage` entry.
     job.confusion_stage = len(metrics.get("per_stage") or [])
     job.confusion = _read_confusion(job, job.confusion_stage)

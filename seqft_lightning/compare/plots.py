@@ -6,7 +6,9 @@ stated there; none for a single seed).
 Variants are grouped by family (:func:`.variants.variant_family`: naive, retention, merging):
 line plots have one column of panels per family, and within a family each variant has its own
 colour and marker from a qualitative palette (in the retention family: one per retention method),
-and a dash pattern per method (joint dashed).
+and a dash pattern per method (joint dashed). Figures per variant and per family show the *shown*
+variants (:class:`~.aggregate.Analysis`): a knob curve's grid points are represented by its tuned
+variant there, and drawn in full on the trade-off plot, the report's first figure.
 
 Every figure is one :class:`PlotSpec` in :data:`SPECS`: a builder turns the
 :class:`~.aggregate.Analysis` into the drawer's arguments (nothing: the figure is skipped with a
@@ -58,6 +60,7 @@ class PlotResult:
     caption: str
     path: Path | None = None
     note: str = ""
+    section: str = "plots"
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,12 @@ class Panel:
 
 
 def variant_styles(analysis: agg.Analysis) -> dict[str, Style]:
-    """Colour, marker and dash pattern of each variant, distinct within its family; in the
-    retention family one colour and marker per retention method (``sequential+ewc`` solid,
-    ``joint+ewc`` dashed)."""
-    styles = {}
+    """Colour, marker and dash pattern of each variant and tuned variant, distinct within its family;
+    in the retention family one colour and marker per retention method (``sequential+ewc`` solid,
+    ``joint+ewc`` dashed; a knob curve's grid points and its tuned variant alike)."""
+    styles: dict[str, Style] = {}
     for family in FAMILIES:
-        members = [v for v in analysis.variants if analysis.family(v) == family]
+        members = [v for v in analysis.all_variants if analysis.family(v) == family]
         key = {v: analysis.variant_retention[v] if family == "retention" else v for v in members}
         keys = list(dict.fromkeys(key.values()))
         palette = sns.color_palette("tab10" if len(keys) <= 10 else "tab20", max(len(keys), 1))
@@ -96,7 +99,7 @@ def variant_styles(analysis: agg.Analysis) -> dict[str, Style]:
 
 def _groups(analysis: agg.Analysis, present: set, families: Sequence[str] = FAMILIES) -> dict[str, list[str]]:
     """``{family: variants}`` of the variants in ``present``, families in report order."""
-    groups = {f: [v for v in analysis.variants if v in present and analysis.family(v) == f] for f in families}
+    groups = {f: [v for v in analysis.all_variants if v in present and analysis.family(v) == f] for f in families}
     return {f: vs for f, vs in groups.items() if vs}
 
 
@@ -233,6 +236,103 @@ def draw_headline_bars(summary: pd.DataFrame, variants: Sequence[str], families:
     return _save(fig, path)
 
 
+def _errorbar(ax, row: Any, **kwargs: Any) -> None:
+    """One mean point (percent) with its x and y 95% CI (none for a single seed)."""
+    def err(mean: float, lo: float, hi: float) -> Any:
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            return None
+        return [[100 * max(mean - lo, 0.0)], [100 * max(hi - mean, 0.0)]]
+    ax.errorbar([100 * row.x], [100 * row.y], xerr=err(row.x, row.x_lo, row.x_hi), yerr=err(row.y, row.y_lo, row.y_hi),
+                elinewidth=0.8, capsize=2, **kwargs)
+
+
+def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequence[str], rule: str,
+                  path: Path) -> Path:
+    """Test target (y) vs retained (x) accuracy (%), means over seeds with 95% CIs in both directions:
+    knob curves as lines (sequential solid, joint dashed, one colour per retention method), merging
+    λ curves dotted, single points, selected points large and outlined, the Pareto front shaded."""
+    fig = Figure(figsize=(11.5, 7.5), layout="constrained")
+    ax = fig.subplots()
+    handles: list[Any] = []
+    for series, g in data[data["kind"] == "curve"].groupby("series", sort=False):
+        style = styles.get(series, Style(BASELINE_COLOR, "o", ""))
+        ls = "--" if g["method"].iloc[0] == "joint" else "-"
+        ax.plot(100 * g["x"], 100 * g["y"], color=style.color, ls=ls, lw=1.4, marker="o", ms=3.5, alpha=0.9, zorder=2)
+        for row in g.itertuples(index=False):
+            _errorbar(ax, row, fmt="none", ecolor=style.color, alpha=0.35, zorder=1)
+        for row in (g.iloc[0], g.iloc[-1]):
+            if np.isfinite(row["x"]) and np.isfinite(row["y"]):
+                ax.annotate(f"{row['value']}", (100 * row["x"], 100 * row["y"]), xytext=(3, 3),
+                            textcoords="offset points", fontsize=6, color=style.color)
+        handles.append(Line2D([], [], color=style.color, ls=ls, marker="o", ms=3.5,
+                              label=f"{series.removesuffix(' (tuned)')} over {g['knob'].iloc[0]}"))
+    for series, g in data[data["kind"] == "lambda"].groupby("series", sort=False):
+        style = styles.get(series, Style(BASELINE_COLOR, ".", ""))
+        ax.plot(100 * g["x"], 100 * g["y"], color=style.color, ls=":", lw=1.4, marker=".", ms=4, zorder=2)
+        handles.append(Line2D([], [], color=style.color, ls=":", marker=".", label=f"{series} over λ (test)"))
+    for row in data[data["kind"] == "point"].itertuples(index=False):
+        if row.variant == agg.BASELINE_LABEL:
+            style = Style((0.0, 0.0, 0.0), "*", "")
+        else:
+            style = styles.get(row.variant, Style(BASELINE_COLOR, "o", ""))
+        marker = ("s" if row.method == "joint" else "o") if row.variant in tuned else style.marker
+        if row.method == agg.BASELINE_METHOD:
+            style, marker = Style((0.0, 0.0, 0.0), "*", ""), "*"
+        big = dict(ms=12, mec="black", mew=1.8) if row.selected else dict(ms=8, mec="white", mew=0.6)
+        _errorbar(ax, row, fmt=marker, color=style.color, ecolor=style.color, zorder=4 if row.selected else 3, **big)
+        handles.append(Line2D([], [], color=style.color, ls="none", marker=marker, label=row.variant,
+                              **({"ms": 9, "mec": "black", "mew": 1.5} if row.selected else {"ms": 7})))
+    front = data[data["pareto"]].sort_values(["x", "y"], ascending=[True, False])
+    if len(front):
+        ax.plot(100 * front["x"], 100 * front["y"], color="0.25", lw=6, alpha=0.15, drawstyle="steps-pre", zorder=0)
+        ax.scatter(100 * front["x"], 100 * front["y"], s=260, facecolors="none", edgecolors="0.3", linewidths=0.9,
+                   zorder=5)
+        handles.append(Line2D([], [], color="0.3", lw=5, alpha=0.3, marker="o", mfc="none", ms=12,
+                              label="Pareto front (all plotted means)"))
+    handles.append(Line2D([], [], color="0.4", ls="none", marker="o", ms=10, mec="black", mew=1.8,
+                          label="selected on calibration (tuned: ● sequential, ■ joint)"))
+    ax.set(xlabel="retained accuracy on test (%, classes not trained)", ylabel="target accuracy on test (%)")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Target vs retained test accuracy: every knob's trade-off curve (mean over seeds, 95% CI)\n{rule}",
+                 fontsize=9)
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7, frameon=False)
+    return _save(fig, path)
+
+
+def draw_accuracy_vs_compute(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequence[str],
+                             baseline: Mapping[str, float], path: Path) -> Path:
+    """Test accuracy (%) vs training FLOPs (log x), one panel per metric in ``data["metric"]``; tuned
+    variants large and outlined with a hollow marker at the whole grid's training FLOPs."""
+    metrics = list(dict.fromkeys(data["metric"]))
+    fig = Figure(figsize=(7.5 * len(metrics), 6.0), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics):
+        sub = data[data["metric"] == metric]
+        for row in sub.itertuples(index=False):
+            style = styles.get(row.variant, Style(BASELINE_COLOR, "o", ""))
+            selected = row.variant in tuned
+            marker = ("s" if row.method == "joint" else "o") if selected else style.marker
+            yerr = None
+            if np.isfinite(row.lo) and np.isfinite(row.hi):
+                yerr = [[100 * max(row.y - row.lo, 0)], [100 * max(row.hi - row.y, 0)]]
+            ax.errorbar([row.flops], [100 * row.y], yerr=yerr, fmt=marker, color=style.color, capsize=2,
+                        **(dict(ms=10, mec="black", mew=1.6) if selected else dict(ms=7)))
+            if np.isfinite(row.grid_flops) and row.grid_flops > row.flops:
+                ax.plot([row.flops, row.grid_flops], [100 * row.y] * 2, color=style.color, lw=0.8, alpha=0.6)
+                ax.plot([row.grid_flops], [100 * row.y], marker=marker, mfc="none", color=style.color, ms=7)
+            ax.annotate(row.variant, (row.flops, 100 * row.y), xytext=(4, -9), textcoords="offset points", fontsize=6)
+        if np.isfinite(baseline.get(metric, np.nan)):
+            ax.axhline(100 * baseline[metric], color="0.3", ls=":", lw=1)
+            ax.annotate("pretrained baseline", (0.01, 100 * baseline[metric]), xycoords=("axes fraction", "data"),
+                        fontsize=7, color="0.3", va="bottom")
+        ax.set_xscale("log")
+        ax.set(xlabel="training FLOPs (log scale; hollow = the whole knob grid)", ylabel="test accuracy (%)",
+               title=agg.metric_name(metric))
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle("Accuracy vs training compute (mean over seeds, error bars = 95% CI; tuned variants outlined)")
+    return _save(fig, path)
+
+
 # --------------------------------------------------------------------------- builders
 
 def build_stage_trend(a: agg.Analysis) -> dict | None:
@@ -287,9 +387,38 @@ def build_headline_bars(a: agg.Analysis) -> dict | None:
     if a.summary.empty:
         return None
     synthetic = a.baseline_label == agg.BASELINE_LABEL and not a.baseline.empty
-    variants = ([agg.BASELINE_LABEL] if synthetic else []) + list(a.variants)
+    variants = ([agg.BASELINE_LABEL] if synthetic else []) + list(a.shown)
     return {"summary": a.summary, "variants": variants, "families": [a.family(v) for v in variants],
             "metrics": agg.HEADLINE_METRICS}
+
+
+def build_tradeoff(a: agg.Analysis) -> dict | None:
+    data = agg.tradeoff_frame(a)
+    if data.empty or not (data["x"].notna() & data["y"].notna()).any():
+        return None
+    return {"data": data, "styles": variant_styles(a), "tuned": list(a.tuned), "rule": a.selection.short()}
+
+
+def build_accuracy_vs_compute(a: agg.Analysis) -> dict | None:
+    """Shown variants with training FLOPs > 0 (the baseline, which trains nothing, is a line)."""
+    cost = agg.cost_table(a)
+    if cost.empty or a.summary.empty:
+        return None
+    summary = a.summary.set_index(["variant", "metric"])
+    rows = []
+    for _, c in cost.iterrows():
+        if not np.isfinite(c[agg.TRAIN_FLOPS]) or c[agg.TRAIN_FLOPS] <= 0:
+            continue
+        for metric in (agg.TARGET, agg.ACC):
+            if (c["variant"], metric) in summary.index:
+                s = summary.loc[(c["variant"], metric)]
+                rows.append({"variant": c["variant"], "method": a.variant_method[c["variant"]], "metric": metric,
+                             "flops": c[agg.TRAIN_FLOPS], "grid_flops": c[agg.GRID_FLOPS], "y": s["mean"],
+                             "lo": s["ci_low"], "hi": s["ci_high"]})
+    if not rows:
+        return None
+    base = {m: float(a.baseline[m].mean()) for m in (agg.TARGET, agg.ACC) if m in a.baseline} if not a.baseline.empty else {}
+    return {"data": pd.DataFrame(rows), "styles": variant_styles(a), "tuned": list(a.tuned), "baseline": base}
 
 
 # --------------------------------------------------------------------------- the table
@@ -310,9 +439,24 @@ class PlotSpec:
     draw: Callable[..., Path]
     needs: str
     per_variant: bool = False
+    #: where the report puts it: "answer" (the first figure), "cost" (beside the cost table) or "plots"
+    section: str = "plots"
 
 
 SPECS: tuple[PlotSpec, ...] = (
+    PlotSpec("tradeoff", "Trade-off: target vs retained accuracy",
+             "Target (y) vs retained (x) test accuracy, mean over seeds with 95% CIs in both directions. Lines: each "
+             "retention method's knob grid (sequential solid, joint dashed; one colour per retention method; the end "
+             "values of each grid annotated) and the merging methods' λ grid on test (dotted). Points: the pretrained "
+             "baseline (star), naive variants, merging results. Large outlined points: the settings chosen on the "
+             "calibration split (tuned variants, merging λ), whose test numbers are reported. Shaded staircase and "
+             "rings: the Pareto front of all plotted means (higher target and higher retained is better).",
+             build_tradeoff, draw_tradeoff, "test target and retained accuracy in a finished job", section="answer"),
+    PlotSpec("accuracy_vs_compute", "Accuracy vs compute",
+             "Test target and overall accuracy vs training FLOPs (log scale) of the naive, tuned and merging variants, "
+             "mean over seeds with 95% CI; tuned variants outlined, with a hollow marker at the training FLOPs of "
+             "their whole knob grid (the price of tuning); dotted line: the pretrained baseline.",
+             build_accuracy_vs_compute, draw_accuracy_vs_compute, "cost/train_flops in metrics.json", section="cost"),
     PlotSpec("stage_trend", "Accuracy across stages",
              "Test accuracy after each stage (0 = pretrained model), one column per family (naive, retention, "
              "merging; merging shows the baseline and the merged model), mean over seeds with 95% CI band.",
@@ -322,7 +466,8 @@ SPECS: tuple[PlotSpec, ...] = (
              "marked with an asterisk; the colour scale starts near the lowest value).",
              build_class_heatmap, draw_class_heatmap, "per-class accuracies in metrics.json"),
     PlotSpec("confusion", "Confusion matrix",
-             "Final confusion matrix of `{variant}`, counts summed over seeds, rows normalised per true class (%).",
+             "Final confusion matrix of `{variant}` (a tuned variant: its chosen jobs), counts summed over seeds, "
+             "rows normalised per true class (%). Drawn for the naive, tuned and merging variants only.",
              build_confusions, draw_confusion, "confusion/stage_<k>.csv of the final stage", per_variant=True),
     PlotSpec("training_curves", "Training curves",
              "Train loss and validation accuracy vs global step during fine-tuning (pretraining omitted), one "
@@ -357,7 +502,8 @@ def make_all_plots(analysis: agg.Analysis, out_dir: Path, specs: Sequence[PlotSp
     for spec in specs:
         data, note = _attempt(spec.name, lambda: spec.build(analysis))
         if not data:
-            results.append(PlotResult(spec.name, spec.title, "", note=note or f"nothing to plot: needs {spec.needs}"))
+            results.append(PlotResult(spec.name, spec.title, "", note=note or f"nothing to plot: needs {spec.needs}",
+                                      section=spec.section))
             continue
         used: set[str] = set()
         for variant, kwargs in (data.items() if spec.per_variant else [(None, data)]):
@@ -368,5 +514,5 @@ def make_all_plots(analysis: agg.Analysis, out_dir: Path, specs: Sequence[PlotSp
                 stem += "_"
             used.add(stem)
             path, note = _attempt(key, lambda: spec.draw(path=out_dir / f"{stem}.png", **kwargs))
-            results.append(PlotResult(key, title, spec.caption.format(variant=variant), path, note))
+            results.append(PlotResult(key, title, spec.caption.format(variant=variant), path, note, spec.section))
     return results

@@ -11,6 +11,11 @@ where ``key=value`` lists every remaining config leaf whose value differs betwee
 that share the same method name and retention (so two stage orders of ``sequential``
 get distinct labels, while a hyper-parameter that only the EWC jobs carry does not
 clutter the plain label). Nothing here touches the file system.
+
+A *knob curve* (:func:`knob_curves`) is a set of variants of one method and retention method whose
+configs differ only in one retention knob (``retention.lambda_``, ``retention.alpha``, ...): the
+grid points of that knob. compare picks one point per seed on the calibration split and reports
+the result as the *tuned* variant ``method+retention (tuned)``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from seqft_lightning.contract import affects_results, flatten
@@ -118,3 +124,89 @@ def slugify(label: str) -> str:
     """File-name-safe version of a variant label."""
     slug = re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_")
     return slug or "variant"
+
+
+# --------------------------------------------------------------------------- knob curves
+
+TUNED_SUFFIX = "(tuned)"
+
+
+def is_knob_key(key: str) -> bool:
+    """A retention setting that a sweep may tune: any ``retention.*`` leaf except the class and seeds."""
+    return key.startswith("retention.") and key != "retention._target_" and not key.endswith("seed")
+
+
+def knob_sort_key(value: Any) -> tuple:
+    """Candidate order of knob values: numbers ascending; lists (e.g. ``retention.trainable``) by
+    length, so fewer trainable layers come first; anything else by its text."""
+    if isinstance(value, bool):
+        return (1, int(value), "")
+    if isinstance(value, (int, float)):
+        return (0, float(value), "")
+    if isinstance(value, (list, tuple)):
+        return (2, len(value), format_value(value))
+    return (3, 0, format_value(value))
+
+
+@dataclass(frozen=True)
+class KnobCurve:
+    """Variants of one ``method``+``retention`` that differ only in ``key``.
+
+    ``points`` is ``((value, variant label), ...)`` in candidate order (:func:`knob_sort_key`);
+    ``label`` is the tuned variant's label.
+    """
+
+    label: str
+    method: str
+    retention: str
+    key: str
+    points: tuple[tuple[Any, str], ...]
+
+    @property
+    def values(self) -> list[Any]:
+        return [v for v, _ in self.points]
+
+    @property
+    def variants(self) -> list[str]:
+        return [label for _, label in self.points]
+
+
+def knob_curves(configs: Mapping[str, Mapping[str, Any]]) -> list[KnobCurve]:
+    """Knob curves among variants, ``configs`` = ``{variant label: a job's config}``.
+
+    For each method and retention method (not ``none``) and each retention knob key, variants whose
+    configs (seed and non-result keys removed, :func:`variant_config`) are equal but for that key
+    form one curve when they hold at least two values of it. The tuned label is
+    ``method+retention [key=value ...] (tuned)``, with the keys that tell curves of the same
+    method and retention apart (and the knob key itself when a head has curves over several knobs).
+    """
+    flats = {label: variant_config(cfg) for label, cfg in configs.items()}
+    heads = {label: (method_name(cfg), retention_name(cfg)) for label, cfg in configs.items()}
+    found: list[tuple[tuple[str, str], str, dict[str, Any], list[tuple[Any, str]]]] = []
+    for head in sorted(set(heads.values())):
+        if head[1] == NO_RETENTION:
+            continue
+        members = [label for label in configs if heads[label] == head]
+        keys = sorted({k for label in members for k in flats[label] if is_knob_key(k)})
+        for key in keys:
+            groups: dict[str, list[str]] = {}
+            for label in members:
+                if key in flats[label]:
+                    rest = {k: v for k, v in flats[label].items() if k != key}
+                    groups.setdefault(_freeze(rest), []).append(label)
+            for frozen, labels in groups.items():
+                points = sorted(((flats[label][key], label) for label in labels),
+                                key=lambda p: (knob_sort_key(p[0]), p[1]))
+                if len({_freeze({"v": v}) for v, _ in points}) >= 2:
+                    found.append((head, key, json.loads(frozen), points))
+    curves = []
+    for head, key, rest, points in found:
+        siblings = [f for f in found if f[0] == head]
+        differing = sorted(k for k in {k for f in siblings for k in f[2]} if k != key and any(
+            _freeze({"v": f[2].get(k)}) != _freeze({"v": rest.get(k)}) for f in siblings))
+        label = head[0] if head[1] == NO_RETENTION else f"{head[0]}+{head[1]}"
+        extras = [f"{k}={format_value(rest[k])}" for k in differing if k in rest]
+        if len({f[1] for f in siblings}) > 1:
+            extras.append(f"over {key}")
+        curves.append(KnobCurve(" ".join([label, *extras, TUNED_SUFFIX]), head[0], head[1], key, tuple(points)))
+    return curves

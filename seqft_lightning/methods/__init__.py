@@ -1,36 +1,41 @@
-"""Methods of the study, by name (``method.name``).
+"""Methods of the study, by name (``method.name``): one registry entry each.
 
-Each method is a :class:`~seqft_lightning.methods.base.Method`: ``validate(cfg)``, which refuses
-its own bad settings before any work, and ``run(runner, plan) -> MethodResult``. The baseline
-(stage 0) has already been evaluated and recorded when ``run`` starts.
-
-The registry names each method's module and imports it on use; method modules do not import
-Lightning at import time, so validating a config stays fast.
+A :class:`~seqft_lightning.methods.base.Method` pairs its torch-free checks (``validate``,
+:mod:`~seqft_lightning.methods.settings`) with its run (``finetune.py``, ``merge.py``), which is
+imported only when a run starts, so a bad config is refused before torch or Lightning load. The
+baseline (stage 0) has already been evaluated and recorded when ``run`` starts.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from seqft_lightning.methods.base import Method, MethodResult
+from seqft_lightning.methods.settings import (
+    joint_groups,
+    no_groups,
+    sequential_groups,
+    validate_merge,
+    validate_negation,
+    validate_stages_setting,
+)
 
-METHODS: dict[str, str] = {
-    "baseline": "seqft_lightning.methods.finetune:BASELINE",
-    "sequential": "seqft_lightning.methods.finetune:SEQUENTIAL",
-    "joint": "seqft_lightning.methods.finetune:JOINT",
-    # Merging methods differ only in their `method.merger` config.
-    "task_arithmetic": "seqft_lightning.methods.merge:MERGE",
-    "ties": "seqft_lightning.methods.merge:MERGE",
-    "dare": "seqft_lightning.methods.merge:MERGE",
-    "average": "seqft_lightning.methods.merge:MERGE",
-    "task_negation": "seqft_lightning.methods.merge:TASK_NEGATION",
+_FINETUNE, _MERGE = "seqft_lightning.methods.finetune", "seqft_lightning.methods.merge"
+_MERGING = Method(validate_merge, no_groups, f"{_MERGE}:run_merge")  # methods differ only in `method.merger`
+
+METHODS: dict[str, Method] = {
+    "baseline": Method(validate_stages_setting, no_groups, f"{_FINETUNE}:run_baseline"),
+    "sequential": Method(validate_stages_setting, sequential_groups, f"{_FINETUNE}:run_stage_loop"),
+    "joint": Method(validate_stages_setting, joint_groups, f"{_FINETUNE}:run_stage_loop"),
+    "task_arithmetic": _MERGING,
+    "ties": _MERGING,
+    "dare": _MERGING,
+    "average": _MERGING,
+    "task_negation": Method(validate_negation, no_groups, f"{_MERGE}:run_task_negation"),
 }
 
 
 def get_method(name: str) -> Method:
     """The :class:`Method` registered as ``name`` (a ``KeyError`` for unknown names)."""
-    module, attribute = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), attribute)
+    return METHODS[name]
 
 
 __all__ = ["METHODS", "Method", "MethodResult", "get_method"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -29,15 +30,21 @@ class MethodResult:
 
 @dataclass(frozen=True)
 class Method:
-    """A method of the study.
+    """A method of the study: its checks, what it trains in the stage loop, and its run.
 
     ``validate(cfg)`` raises :class:`~seqft_lightning.errors.ConfigError` (one line naming the
     user's key) on a bad setting of this method; it runs before any data is loaded or any model
-    trained. ``run(runner, plan)`` trains and records stages through the runner.
-    ``train_groups(stages)`` is the list of class groups the method trains through the stage
-    loop, where a retention strategy acts (``[]`` when it trains none there).
+    trained, and without torch (:mod:`seqft_lightning.methods.settings`). ``train_groups(stages)``
+    is the list of class groups the method trains through the stage loop, where a retention
+    strategy acts (``[]`` when it trains none there). ``run_path`` (``"module:function"``) is the
+    ``run(runner, plan) -> MethodResult`` that trains and records stages through the runner,
+    imported when the run starts.
     """
 
     validate: Callable[[DictConfig], None]
-    run: Callable[["Runner", "RunPlan"], MethodResult]
-    train_groups: Callable[[list[list[int]]], list[list[int]]] = lambda stages: []
+    train_groups: Callable[[list[list[int]]], list[list[int]]]
+    run_path: str
+
+    def run(self, runner: "Runner", plan: "RunPlan") -> MethodResult:
+        module, function = self.run_path.split(":")
+        return getattr(importlib.import_module(module), function)(runner, plan)

@@ -10,19 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 
-from seqft_lightning.config import validate_stages
-from seqft_lightning.methods.base import Method, MethodResult
+from seqft_lightning.methods.base import MethodResult
 
 if TYPE_CHECKING:
     from seqft_lightning.plan import RunPlan
     from seqft_lightning.runner import Runner
-
-
-def validate_stages_setting(cfg: DictConfig) -> None:
-    """``method.stages`` must be disjoint, non-empty class groups of the model's classes."""
-    validate_stages(cfg.method.stages, int(cfg.model.num_classes))
 
 
 def run_baseline(runner: Runner, plan: RunPlan) -> MethodResult:
@@ -52,17 +45,3 @@ def run_stage_loop(runner: Runner, plan: RunPlan) -> MethodResult:
     )
     return MethodResult(final=per_stage[-1])
 
-
-def sequential_groups(stages: list[list[int]]) -> list[list[int]]:
-    """One stage per entry of ``method.stages``, in order."""
-    return [list(s) for s in stages]
-
-
-def joint_groups(stages: list[list[int]]) -> list[list[int]]:
-    """One stage on the union of every stage's task samples (shuffled together)."""
-    return [sorted({c for s in stages for c in s})]
-
-
-BASELINE = Method(validate=validate_stages_setting, run=run_baseline)
-SEQUENTIAL = Method(validate=validate_stages_setting, run=run_stage_loop, train_groups=sequential_groups)
-JOINT = Method(validate=validate_stages_setting, run=run_stage_loop, train_groups=joint_groups)

@@ -17,15 +17,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig
 
 from seqft_lightning import contract
-from seqft_lightning.config import instantiate_checked, validate_stages
 from seqft_lightning.cost import tensor_bytes
-from seqft_lightning.errors import ConfigError
 from seqft_lightning.merging import TaskVector
 from seqft_lightning.merging.mergers import Merger, TaskVectorMerger
-from seqft_lightning.methods.base import Method, MethodResult
+from seqft_lightning.methods.base import MethodResult
+from seqft_lightning.methods.settings import forget_classes, lambda_grid, merged_stages
 from seqft_lightning.metrics import group_accuracy
 from seqft_lightning.recorder import classes_label
 from seqft_lightning.selection import select
@@ -35,80 +33,6 @@ if TYPE_CHECKING:
     from seqft_lightning.runner import Runner
 
 log = logging.getLogger(__name__)
-
-# -- validation (before any work) -----------------------------------------------------------------
-def lambda_grid(spec: Any, defaults: Sequence[float] = ()) -> list[float]:
-    """The lambda values to try: ``spec`` (a list) plus the method's own default(s); sorted,
-    duplicates (to 1e-9) removed."""
-    if not isinstance(spec, (ListConfig, list, tuple)) or len(spec) == 0:
-        raise ConfigError(f"method.lambda_grid={spec!r} must be a non-empty list, e.g. [0.1,0.3,0.5] or ${{grid:0,1,0.05}}")
-    try:
-        values = [float(v) for v in spec] + [float(d) for d in defaults if d is not None]
-    except (TypeError, ValueError):
-        raise ConfigError(f"method.lambda_grid={list(spec)} must hold numbers, e.g. [0.1,0.3,0.5]") from None
-    return sorted({round(v, 9) for v in values})
-
-
-def _selected_stages(cfg: DictConfig) -> list[list[int]]:
-    """The tasks whose vectors are merged: all stages, or those listed in ``method.vectors``."""
-    stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
-    chosen = cfg.method.get("vectors")
-    if chosen is None:
-        return stages
-    bad = [i for i in chosen if not (isinstance(i, int) and 0 <= i < len(stages))]
-    if bad or len(chosen) == 0:
-        raise ConfigError(f"method.vectors={list(chosen)} must list stage indices in 0..{len(stages) - 1} (e.g. [0, 2] for tau_3 + tau_7)")
-    return [stages[i] for i in chosen]
-
-
-def _check_common(cfg: DictConfig) -> None:
-    from seqft_lightning.plan import build_retention
-
-    retention = build_retention(cfg)
-    if retention.name != "none":
-        raise ConfigError(
-            f"retention={retention.name} applies to sequential and joint fine-tuning; use retention=none with method={cfg.method.name}"
-        )
-    if int(cfg.data.calibration_size) == 0:
-        raise ConfigError(f"data.calibration_size=0: method={cfg.method.name} chooses lambda on the calibration split; set data.calibration_size > 0")
-
-
-def validate_merge(cfg: DictConfig) -> None:
-    """Refuse bad merging settings: retention, calibration size, merger arguments, grid, vectors."""
-    _check_common(cfg)
-    merger = instantiate_checked(cfg.method.merger, "method.merger")
-    _selected_stages(cfg)
-    if isinstance(merger, TaskVectorMerger):
-        lambda_grid(cfg.method.get("lambda_grid"))
-    if cfg.method.get("select_metric") is not None:
-        raise ConfigError(
-            f"method.select_metric={cfg.method.select_metric} was replaced by the study's one selection rule: "
-            "remove it and set selection.rule=target_at_retained (default) or selection.rule=overall"
-        )
-
-
-def _forget_classes(cfg: DictConfig) -> list[int]:
-    forget = cfg.method.get("forget")
-    num_classes = int(cfg.model.num_classes)
-    if not isinstance(forget, (list, ListConfig)) or len(forget) == 0:
-        raise ConfigError(f"method.forget={forget!r} must list the classes to forget, e.g. method.forget=[3]")
-    if any(not isinstance(c, int) or not 0 <= c < num_classes for c in forget):
-        raise ConfigError(f"method.forget={list(forget)} must hold classes in 0..{num_classes - 1}")
-    return sorted({int(c) for c in forget})
-
-
-def validate_negation(cfg: DictConfig) -> None:
-    """Refuse bad negation settings: ``forget`` first (``stages`` derive from it), then the rest."""
-    forget = _forget_classes(cfg)
-    _check_common(cfg)
-    stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
-    if sorted({c for s in stages for c in s}) != forget:
-        raise ConfigError(f"method.stages={stages} must hold exactly the classes of method.forget={forget} (leave method.stages unset)")
-    lambda_grid(cfg.method.get("lambda_grid"))
-    ratio = cfg.method.get("min_retained_ratio", 0.95)
-    if not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
-        raise ConfigError(f"method.min_retained_ratio={ratio!r} must be a fraction in [0, 1], e.g. 0.95")
-
 
 # -- running ----------------------------------------------------------------------------------------
 def finetune_experts(runner: Runner, plan: RunPlan, stages: Sequence[Sequence[int]]) -> dict[str, torch.nn.Module]:
@@ -155,7 +79,7 @@ def run_merge(runner: Runner, plan: RunPlan) -> MethodResult:
     """Fine-tune experts, merge their task vectors, pick lambda on calibration, record the result."""
     cfg = plan.cfg
     merger: Merger = instantiate(cfg.method.merger)
-    stages = _selected_stages(cfg)
+    stages = merged_stages(cfg)
     experts = finetune_experts(runner, plan, stages)
     base = runner.net
     vectors = save_task_vectors(runner, base, experts)
@@ -201,7 +125,7 @@ def run_task_negation(runner: Runner, plan: RunPlan) -> MethodResult:
     (default 0.95) of the baseline's calibration accuracy on the other classes.
     """
     cfg = plan.cfg
-    forget = _forget_classes(cfg)
+    forget = forget_classes(cfg)
     experts = finetune_experts(runner, plan, plan.stages)
     base = runner.net
     vectors = save_task_vectors(runner, base, experts)
@@ -247,5 +171,3 @@ def run_task_negation(runner: Runner, plan: RunPlan) -> MethodResult:
     return MethodResult(final=final, fields={"lambda": lambda_, "negation": negation}, net=model, extra_memory_bytes=vectors_bytes)
 
 
-MERGE = Method(validate=validate_merge, run=run_merge)
-TASK_NEGATION = Method(validate=validate_negation, run=run_task_negation)

@@ -1,0 +1,118 @@
+"""What each method of the study is configured with, checked before any work, without torch.
+
+``validate_*`` refuse a method's bad settings with one :class:`~seqft_lightning.errors.ConfigError`
+line naming the user's key; ``*_groups`` say which class groups a method trains through the stage
+loop. Everything here is plain config logic, so a bad setting is refused before torch is even
+imported; only a merger's own argument check (its constructor) needs torch and runs last.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, ListConfig
+
+from seqft_lightning.config import instantiate_checked, validate_stages
+from seqft_lightning.errors import ConfigError
+
+
+def validate_stages_setting(cfg: DictConfig) -> None:
+    """``method.stages`` must be disjoint, non-empty class groups of the model's classes."""
+    validate_stages(cfg.method.stages, int(cfg.model.num_classes))
+
+
+def sequential_groups(stages: list[list[int]]) -> list[list[int]]:
+    """One stage per entry of ``method.stages``, in order."""
+    return [list(s) for s in stages]
+
+
+def joint_groups(stages: list[list[int]]) -> list[list[int]]:
+    """One stage on the union of every stage's task samples (shuffled together)."""
+    return [sorted({c for s in stages for c in s})]
+
+
+def no_groups(stages: list[list[int]]) -> list[list[int]]:
+    """Nothing is trained through the stage loop (the baseline; merging trains its own experts)."""
+    return []
+
+
+def retention_name(cfg: DictConfig) -> str:
+    """The retention option's name from its ``_target_`` class (``Retention`` is ``none``)."""
+    node = cfg.get("retention")
+    target = str(node.get("_target_", "")) if node is not None else ""
+    name = target.rsplit(".", 1)[-1].lower()
+    return "none" if name in ("", "retention") else name
+
+
+def lambda_grid(spec: Any, defaults: Sequence[float] = ()) -> list[float]:
+    """The lambda values to try: ``spec`` (a list) plus the method's own default(s); sorted,
+    duplicates (to 1e-9) removed."""
+    if not isinstance(spec, (ListConfig, list, tuple)) or len(spec) == 0:
+        raise ConfigError(f"method.lambda_grid={spec!r} must be a non-empty list, e.g. [0.1,0.3,0.5] or ${{grid:0,1,0.05}}")
+    try:
+        values = [float(v) for v in spec] + [float(d) for d in defaults if d is not None]
+    except (TypeError, ValueError):
+        raise ConfigError(f"method.lambda_grid={list(spec)} must hold numbers, e.g. [0.1,0.3,0.5]") from None
+    return sorted({round(v, 9) for v in values})
+
+
+def merged_stages(cfg: DictConfig) -> list[list[int]]:
+    """The tasks whose vectors are merged: all stages, or those listed in ``method.vectors``."""
+    stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
+    chosen = cfg.method.get("vectors")
+    if chosen is None:
+        return stages
+    bad = [i for i in chosen if not (isinstance(i, int) and 0 <= i < len(stages))]
+    if bad or len(chosen) == 0:
+        raise ConfigError(f"method.vectors={list(chosen)} must list stage indices in 0..{len(stages) - 1} (e.g. [0, 2] for tau_3 + tau_7)")
+    return [stages[i] for i in chosen]
+
+
+def _check_common(cfg: DictConfig) -> None:
+    retention = retention_name(cfg)
+    if retention != "none":
+        raise ConfigError(
+            f"retention={retention} applies to sequential and joint fine-tuning; use retention=none with method={cfg.method.name}"
+        )
+    if int(cfg.data.calibration_size) == 0:
+        raise ConfigError(f"data.calibration_size=0: method={cfg.method.name} chooses lambda on the calibration split; set data.calibration_size > 0")
+
+
+def validate_merge(cfg: DictConfig) -> None:
+    """Refuse bad merging settings: retention, calibration size, grid, vectors, then (torch) the
+    merger's own arguments."""
+    _check_common(cfg)
+    merged_stages(cfg)
+    if cfg.method.get("select_metric") is not None:
+        raise ConfigError(
+            f"method.select_metric={cfg.method.select_metric} was replaced by the study's one selection rule: "
+            "remove it and set selection.rule=target_at_retained (default) or selection.rule=overall"
+        )
+    if "lambda_grid" in cfg.method:
+        lambda_grid(cfg.method.lambda_grid)
+    merger = instantiate_checked(cfg.method.merger, "method.merger")  # its constructor checks its arguments
+    if getattr(merger, "lambda_", None) is not None and "lambda_grid" not in cfg.method:
+        raise ConfigError(f"method.lambda_grid is missing: {type(merger).__name__} chooses lambda from a grid, e.g. method.lambda_grid=[0,0.5,1]")
+
+
+def forget_classes(cfg: DictConfig) -> list[int]:
+    forget = cfg.method.get("forget")
+    num_classes = int(cfg.model.num_classes)
+    if not isinstance(forget, (list, ListConfig)) or len(forget) == 0:
+        raise ConfigError(f"method.forget={forget!r} must list the classes to forget, e.g. method.forget=[3]")
+    if any(not isinstance(c, int) or not 0 <= c < num_classes for c in forget):
+        raise ConfigError(f"method.forget={list(forget)} must hold classes in 0..{num_classes - 1}")
+    return sorted({int(c) for c in forget})
+
+
+def validate_negation(cfg: DictConfig) -> None:
+    """Refuse bad negation settings: ``forget`` first (``stages`` derive from it), then the rest."""
+    forget = forget_classes(cfg)
+    _check_common(cfg)
+    stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
+    if sorted({c for s in stages for c in s}) != forget:
+        raise ConfigError(f"method.stages={stages} must hold exactly the classes of method.forget={forget} (leave method.stages unset)")
+    lambda_grid(cfg.method.get("lambda_grid"))
+    ratio = cfg.method.get("min_retained_ratio", 0.95)
+    if not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+        raise ConfigError(f"method.min_retained_ratio={ratio!r} must be a fraction in [0, 1], e.g. 0.95")

@@ -1,0 +1,48 @@
+"""Hyperparameter search is configuration (``hparams_search=ewc_optuna``): Optuna proposes
+trials, ``train.py`` returns ``optimized_metric``, a calibration metric, never a test one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory) -> Path:
+    sweep = tmp_path_factory.mktemp("optuna") / "sweep"
+    cmd = [
+        sys.executable, "train.py", "-m", "hparams_search=ewc_optuna", "hydra.sweeper.n_trials=2",
+        "data=synthetic", "pretrain.epochs=1", "method.epochs_per_stage=1", "logger=none",
+        f"hydra.sweep.dir={sweep}", f"paths.cache_dir={sweep.parent / 'cache'}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep
+
+
+def test_a_two_trial_search_optimizes_a_calibration_metric(search):
+    result = yaml.safe_load((search / "optimization_results.yaml").read_text())
+    trials = [json.loads(p.read_text()) for p in search.glob("*/metrics.json")]
+    assert len(trials) == 2
+    objective = [t["final"]["calibration/selection_score"] for t in trials]
+    assert result["best_value"] == pytest.approx(max(objective))
+    best = trials[objective.index(max(objective))]
+    assert set(result["best_params"]) == {"method.optimizer.lr", "retention.lambda_"}
+    assert best["retention_settings"]["lambda_"] == pytest.approx(result["best_params"]["retention.lambda_"])
+    # what the sweeper saw is not a test number of the best trial
+    assert all(result["best_value"] != v for k, v in best["final"].items() if k.startswith("test/"))
+
+
+def test_a_test_metric_cannot_be_the_objective(compose):
+    from seqft_lightning.api import train
+    from seqft_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="optimized_metric=test/acc"):
+        train(compose(["optimized_metric=test/acc"]))

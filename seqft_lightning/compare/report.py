@@ -1,5 +1,11 @@
 """Write the comparison outputs of a sweep into ``<sweep_dir>/compare/``:
-``summary.csv``, ``summary.md``, ``hypothesis.md``, ``report.md`` and ``report.html``.
+``summary.csv``, ``tuned.csv``, ``summary.md``, ``hypothesis.md``, ``report.md`` and ``report.html``.
+
+The report leads with the answer: the best method under the selection rule, the trade-off plot
+(target vs retained test accuracy of every knob curve), the tuned variants, the verdicts of
+"sequential beats joint" (naive pair and each retention method with both sides tuned), and the
+cost table; the details (jobs, every grid point, comparisons, further plots) follow.
+Every text output states the selection rule and δ.
 
 Tables show accuracies in percent (``91.23``) and differences in percentage points
 (``+1.20 pp``); ``summary.csv`` keeps the raw fractions. Every paired difference is
@@ -14,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from seqft_lightning.compare import aggregate as agg
 from seqft_lightning.compare.document import (Block, Bullets, Heading, Image, Paragraph, Table,
                                               to_html, to_markdown)
@@ -25,6 +33,8 @@ HYPOTHESIS = "Sequential fine-tuning beats joint fine-tuning"
 CLIPPING = ("CIs of accuracies, precision, recall and F1 are clipped to [0, 100] % for display, in these "
             "tables and in the plots alike; CIs of loss, forgetting, BWT and of paired differences are not.")
 DASH = "–"
+#: Columns of an empty ``tuned.csv`` (a sweep without knob curves or merging λ).
+TUNED_COLUMNS = ["variant", "kind", "knob", "grid", "seed", "chosen", "fallback", "n_candidates", "job", "rule", "delta"]
 
 
 # --------------------------------------------------------------------------- number formatting
@@ -68,7 +78,7 @@ def _summary_lookup(analysis: agg.Analysis) -> dict[tuple[str, str], Any]:
 
 def _table_variants(analysis: agg.Analysis) -> list[str]:
     synthetic = analysis.baseline_label == agg.BASELINE_LABEL and not analysis.baseline.empty
-    return ([agg.BASELINE_LABEL] if synthetic else []) + list(analysis.variants)
+    return ([agg.BASELINE_LABEL] if synthetic else []) + list(analysis.all_variants)
 
 
 def variant_table(analysis: agg.Analysis, metrics: Sequence[str], caption: str) -> Table:
@@ -100,6 +110,9 @@ def summary_blocks(analysis: agg.Analysis) -> list[Block]:
                   "when accuracy was lost (both in percentage points)."),
         Paragraph(f"Baseline row: {analysis.baseline_source}. "
                   f"{len(analysis.finished)} finished job(s), {n_failed} failed or unfinished (not included)."),
+        Paragraph(analysis.selection.text() + (
+            " A `(tuned)` row holds, per seed, the grid point chosen by this rule; the grid points themselves "
+            "follow it." if analysis.tuned else "")),
         variant_table(analysis, headline, "**Headline metrics** (%)"),
         variant_table(analysis, per_class, "**Accuracy on the task classes** (%)"),
     ]
@@ -114,6 +127,18 @@ def _comparison_table(rows: Sequence[dict[str, Any]], first: str, second: str, h
     return Table(header, body, align=["l", "l", "l"] + ["r"] * 5 + ["l"])
 
 
+def _verdict_line(r: dict[str, Any], who: str) -> str:
+    if r["n"] == 0:
+        detail = "no seed has both a finished sequential and a finished joint job"
+    else:
+        detail = (f"sequential − joint = {pp(r['mean_diff'])} pp, 95% CI [{pp(r['ci_low'])}, {pp(r['ci_high'])}] pp, "
+                  f"n = {r['n']} paired seed(s), paired t {pvalue(r['t_pvalue'])}, "
+                  f"Wilcoxon {pvalue(r['wilcoxon_pvalue'])}")
+        if r["n"] < MIN_PAIRED_SEEDS:
+            detail += f" (fewer than {MIN_PAIRED_SEEDS} paired seeds)"
+    return f"{who}{agg.metric_name(r['metric'])}: **{r['verdict']}** — {detail}"
+
+
 def verdict_lines(analysis: agg.Analysis) -> list[str]:
     """One line per (sequential variant, joint variant, metric): the verdict first."""
     if not analysis.hypothesis:
@@ -123,25 +148,21 @@ def verdict_lines(analysis: agg.Analysis) -> list[str]:
         return [f"**inconclusive** — no finished {' or '.join(missing)} job without retention in this sweep, "
                 "so no paired comparison is possible."]
     several = len({(r["variant"], r["reference"]) for r in analysis.hypothesis}) > 1
-    lines = []
-    for r in analysis.hypothesis:
-        who = f"{code(r['variant'])} vs {code(r['reference'])}, " if several else ""
-        if r["n"] == 0:
-            detail = "no seed has both a finished sequential and a finished joint job"
-        else:
-            detail = (f"sequential − joint = {pp(r['mean_diff'])} pp, 95% CI [{pp(r['ci_low'])}, {pp(r['ci_high'])}] pp, "
-                      f"n = {r['n']} paired seed(s), paired t {pvalue(r['t_pvalue'])}, "
-                      f"Wilcoxon {pvalue(r['wilcoxon_pvalue'])}")
-            if r["n"] < MIN_PAIRED_SEEDS:
-                detail += f" (fewer than {MIN_PAIRED_SEEDS} paired seeds)"
-        lines.append(f"{who}{agg.metric_name(r['metric'])}: **{r['verdict']}** — {detail}")
-    return lines
+    return [_verdict_line(r, f"{code(r['variant'])} vs {code(r['reference'])}, " if several else "")
+            for r in analysis.hypothesis]
 
 
-def _per_seed_table(analysis: agg.Analysis) -> Table:
+def tuned_verdict_lines(analysis: agg.Analysis) -> list[str]:
+    """One line per (sequential+X (tuned), joint+X (tuned), metric); a note when no pair exists."""
+    if not analysis.tuned_hypothesis:
+        return ["no retention method has a tuned sequential and a tuned joint variant in this sweep"]
+    return [_verdict_line(r, f"{code(r['variant'])} vs {code(r['reference'])}, ") for r in analysis.tuned_hypothesis]
+
+
+def _per_seed_table(rows: Sequence[dict[str, Any]]) -> Table:
     header = ["sequential", "joint", "metric", "seed", "sequential (%)", "joint (%)", "diff (pp)"]
     body = []
-    for r in analysis.hypothesis:
+    for r in rows:
         for seed, a, b in r["per_seed"]:
             body.append([code(r["variant"]), code(r["reference"]), agg.metric_name(r["metric"]), str(seed),
                          pct(a), pct(b), pp(a - b)])
@@ -158,6 +179,8 @@ def hypothesis_blocks(analysis: agg.Analysis, level: int = 1, with_verdict: bool
         Paragraph("**Verdict**"),
         Bullets(verdict_lines(analysis)),
     ] if with_verdict else [Heading("Hypothesis test and comparisons", level)]
+    if with_verdict:
+        blocks += [Paragraph("**Verdict with both sides tuned**"), Bullets(tuned_verdict_lines(analysis))]
     blocks += [
         Paragraph(
             "Jobs are paired by seed: the plain sequential variant (retention none) against the plain joint "
@@ -172,8 +195,22 @@ def hypothesis_blocks(analysis: agg.Analysis, level: int = 1, with_verdict: bool
     if analysis.hypothesis:
         blocks += [Heading("Paired results", level + 1),
                    _comparison_table(analysis.hypothesis, "sequential", "joint", "H: sequential > joint"),
-                   Heading("Per-seed values", level + 1), _per_seed_table(analysis)]
+                   Heading("Per-seed values", level + 1), _per_seed_table(analysis.hypothesis)]
+    blocks += [Heading("With both sides tuned, per retention method", level + 1),
+               Paragraph("Each retention method's sequential tuned variant against its joint tuned variant (the knob "
+                         "chosen per seed on the calibration split, test numbers of the chosen jobs), paired by seed; "
+                         "same difference, CI and verdict rule as above. " + analysis.selection.text())]
+    if analysis.tuned_hypothesis:
+        blocks += [Bullets(tuned_verdict_lines(analysis)),
+                   _comparison_table(analysis.tuned_hypothesis, "sequential (tuned)", "joint (tuned)",
+                                     "H: sequential > joint"),
+                   _per_seed_table(analysis.tuned_hypothesis)]
+    else:
+        blocks.append(Paragraph(tuned_verdict_lines(analysis)[0] + "."))
     base_rows = [r for r in analysis.comparisons if r["reference"] == analysis.baseline_label]
+    if analysis.tuned:
+        blocks.append(Paragraph("The comparisons below cover the naive, tuned and merging variants; the grid points "
+                                "of a tuned knob are in the summary table."))
     joint_rows = [r for r in analysis.comparisons if r["reference"] != analysis.baseline_label]
     note = ("Exploratory: many comparisons, no multiple-testing correction. Difference = variant − reference "
             "(positive favours the variant); verdict as above for H: variant > reference.")
@@ -189,6 +226,146 @@ def hypothesis_blocks(analysis: agg.Analysis, level: int = 1, with_verdict: bool
         blocks += [Paragraph(note), _comparison_table(joint_rows, "variant", "reference", "H: variant > joint")]
     else:
         blocks.append(Paragraph("No finished plain joint variant to compare against."))
+    return blocks
+
+
+def _number(x: Any, fmt: str = ".3g") -> str:
+    return DASH if x is None or not isinstance(x, (int, float)) or not math.isfinite(x) else format(x, fmt)
+
+
+def _mib(x: Any) -> str:
+    return DASH if x is None or not math.isfinite(x) else f"{x / 2 ** 20:.2f}"
+
+
+def _choices_text(choices: Any) -> str:
+    """``s0: 100, s1: 1e+04*`` (``*`` = fallback: no setting kept retained accuracy within δ)."""
+    return ", ".join(f"s{int(r.seed)}: {_number(r.chosen, 'g') if not isinstance(r.chosen, str) else r.chosen}"
+                     f"{'*' if r.fallback else ''}" for r in choices.sort_values("seed").itertuples(index=False))
+
+
+def _grid_text(grid: str) -> str:
+    import json
+
+    try:
+        values = json.loads(grid)
+    except (TypeError, ValueError):
+        return str(grid)
+    return ", ".join(_number(v, "g") if isinstance(v, (int, float)) else str(v) for v in values)
+
+
+def tuned_table(analysis: agg.Analysis) -> Table:
+    """The shown variants (naive and untuned references, tuned, merging): knob and grid, the value
+    chosen per seed, test overall/target/retained ``mean ± std [95% CI]`` and training cost."""
+    lookup = _summary_lookup(analysis)
+    cost = agg.cost_table(analysis).set_index("variant")
+    header = ["variant", "knob", "grid", "chosen per seed (* = fallback)", "n", "test overall (%)",
+              "test target (%)", "test retained (%)", "train FLOPs", "train wall (s)"]
+    rows = []
+    for v in _table_variants(analysis):
+        ch = analysis.choices[analysis.choices["variant"] == v] if not analysis.choices.empty else None
+        knob, grid, chosen = DASH, DASH, DASH
+        if ch is not None and len(ch):
+            knob = ch["knob"].iloc[0] if ch["kind"].iloc[0] == "knob" else "λ (chosen in-run)"
+            grid, chosen = _grid_text(ch["grid"].iloc[0]), _choices_text(ch)
+        ns = [lookup[(v, m)]["n"] for m in agg.HEADLINE_METRICS if (v, m) in lookup]
+        flops = cost[agg.TRAIN_FLOPS].get(v) if v in cost.index else None
+        wall = cost[agg.TRAIN_WALL].get(v) if v in cost.index else None
+        rows.append([code(v), knob, grid, chosen, str(max(ns) if ns else 0),
+                     *[cell(lookup.get((v, m))) for m in agg.HEADLINE_METRICS], _number(flops), _number(wall, ".1f")])
+    return Table(header, rows, "**Tuned variants and their references** (test, %)",
+                 align=["l", "l", "l", "l"] + ["r"] * 6)
+
+
+def cost_blocks(analysis: agg.Analysis) -> list[Block]:
+    """The cost table of the shown variants (means over seeds; tuned: the chosen jobs, and the grid)."""
+    cost = agg.cost_table(analysis)
+    if cost.empty:
+        return [Paragraph("No finished job, so no cost.")]
+    header = ["variant", "n", "optimizer steps", "train samples", "train FLOPs", "eval FLOPs", "extra memory (MiB)",
+              "train wall (s)", "device", "whole grid: train FLOPs", "whole grid: wall (s)"]
+    body = [[code(r["variant"]), str(r["n"]), _number(r["cost/optimizer_steps"], ".6g"),
+             _number(r["cost/train_samples"], ".6g"), _number(r[agg.TRAIN_FLOPS]), _number(r["cost/eval_flops"]),
+             _mib(r["cost/extra_memory_bytes"]), _number(r[agg.TRAIN_WALL], ".2f"), r[agg.DEVICE] or DASH,
+             _number(r[agg.GRID_FLOPS]), _number(r[agg.GRID_WALL], ".1f")] for _, r in cost.iterrows()]
+    return [
+        Paragraph("Means over seeds of each job's `cost/*` (metrics.json: counted FLOPs and samples of fine-tuning, "
+                  "pretraining excluded; run_info.json: wall time and device, which vary from run to run). FLOPs are "
+                  "matmul FLOPs (a multiply-add is 2). Eval FLOPs are the calibration forwards (curves, λ search). "
+                  "Extra memory is what the method keeps besides the model (teacher, Fisher, anchor, replay buffer, "
+                  "task vectors). A tuned variant's cost is its chosen job's; *whole grid* is what tuning it cost "
+                  "(every grid point of a seed trained), the honest price of the choice."),
+        Table(header, body, "**Cost per variant**", align=["l"] + ["r"] * 7 + ["l", "r", "r"]),
+    ]
+
+
+def best_blocks(analysis: agg.Analysis) -> list[Block]:
+    """The best fine-tuning method under the selection rule, its test numbers and cost, and the
+    candidates it was chosen from (mean calibration metrics)."""
+    best = analysis.best
+    if best is None:
+        return [Paragraph("**Best method**: none can be named: no naive, tuned or merging variant has calibration "
+                          "metrics (and, for `target_at_retained`, a baseline calibration retained accuracy).")]
+    v = best["variant"]
+    lookup = _summary_lookup(analysis)
+    cost = agg.cost_table(analysis).set_index("variant")
+    c = cost.loc[v] if v in cost.index else None
+    numbers = "; ".join(f"{agg.metric_name(m)} {cell(lookup.get((v, m)))}" for m in agg.HEADLINE_METRICS)
+    spend = DASH if c is None else (
+        f"train FLOPs {_number(c[agg.TRAIN_FLOPS])}, train wall {_number(c[agg.TRAIN_WALL], '.2f')} s "
+        f"({c[agg.DEVICE] or 'device unknown'})"
+        + (f"; tuning its knob (whole grid) cost {_number(c[agg.GRID_FLOPS])} FLOPs" if math.isfinite(c[agg.GRID_FLOPS]) else ""))
+    how = ("highest mean calibration overall accuracy" if analysis.selection.rule == "overall" else
+           f"highest mean calibration target accuracy among variants whose mean calibration retained accuracy is at "
+           f"least {pct(best['baseline_retained'])} % − {100 * analysis.selection.delta:g} pp (the mean baseline's)")
+    fallback = (" **No variant kept retained accuracy within δ: the best retained one was taken (fallback).**"
+                if best["fallback"] else "")
+    rows = [[code(r["variant"]), pct(r["acc"]), pct(r["acc_target"]), pct(r["acc_retained"]),
+             "yes" if r["qualifies"] else "no", "**chosen**" if r["variant"] == v else ""] for r in best["candidates"]]
+    return [
+        Paragraph(f"**Best method under the selection rule: {code(v)}** — test (%, mean ± std [95% CI] over seeds): "
+                  f"{numbers}. Cost: {spend}.{fallback}"),
+        Paragraph(f"Chosen by `selection.select` ({how}) over the naive, tuned and merging variants' mean final "
+                  "calibration metrics; test numbers never enter. A tuned variant's calibration numbers are those of "
+                  "settings chosen on the same split, so they are optimistic next to untuned variants' (its test "
+                  "numbers are not)."),
+        Table(["variant", "calibration overall (%)", "calibration target (%)", "calibration retained (%)",
+               "retained within δ", ""], rows, "**Candidates of the best-method choice** (calibration, mean over seeds)",
+              align=["l", "r", "r", "r", "l", "l"]),
+    ]
+
+
+def _pareto_text(analysis: agg.Analysis) -> str:
+    """The points on the trade-off plot's Pareto front, best target first."""
+    data = agg.tradeoff_frame(analysis)
+    if data.empty or not data["pareto"].any():
+        return ""
+    front = data[data["pareto"]].sort_values("y", ascending=False)
+    items = [f"{code(r.series)}{'' if r.kind == 'point' else f' at {r.knob}={r.value}'} "
+             f"({pct(r.y, 1)} / {pct(r.x, 1)})" for r in front.itertuples(index=False)]
+    return "On the Pareto front of the test means (target / retained %): " + "; ".join(items) + "."
+
+
+def answer_blocks(analysis: agg.Analysis, plots: Sequence[Any]) -> list[Block]:
+    """The answer first: best method, trade-off figure, tuned table, verdicts, cost."""
+    blocks: list[Block] = [Heading("Answer", 2), Paragraph(analysis.selection.text()), *best_blocks(analysis)]
+    blocks += [b for p in plots if p.section == "answer" for b in _plot(p, 3)]
+    pareto = _pareto_text(analysis)
+    if pareto:
+        blocks.append(Paragraph(pareto))
+    blocks += [Heading("Tuned variants", 3),
+               Paragraph("Nested selection: for each retention method's knob curve and each seed, the grid point picked "
+                         "by the selection rule from the jobs' final calibration metrics; the tuned variant reports "
+                         "that job's test metrics and cost. Merging methods chose λ in-run by the rule their jobs ran "
+                         "with (`lambda_selection` in metrics.json). Rows without a knob are the untuned references "
+                         "(the optimizer-state row is `method.reset_optimizer=false`)."),
+               tuned_table(analysis),
+               Heading("Verdict: sequential vs joint", 3),
+               Paragraph(f"Hypothesis: **{HYPOTHESIS.lower()}**. Naive pair:"),
+               Bullets(verdict_lines(analysis)),
+               Paragraph("Each retention method with both sides tuned:"),
+               Bullets(tuned_verdict_lines(analysis)),
+               Heading("Cost", 3), *cost_blocks(analysis)]
+    blocks += [b for p in plots if p.section == "cost" for b in _plot(p, 4)]
     return blocks
 
 
@@ -227,24 +404,28 @@ def jobs_blocks(analysis: agg.Analysis) -> list[Block]:
     return blocks
 
 
+def _plot(p: Any, level: int) -> list[Block]:
+    if p.path is not None and Path(p.path).is_file():
+        return [Heading(p.title, level), Image(Path(p.path), p.caption)]
+    return [Heading(p.title, level), Paragraph(f"Skipped: {p.note or 'nothing to plot'}.")]
+
+
 def plot_blocks(plots: Sequence[Any]) -> list[Block]:
-    """Figures in order; skipped figures become a one-line note."""
+    """Figures of the "plots" section in order; skipped figures become a one-line note."""
     blocks: list[Block] = [Heading("Plots", 2)]
     for p in plots:
-        if p.path is not None and Path(p.path).is_file():
-            blocks += [Heading(p.title, 3), Image(Path(p.path), p.caption)]
-        else:
-            blocks += [Heading(p.title, 3), Paragraph(f"Skipped: {p.note or 'nothing to plot'}.")]
+        if getattr(p, "section", "plots") == "plots":
+            blocks += _plot(p, 3)
     return blocks
 
 
 def report_blocks(analysis: agg.Analysis, sweep_dir: Path, plots: Sequence[Any]) -> list[Block]:
-    """Full report, readable top to bottom: verdict, jobs, tables, comparisons, plots."""
+    """Full report, readable top to bottom: the answer (best method, trade-off, tuned variants,
+    verdicts, cost), then jobs, tables, comparisons, plots."""
     return [
         Heading(f"Sweep comparison: {sweep_dir.name}", 1),
         Paragraph(f"Sweep folder: `{sweep_dir}`. Hypothesis under test: **{HYPOTHESIS.lower()}**."),
-        Heading("Verdict", 2),
-        Bullets(verdict_lines(analysis)),
+        *answer_blocks(analysis, plots),
         *jobs_blocks(analysis),
         *summary_blocks(analysis),
         *hypothesis_blocks(analysis, level=2, with_verdict=False),
@@ -260,8 +441,11 @@ def write_outputs(analysis: agg.Analysis, sweep_dir: Path, out_dir: Path, plots:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
 
-    csv = agg.summary_csv_frame(analysis.frame, analysis.task_classes)
+    knob_keys = list(dict.fromkeys(c.key for c in analysis.curves))
+    csv = agg.summary_csv_frame(analysis.frame, analysis.task_classes, knob_keys)
     paths["summary.csv"] = atomic_write_text(out_dir / "summary.csv", csv.to_csv(index=False, float_format="%.10g"))
+    tuned = analysis.choices if not analysis.choices.empty else pd.DataFrame(columns=TUNED_COLUMNS)
+    paths["tuned.csv"] = atomic_write_text(out_dir / "tuned.csv", tuned.to_csv(index=False, float_format="%.10g"))
 
     summary_doc = [Heading(f"Summary: {sweep_dir.name}", 1), *summary_blocks(analysis)[1:]]
     paths["summary.md"] = atomic_write_text(out_dir / "summary.md", to_markdown(summary_doc, out_dir))

@@ -21,6 +21,10 @@ from seqft_lightning.errors import DataError
 log = logging.getLogger(__name__)
 
 
+# Normalised copies of the raw tensors of this process (see TaskDataModule._normalised).
+_NORMALISED: dict[tuple, tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]] = {}
+
+
 class TaskDataModule(pl.LightningDataModule):
     """Pretraining pool, per-class task sets, calibration split and test set, as tensors.
 
@@ -65,7 +69,7 @@ class TaskDataModule(pl.LightningDataModule):
         if self.splits is not None:
             return
         train_images, train_labels, test_images, test_labels = self.load_raw()
-        train_x, test_x = self._normalise(train_images), self._normalise(test_images)
+        train_x, test_x = self._normalised(train_images, test_images)
         self.splits = make_splits(
             train_labels, self.task_classes, self.samples_per_task, self.calibration_size, self.split_seed, self.num_classes
         )
@@ -79,9 +83,17 @@ class TaskDataModule(pl.LightningDataModule):
             len(self.pretrain_y), len(self.calib_y), {c: len(v[1]) for c, v in self._task.items()}, len(self.test_y),
         )
 
-    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.reshape(len(images), -1).float().div_(255.0)
-        return x.sub_(self.mean).div_(self.std)
+    def _normalised(self, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``images`` flattened, scaled to [0, 1] and normalised; memoised per process for the
+        same raw tensors (the jobs of a sweep worker share MNIST), never modified in place later."""
+        settings = (self.mean, self.std)
+        cached = _NORMALISED.get(settings)
+        # The memo keeps the raw tensors alive, so identity (`is`) cannot match a new tensor.
+        if cached is None or len(cached[0]) != len(images) or not all(a is b for a, b in zip(cached[0], images)):
+            normalised = tuple(i.reshape(len(i), -1).float().div_(255.0).sub_(self.mean).div_(self.std) for i in images)
+            _NORMALISED.clear()
+            _NORMALISED[settings] = cached = (images, normalised)
+        return cached[1]
 
     def to(self, device: torch.device | str) -> "TaskDataModule":
         """Move every split to ``device`` once, so batches never cross the bus."""

@@ -1,6 +1,7 @@
 """Tests of ``seqft_lightning.compare`` on small hand-made sweep folders.
 
-Expected statistics are written out by hand (t quantiles: t_{0.975,2} = 4.302652729749462).
+Expected statistics are written out by hand (t quantiles: t_{0.975,2} = 4.302652729749462), and so
+are the knob values the selection rule must pick in the hand-made study (:data:`EXPECTED_CHOICE`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from seqft_lightning.compare.report import cell, pvalue
 from seqft_lightning.compare.stats import (INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, paired_arrays,
                                            paired_by_seed, t_errorbar, t_interval, verdict)
 from seqft_lightning.compare.variants import retention_name, variant_family, variant_labels
-from seqft_lightning.contract import (CALIBRATION_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, STAGE_COLUMNS,
-                                      STAGES_FILE, TRAIN_LOG_FILE, confusion_file)
+from seqft_lightning.contract import (CALIBRATION_FILE, CONFIG_FILE, CURVES_FILE, LAMBDA_TEST_FILE, METRICS_FILE,
+                                      STAGE_COLUMNS, STAGES_FILE, TRAIN_LOG_FILE, confusion_file)
 from seqft_lightning.errors import EXIT_USER_ERROR, SeqftError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,13 +37,21 @@ T_975_DF2 = 4.302652729749462
 
 # --------------------------------------------------------------------------- synthetic run folders
 
-def metric_dict(acc: float, target: float, retained: float) -> dict[str, float]:
-    """Flat test metrics; task classes 3/4/7 = target+0.01/target-0.01/target (mean = target)."""
+def metric_dict(acc: float, target: float, retained: float,
+                cal: tuple[float, float, float] | None = None) -> dict[str, float]:
+    """Flat test metrics; task classes 3/4/7 = target+0.01/target-0.01/target (mean = target).
+
+    ``cal`` = calibration ``(acc, target, retained)`` (default: the test numbers)."""
     d = {"test/acc": acc, "test/precision": acc - 0.01, "test/recall": acc - 0.02, "test/f1": acc - 0.015,
          "test/loss": 1.0 - acc, "test/acc_target": target, "test/acc_retained": retained}
     for k in range(10):
         d[f"test/acc_class_{k}"] = retained
     d["test/acc_class_3"], d["test/acc_class_4"], d["test/acc_class_7"] = target + 0.01, target - 0.01, target
+    cal_acc, cal_target, cal_retained = cal or (acc, target, retained)
+    d.update({"calibration/acc": cal_acc, "calibration/acc_target": cal_target,
+              "calibration/acc_retained": cal_retained, "calibration/precision": cal_acc - 0.01})
+    for k in range(10):
+        d[f"calibration/acc_class_{k}"] = cal_retained
     return d
 
 
@@ -58,6 +67,7 @@ def make_config(method: str, stages: list, seed: int, retention: str | None = No
         "logger": {"csv": {"save_dir": f"/runs/{seed}"}},
         # the pipeline's no-op class is retention=none
         "retention": {"_target_": f"seqft_lightning.retention.{retention or 'Retention'}"},
+        "selection": {"rule": "target_at_retained", "delta": 0.01},
     }
     if retention is not None:
         cfg["retention"]["strength"] = 100.0
@@ -65,6 +75,18 @@ def make_config(method: str, stages: list, seed: int, retention: str | None = No
     for key, value in extra.items():
         cfg[key] = value
     return cfg
+
+
+def job_cost(cfg: dict) -> tuple[dict[str, float], dict[str, object]]:
+    """Deterministic ``cost/*`` of metrics.json and the run_info.json entries of a hand-made job:
+    100 samples and 10 optimizer steps per stage, 1e6 FLOPs per stage (2e6 with retention)."""
+    stages = len(cfg["method"]["stages"]) if cfg["method"]["name"] != "baseline" else 0
+    retention = retention_name(cfg) != "none"
+    train = 1e6 * stages * (2 if retention else 1)
+    cost = {"cost/optimizer_steps": 10 * stages, "cost/train_samples": 100 * stages, "cost/train_flops": train,
+            "cost/eval_flops": 1e5, "cost/total_flops": train + 1e5,
+            "cost/extra_memory_bytes": 4096 if retention else 0, "cost/pretrain_steps": 50}
+    return cost, {"cost/train_wall_s": 0.5 * stages, "cost/device": "cpu", "device": "cpu"}
 
 
 def write_job(job_dir: Path, cfg: dict, final: dict | None = None, baseline: dict | None = None,
@@ -79,12 +101,17 @@ def write_job(job_dir: Path, cfg: dict, final: dict | None = None, baseline: dic
     stages = cfg["method"]["stages"]
     T = len(stages)
     per_stage = [metric_dict(final["test/acc"] - 0.01 * (T - k), final["test/acc_target"],
-                             final["test/acc_retained"] + 0.01 * (T - k)) for k in range(1, T)] + [final]
+                             final["test/acc_retained"] + 0.01 * (T - k)) for k in range(1, T)] + [final] * (T > 0)
+    cost, run_info = job_cost(cfg)
     metrics = {"method": cfg["method"]["name"], "seed": cfg["seed"], "stages": stages,
                "retention": retention_name(cfg),
-               "baseline": baseline, "final": final, "per_stage": per_stage}
+               "baseline": baseline, "final": {**final, "calibration/selection_score": final["calibration/acc_target"]},
+               "per_stage": per_stage, "cost": cost, "retention_inactive": None}
+    (job_dir / "run_info.json").write_text(json.dumps(run_info))
     if lam is not None:
         metrics["lambda"] = lam
+        metrics["lambda_selection"] = {"rule": "target_at_retained", "delta": 0.01, "fallback": False,
+                                       "split": "calibration"}
     rows = []
     for stage, d in enumerate([baseline, *per_stage]):
         trained = "pretrain" if stage == 0 else "+".join(map(str, stages[stage - 1]))
@@ -113,6 +140,8 @@ def write_job(job_dir: Path, cfg: dict, final: dict | None = None, baseline: dic
         lams = np.linspace(0, 1, 5)
         pd.DataFrame({"lambda": lams, "acc": 0.8 + 0.05 * lams, "acc_target": 0.5 + 0.4 * lams,
                       "acc_retained": 0.98 - 0.1 * lams}).to_csv(job_dir / CALIBRATION_FILE, index=False)
+        pd.DataFrame({"lambda": lams, "acc": 0.79 + 0.05 * lams, "acc_target": 0.49 + 0.4 * lams,
+                      "acc_retained": 0.97 - 0.1 * lams}).to_csv(job_dir / LAMBDA_TEST_FILE, index=False)
     (job_dir / METRICS_FILE).write_text(json.dumps(metrics))
     return job_dir
 
@@ -476,13 +505,12 @@ def test_training_curves_leave_out_merging_experts(analysis: agg.Analysis):
 
 def test_plots_written(compared: Path):
     plots = compared / "plots"
-    expected = ["stage_trend.png", "class_heatmap.png", "training_curves.png", "calibration.png",
-                "headline_bars.png", "confusion_joint.png", "confusion_sequential+ewc.png",
-                "confusion_task_arithmetic.png"]
+    expected = ["tradeoff.png", "accuracy_vs_compute.png", "stage_trend.png", "class_heatmap.png",
+                "training_curves.png", "calibration.png", "headline_bars.png", "confusion.png"]
     for name in expected:
         assert (plots / name).is_file(), name
         assert (plots / name).stat().st_size > 1000, name
-    assert len(list(plots.glob("confusion_*.png"))) == 5  # one per variant
+    assert sorted(p.name for p in plots.glob("*.png")) == sorted(expected)  # one confusion grid, not one per variant
 
 
 def test_report_mentions_failed_job_and_embeds_plots(compared: Path):
@@ -492,9 +520,9 @@ def test_report_mentions_failed_job_and_embeds_plots(compared: Path):
     for text in (md, html):
         assert "RuntimeError: CUDA out of memory" in text
         assert "failed" in text
-    assert md.index("## Verdict") < md.index("## Summary over seeds") < md.index("## Plots")
+    assert md.index("## Answer") < md.index("### Verdict") < md.index("## Summary over seeds") < md.index("## Plots")
     assert "](plots/stage_trend.png)" in md
-    assert html.count("data:image/png;base64,") >= 9
+    assert html.count("data:image/png;base64,") == 8
     assert "<table>" in html and "src=\"plots/" not in html
 
 
@@ -559,3 +587,294 @@ def test_report_names_retention_that_could_not_act(tmp_path: Path):
     assert cli.main([str(sweep)]) == 0
     md = (sweep / "compare" / "report.md").read_text()
     assert "could not act" in md and "the Fisher is 0" in md
+
+
+# --------------------------------------------------------------------------- the study: knob curves, nested selection
+
+LAMBDAS = (1, 100, 10000)
+STUDY_BASE_CAL_RETAINED = 0.96  # the baseline's calibration retained accuracy; delta 0.01 -> floor 0.95
+#: Calibration (target, retained) of each EWC job, by method, seed and lambda (overall = 0.3 t + 0.7 r).
+STUDY_CAL = {
+    "sequential": {
+        0: {1: (0.99, 0.80), 100: (0.97, 0.955), 10000: (0.95, 0.97)},
+        1: {1: (0.99, 0.90), 100: (0.98, 0.94), 10000: (0.96, 0.951)},
+        2: {1: (0.99, 0.70), 100: (0.98, 0.80), 10000: (0.97, 0.90)},
+    },
+    "joint": {
+        0: {1: (0.96, 0.96), 100: (0.96, 0.96), 10000: (0.95, 0.99)},
+        1: {1: (0.99, 0.95), 100: (0.98, 0.97), 10000: (0.97, 0.99)},
+        2: {1: (0.97, 0.93), 100: (0.975, 0.952), 10000: (0.96, 0.965)},
+    },
+}
+#: What `target_at_retained`, delta 0.01, must pick, worked out by hand (value, fallback):
+#: seq s0: 100 and 1e4 keep retained >= 0.95, 100 has the higher target; s1: only 1e4 qualifies;
+#: s2: none qualifies -> the best retained, 1e4, flagged. joint s0: 1 and 100 tie in target and
+#: retained -> the smaller knob value, 1; s1: 1 sits exactly on the floor (0.95) and has the best
+#: target; s2: 100 and 1e4 qualify, 100 has the higher target.
+EXPECTED_CHOICE = {
+    ("sequential+ewc (tuned)", 0): (100, False), ("sequential+ewc (tuned)", 1): (10000, False),
+    ("sequential+ewc (tuned)", 2): (10000, True),
+    ("joint+ewc (tuned)", 0): (1, False), ("joint+ewc (tuned)", 1): (1, False), ("joint+ewc (tuned)", 2): (100, False),
+}
+#: Test (target, retained) by method and lambda (+0.001 * seed on target): chosen by the rule on
+#: test numbers, lambda=1e4 would win everywhere (best retained) -- never what calibration picks for joint.
+STUDY_TEST = {"sequential": {1: (0.90, 0.80), 100: (0.93, 0.90), 10000: (0.94, 0.95)},
+              "joint": {1: (0.91, 0.85), 100: (0.915, 0.92), 10000: (0.92, 0.96)}}
+#: Naive and merging jobs: calibration (target, retained), test (target, retained).
+STUDY_PLAIN = {"sequential": ((0.99, 0.70), (0.97, 0.70)), "sequential_keep": ((0.99, 0.72), (0.975, 0.71)),
+               "joint": ((0.98, 0.93), (0.96, 0.92)), "task_arithmetic": ((0.94, 0.97), (0.93, 0.96))}
+
+
+def overall(target: float, retained: float) -> float:
+    return 0.3 * target + 0.7 * retained
+
+
+def study_metrics(cal: tuple[float, float], test: tuple[float, float]) -> dict[str, float]:
+    return metric_dict(overall(*test), *test, cal=(overall(*cal), *cal))
+
+
+def build_study(root: Path) -> Path:
+    """Seeds 0-2: baseline, sequential (reset_optimizer true and false), joint, task_arithmetic, and
+    sequential+ewc / joint+ewc over retention.lambda_ in LAMBDAS; numbers from the tables above."""
+    sweep = root / "study"
+    sweep.mkdir(parents=True)
+    n = iter(range(1000))
+    for s in range(3):
+        base = study_metrics((0.97, STUDY_BASE_CAL_RETAINED), (0.96, 0.965))
+        write_job(sweep / str(next(n)), make_config("baseline", [], s), base, base)
+        for name, reset in (("sequential", True), ("sequential_keep", False)):
+            cfg = make_config("sequential", [[3], [4], [7]], s)
+            cfg["method"]["reset_optimizer"] = reset
+            write_job(sweep / str(next(n)), cfg, study_metrics(*STUDY_PLAIN[name]), base)
+        write_job(sweep / str(next(n)), make_config("joint", [[3, 4, 7]], s), study_metrics(*STUDY_PLAIN["joint"]), base)
+        write_job(sweep / str(next(n)), make_config("task_arithmetic", [[3], [4], [7]], s),
+                  study_metrics(*STUDY_PLAIN["task_arithmetic"]), base, lam=0.5)
+        for method, stages in (("sequential", [[3], [4], [7]]), ("joint", [[3, 4, 7]])):
+            for lam in LAMBDAS:
+                cfg = make_config(method, stages, s, retention="EWC")
+                del cfg["retention"]["strength"]
+                cfg["retention"]["lambda_"] = lam
+                cfg["retention"]["seed"] = 0
+                if method == "sequential":
+                    cfg["method"]["reset_optimizer"] = True
+                t_target, t_retained = STUDY_TEST[method][lam]
+                write_job(sweep / str(next(n)), cfg,
+                          study_metrics(STUDY_CAL[method][s][lam], (t_target + 0.001 * s, t_retained)), base)
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sweep = build_study(tmp_path_factory.mktemp("study"))
+    assert cli.main([str(sweep)]) == 0
+    return sweep
+
+
+def tuned_choices(sweep: Path | agg.Analysis) -> dict[tuple[str, int], tuple[float, bool, str]]:
+    """``{(tuned variant, seed): (chosen value, fallback, job)}`` of compare's tuned.csv (or of an analysis)."""
+    df = sweep.choices if isinstance(sweep, agg.Analysis) else pd.read_csv(sweep / "compare" / "tuned.csv")
+    df = df[df["kind"] == "knob"]
+    return {(r.variant, int(r.seed)): (float(r.chosen), bool(r.fallback), str(r.job)) for r in df.itertuples()}
+
+
+def test_knob_curves_group_grid_points_not_other_settings(study: Path):
+    analysis = agg.analyse(load_jobs(study))
+    curves = {c.label: c for c in analysis.curves}
+    assert set(curves) == {"sequential+ewc (tuned)", "joint+ewc (tuned)"}  # reset_optimizer is not a knob
+    assert curves["sequential+ewc (tuned)"].key == "retention.lambda_"
+    assert curves["sequential+ewc (tuned)"].values == [1, 100, 10000]  # ascending: the candidate order
+    assert analysis.tuned == ["joint+ewc (tuned)", "sequential+ewc (tuned)"]
+    # grid points are shown through their tuned variant; the optimizer-state row is shown as is
+    assert "sequential+ewc retention.lambda_=100" in analysis.variants
+    assert "sequential+ewc retention.lambda_=100" not in analysis.shown
+    assert {"sequential method.reset_optimizer=false", "sequential method.reset_optimizer=true", "joint",
+            "task_arithmetic", "sequential+ewc (tuned)"} <= set(analysis.shown)
+
+
+def test_tuned_choice_is_what_the_rule_picks_from_calibration(study: Path):
+    choices = tuned_choices(study)
+    assert {k: v[:2] for k, v in choices.items()} == EXPECTED_CHOICE
+    # the same choice recomputed here from the job files' calibration numbers, by hand: among the
+    # settings with retained >= baseline - delta the best target (ties: the smaller lambda), else
+    # the best retained -- not by calling selection.select
+    for (variant, seed), (value, fallback, job) in choices.items():
+        method = variant.split("+")[0]
+        cal = STUDY_CAL[method][seed]
+        ok = [lam for lam in LAMBDAS if cal[lam][1] >= STUDY_BASE_CAL_RETAINED - 0.01 - 1e-12]
+        best = (max(ok, key=lambda lam: (cal[lam][0], cal[lam][1], -lam)) if ok
+                else max(LAMBDAS, key=lambda lam: (cal[lam][1], cal[lam][0], -lam)))
+        assert (value, fallback) == (best, not ok), (variant, seed)
+        written = json.loads((study / job / METRICS_FILE).read_text())
+        assert written["final"]["calibration/acc_target"] == cal[best][0]
+        assert yaml.safe_load((study / job / CONFIG_FILE).read_text())["retention"]["lambda_"] == best
+    # the tuned variant reports the chosen jobs' TEST numbers: seq s0 picks 100 -> test target 0.93
+    tuned = pd.read_csv(study / "compare" / "tuned.csv").set_index(["variant", "seed"])
+    assert tuned.loc[("sequential+ewc (tuned)", 0), "test/acc_target"] == pytest.approx(0.93)
+    assert tuned.loc[("sequential+ewc (tuned)", 2), "test/acc_target"] == pytest.approx(0.942)
+    assert tuned.loc[("joint+ewc (tuned)", 2), "calibration/acc_target"] == pytest.approx(0.975)
+    assert (tuned["rule"] == "target_at_retained").all() and (tuned["delta"] == 0.01).all()
+    assert tuned.loc[("sequential+ewc (tuned)", 0), "cost/grid_train_flops"] == pytest.approx(3 * 6e6)
+    # merging methods: the lambda their jobs chose in-run, same table
+    assert tuned.loc[("task_arithmetic", 1), "chosen"] == 0.5
+    assert tuned.loc[("task_arithmetic", 1), "kind"] == "merging (in-run)"
+
+
+def _blank_test_metrics(sweep: Path, how: str) -> None:
+    """Every test/* value of every metrics.json -> NaN ("nan") or a random number ("scramble");
+    lambda_test.csv and stages.csv (test numbers too) are removed."""
+    rng = np.random.default_rng(0)
+    for path in sweep.glob(f"*/{METRICS_FILE}"):
+        metrics = json.loads(path.read_text())
+        blocks = [metrics["final"], metrics["baseline"], *metrics["per_stage"]]
+        for block in blocks:
+            for key in block:
+                if key.startswith("test/"):
+                    block[key] = float("nan") if how == "nan" else float(rng.uniform())
+        path.write_text(json.dumps(metrics))
+        for name in (LAMBDA_TEST_FILE, STAGES_FILE):
+            (path.parent / name).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("how", ["nan", "scramble"])
+def test_test_metrics_never_enter_the_choice(study: Path, tmp_path: Path, how: str):
+    import shutil
+
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy, ignore=shutil.ignore_patterns("compare"))
+    _blank_test_metrics(copy, how)
+    if how == "nan":  # the whole comparison runs on a sweep without test numbers
+        assert cli.main([str(copy)]) == 0
+        assert tuned_choices(copy) == tuned_choices(study)
+    blanked = agg.analyse(load_jobs(copy))
+    assert tuned_choices(blanked) == tuned_choices(study)
+    assert blanked.best["variant"] == agg.analyse(load_jobs(study)).best["variant"] == "joint+ewc (tuned)"
+
+
+def test_best_method_under_the_rule(study: Path):
+    analysis = agg.analyse(load_jobs(study))
+    best = analysis.best
+    # mean calibration (target, retained): joint+ewc (tuned) (0.975, 0.954) and task_arithmetic
+    # (0.94, 0.97) keep retained within 1 pp of the baseline's 0.96; joint+ewc has the higher target.
+    assert best["variant"] == "joint+ewc (tuned)" and not best["fallback"]
+    assert best["baseline_retained"] == pytest.approx(0.96)
+    qualifies = {r["variant"]: r["qualifies"] for r in best["candidates"]}
+    assert qualifies == {"joint": False, "sequential method.reset_optimizer=false": False,
+                         "sequential method.reset_optimizer=true": False, "joint+ewc (tuned)": True,
+                         "sequential+ewc (tuned)": False, "task_arithmetic": True}
+    md = (study / "compare" / "report.md").read_text()
+    assert "**Best method under the selection rule: `joint+ewc (tuned)`**" in md
+
+
+def test_tuned_pair_hypothesis(study: Path):
+    analysis = agg.analyse(load_jobs(study))
+    rows = {r["metric"]: r for r in analysis.tuned_hypothesis}
+    assert {(r["variant"], r["reference"]) for r in analysis.tuned_hypothesis} == {
+        ("sequential+ewc (tuned)", "joint+ewc (tuned)")}
+    # chosen test targets: seq 0.93, 0.941, 0.942; joint 0.91, 0.911, 0.917 -> diffs 0.02, 0.03, 0.025
+    assert rows["test/acc_target"]["mean_diff"] == pytest.approx(0.025)
+    assert rows["test/acc_target"]["verdict"] == SUPPORTED
+    for name in ("report.md", "hypothesis.md"):
+        text = (study / "compare" / name).read_text()
+        assert "`sequential+ewc (tuned)` vs `joint+ewc (tuned)`, target acc (pooled): **supported**" in text, name
+
+
+def test_report_leads_with_the_answer(study: Path):
+    out = study / "compare"
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    images = [line for line in md.splitlines() if line.startswith("![")]
+    assert images[0].endswith("(plots/tradeoff.png)")  # the first figure is the trade-off plot
+    assert html.index("<img") < html.index("<figcaption>Target (y) vs retained (x)") < html.index("Tuned variants")
+    assert md.index("## Answer") < md.index("![") < md.index("**Tuned variants and their references**") \
+        < md.index("### Verdict") < md.index("**Cost per variant**") < md.index("## Jobs")
+    assert "plots/accuracy_vs_compute.png" in md
+    rule = "Selection rule: `target_at_retained`, δ = 0.01"
+    for name in ("report.md", "summary.md", "hypothesis.md"):
+        assert rule in (out / name).read_text(), name
+    tuned_row = next(line for line in md.splitlines() if line.startswith("| `sequential+ewc (tuned)` | retention.lambda_"))
+    assert "| 1, 100, 10000 | s0: 100, s1: 10000, s2: 10000* |" in tuned_row
+    cost = md[md.index("**Cost per variant**"):]
+    keep = next(line for line in cost.splitlines() if line.startswith("| `sequential method.reset_optimizer=false`"))
+    assert "| 3e+06 |" in keep and "| cpu |" in keep  # train FLOPs of 3 stages, device
+    tuned_cost = next(line for line in cost.splitlines() if line.startswith("| `sequential+ewc (tuned)`"))
+    assert tuned_cost.endswith("| 1.8e+07 | 4.5 |")  # the whole grid: 3 x 6e6 FLOPs, 3 x 1.5 s
+    assert "Pareto front" in md
+
+
+def test_summary_csv_has_calibration_cost_and_knob_columns(study: Path):
+    csv = pd.read_csv(study / "compare" / "summary.csv")
+    for col in ("calibration/acc", "calibration/acc_target", "calibration/acc_retained", "calibration/selection_score",
+                "baseline/calibration/acc", "baseline/calibration/acc_target", "baseline/calibration/acc_retained",
+                "cost/optimizer_steps", "cost/train_samples", "cost/train_flops", "cost/eval_flops",
+                "cost/total_flops", "cost/extra_memory_bytes", "cost/pretrain_steps", "cost/train_wall_s",
+                "cost/device", "retention.lambda_", "chosen_for",
+                "test/acc", "test/acc_target", "baseline/test/acc_retained"):  # old columns kept
+        assert col in csv.columns, col
+    row = csv[(csv["variant"] == "sequential+ewc retention.lambda_=100") & (csv["seed"] == 0)].iloc[0]
+    assert row["retention.lambda_"] == 100 and row["chosen_for"] == "sequential+ewc (tuned)"
+    assert row["calibration/acc_target"] == pytest.approx(0.97)
+    assert row["baseline/calibration/acc_retained"] == pytest.approx(0.96)
+    assert row["cost/train_flops"] == pytest.approx(6e6) and row["cost/device"] == "cpu"
+    assert csv.loc[(csv["variant"] == "sequential+ewc retention.lambda_=1") & (csv["seed"] == 0), "chosen_for"].isna().all()
+    assert len(csv) == 3 * 11
+
+
+def test_rule_override_and_disagreeing_jobs(study: Path, tmp_path: Path):
+    import shutil
+
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy, ignore=shutil.ignore_patterns("compare"))
+    # --rule overall: the highest overall calibration accuracy (0.3 target + 0.7 retained), by hand
+    assert cli.main([str(copy), "--rule", "overall"]) == 0
+    for (variant, seed), (value, fallback, _) in tuned_choices(copy).items():
+        cal = STUDY_CAL[variant.split("+")[0]][seed]
+        assert value == max(LAMBDAS, key=lambda lam: (overall(*cal[lam]), -lam)) and not fallback
+    assert tuned_choices(copy)[("sequential+ewc (tuned)", 0)][0] == 10000
+    md = (copy / "compare" / "report.md").read_text()
+    assert "Selection rule: `overall`" in md and "the command line (--rule/--delta)" in md
+    # jobs that ran with different rules: one line, exit 2, unless the command line settles it
+    cfg_path = next(copy.glob(f"*/{CONFIG_FILE}"))
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["selection"]["delta"] = 0.05
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SeqftError, match="different selection rules"):
+        agg.analyse(load_jobs(copy))
+    assert user_error_exit([str(copy)]) == EXIT_USER_ERROR
+    settled = agg.analyse(load_jobs(copy), delta=0.02)
+    assert (settled.selection.rule, settled.selection.delta) == ("target_at_retained", 0.02)
+    assert "the command line" in settled.selection.source
+    assert user_error_exit([str(copy), "--delta", "2"]) == EXIT_USER_ERROR  # not a fraction
+
+
+def test_pareto_front():
+    x = [0.9, 0.8, 0.95, 0.7, 0.95, float("nan")]
+    y = [0.9, 0.95, 0.85, 0.9, 0.85, 1.0]
+    # (0.7, 0.9) is dominated by (0.9, 0.9); equal points do not dominate each other; NaN never on it
+    assert agg.pareto_front(x, y).tolist() == [True, True, True, False, True, False]
+
+
+def test_t_interval_groups_equals_t_interval():
+    from seqft_lightning.compare.stats import t_interval_groups
+
+    df = pd.DataFrame({"v": ["a"] * 3 + ["b"] * 2 + ["c"], "x": [1] * 6,
+                       "y": [0.92, 0.94, 0.93, 0.99, 0.90, 0.5]})
+    out = t_interval_groups(df, ["v", "x"], "y", 0.95, (0.0, 1.0)).set_index("v")
+    for v in "abc":
+        s = t_interval(df.loc[df["v"] == v, "y"], 0.95, (0.0, 1.0))
+        assert out.loc[v, "n"] == s.n and out.loc[v, "mean"] == pytest.approx(s.mean)
+        for got, want in ((out.loc[v, "ci_low"], s.ci_low), (out.loc[v, "ci_high"], s.ci_high)):
+            assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want)
+    assert out.loc["b", "ci_high"] == 1.0  # clipped
+
+
+def test_fast_config_reader_matches_omegaconf(study: Path, tmp_path: Path):
+    from omegaconf import OmegaConf
+
+    from seqft_lightning.compare.load import read_config
+
+    for path in list(study.glob(f"*/{CONFIG_FILE}"))[:5]:
+        assert read_config(path) == OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    odd = tmp_path / "config.yaml"
+    odd.write_text("seed: 0\nlr: 1e-3\nday: 2024-01-01\nseed_copy: ${seed}\npaths:\n  out: ${hydra:runtime.output_dir}\n")
+    assert read_config(odd) == {"seed": 0, "lr": 0.001, "day": "2024-01-01", "seed_copy": 0,
+                                "paths": {"out": "${hydra:runtime.output_dir}"}}

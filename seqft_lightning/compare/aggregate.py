@@ -163,6 +163,7 @@ class Analysis:
     choices: pd.DataFrame = field(default_factory=pd.DataFrame)  # tuned.csv: one row per tuned variant and seed
     shown: list[str] = field(default_factory=list)
     rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seeds: SeedTable = field(default_factory=lambda: SeedTable(pd.DataFrame()))  # per_seed of rows, indexed
     members: dict[str, list[Job]] = field(default_factory=dict)  # variant -> its jobs (tuned: the chosen ones)
     hypothesis: list[dict[str, Any]] = field(default_factory=list)
     tuned_hypothesis: list[dict[str, Any]] = field(default_factory=list)
@@ -289,8 +290,33 @@ def summary_csv_frame(frame: pd.DataFrame, task_classes: Sequence[int], knob_key
 
 # --------------------------------------------------------------------------- per-seed values
 
-def per_seed(frame: pd.DataFrame, metric: str, variant: str) -> dict[int, float]:
+class SeedTable:
+    """Per-seed values of every variant of a frame, computed once: ``{variant: frame indexed by seed}``
+    of the finished jobs' numeric columns, the mean over jobs of the same variant and seed (NaNs
+    skipped). :func:`per_seed` on it equals :func:`per_seed` on the frame, without a scan per call."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._by: dict[str, pd.DataFrame] = {}
+        if frame.empty:
+            return
+        done = frame[(frame["status"] == "ok") & frame["seed"].notna()]
+        numeric = [c for c in done.columns if c != "seed" and pd.api.types.is_numeric_dtype(done[c])
+                   and not pd.api.types.is_bool_dtype(done[c])]
+        for variant, group in done.groupby("variant", sort=False):
+            table = group.groupby(group["seed"].astype(int))[numeric].mean()
+            self._by[str(variant)] = table
+
+    def get(self, metric: str, variant: str) -> dict[int, float]:
+        table = self._by.get(variant)
+        if table is None or metric not in table:
+            return {}
+        return {int(s): float(v) for s, v in table[metric].dropna().items()}
+
+
+def per_seed(frame: pd.DataFrame | SeedTable, metric: str, variant: str) -> dict[int, float]:
     """``{seed: value}`` of the finished jobs of ``variant`` (mean over duplicate seeds), NaNs dropped."""
+    if isinstance(frame, SeedTable):
+        return frame.get(metric, variant)
     if frame.empty or metric not in frame:
         return {}
     sel = frame[(frame["status"] == "ok") & frame["seed"].notna() & (frame["variant"] == variant)]
@@ -350,7 +376,7 @@ def table_metrics_for(frame: pd.DataFrame, task_classes: Sequence[int]) -> list[
     return metrics
 
 
-def summary_table(frame: pd.DataFrame, variants: Sequence[str], metrics: Sequence[str],
+def summary_table(frame: pd.DataFrame | SeedTable, variants: Sequence[str], metrics: Sequence[str],
                   baseline: pd.DataFrame | None = None, baseline_label: str = BASELINE_LABEL) -> pd.DataFrame:
     """Long table ``variant, metric, n, mean, std, ci_low, ci_high`` (fractions; CI clipped).
 
@@ -399,8 +425,8 @@ def hypothesis_tests(analysis: Analysis) -> list[dict[str, Any]]:
     for seq in plain_variants(analysis, "sequential"):
         for joint in plain_variants(analysis, "joint"):
             for metric in HYPOTHESIS_METRICS:
-                a = per_seed(analysis.frame, metric, seq)
-                b = per_seed(analysis.frame, metric, joint)
+                a = per_seed(analysis.seeds, metric, seq)
+                b = per_seed(analysis.seeds, metric, joint)
                 row = _result_row(paired_by_seed(a, b), variant=seq, reference=joint, metric=metric)
                 row["per_seed"] = [(s, a[s], b[s]) for s in row["seeds"]]
                 rows.append(row)
@@ -421,8 +447,8 @@ def reference_comparisons(analysis: Analysis) -> list[dict[str, Any]]:
         if analysis.variant_method[variant] == BASELINE_METHOD:
             continue
         for metric in COMPARISON_METRICS:
-            a = per_seed(analysis.rows, metric, variant)
-            b = per_seed(analysis.rows, f"baseline/{metric}", variant)
+            a = per_seed(analysis.seeds, metric, variant)
+            b = per_seed(analysis.seeds, f"baseline/{metric}", variant)
             if not b and not analysis.baseline.empty and metric in analysis.baseline:
                 b = {int(s): float(v) for s, v in analysis.baseline[metric].dropna().items()}
             if b:
@@ -431,7 +457,7 @@ def reference_comparisons(analysis: Analysis) -> list[dict[str, Any]]:
             for joint in joints:
                 if joint == variant:
                     continue
-                b = per_seed(analysis.rows, metric, joint)
+                b = per_seed(analysis.seeds, metric, joint)
                 rows.append(_result_row(paired_by_seed(a, b), variant=variant, reference=joint, metric=metric))
     return rows
 
@@ -460,8 +486,10 @@ def selection_rule(jobs: Sequence[Job], rule: str | None = None, delta: float | 
             found.setdefault(key, []).append(job.rel)
     ran = "; ".join(f"{r}, delta={d:g} ({len(js)} job(s), e.g. {js[0]})" for (r, d), js in sorted(found.items()))
     if rule is not None or delta is not None:
-        defaults = next(iter(found)) if len(found) == 1 else ("target_at_retained", 0.01)
-        chosen = (rule or defaults[0], float(delta if delta is not None else defaults[1]))
+        # what the command line leaves open comes from the jobs where they agree on it, else the defaults
+        rules, deltas = {r for r, _ in found}, {d for _, d in found}
+        chosen = (rule or (rules.pop() if len(rules) == 1 else "target_at_retained"),
+                  float(delta if delta is not None else deltas.pop() if len(deltas) == 1 else 0.01))
         try:
             check_rule(*chosen)
         except ValueError as err:
@@ -508,8 +536,9 @@ def tune_curves(frame: pd.DataFrame, curves: Sequence[KnobCurve], rule: Selectio
     for curve in curves:
         grid = json.dumps([_chosen_value(v) for v in curve.values])
         sel = done[done["variant"].isin(curve.variants)]
+        missing: list[str] = []
         for seed, group in sel.groupby("seed"):
-            candidates, values, missing = [], [], []
+            candidates, values = [], []
             for value, label in curve.points:
                 jobs = group[group["variant"] == label]
                 if jobs.empty:
@@ -523,9 +552,6 @@ def tune_curves(frame: pd.DataFrame, curves: Sequence[KnobCurve], rule: Selectio
                     continue
                 candidates.append(row)
                 values.append(value)
-            if missing:
-                log.warning("%s, seed %s: no calibration metrics in %s; not a candidate", curve.label, seed,
-                            ", ".join(missing))
             if not candidates:
                 continue
             base = float(candidates[0][BASE_CAL_RETAINED])
@@ -548,6 +574,9 @@ def tune_curves(frame: pd.DataFrame, curves: Sequence[KnobCurve], rule: Selectio
                 GRID_FLOPS: float(group[TRAIN_FLOPS].sum(min_count=1)),
                 GRID_WALL: float(group[TRAIN_WALL].sum(min_count=1)),
             })
+        if missing:
+            log.warning("%s: %d job(s) without calibration metrics are no candidates (e.g. %s)", curve.label,
+                        len(missing), ", ".join(missing[:3]))
     return pd.DataFrame(rows)
 
 
@@ -602,7 +631,7 @@ def add_knob_columns(frame: pd.DataFrame, jobs: Sequence[Job], curves: Sequence[
 
 # --------------------------------------------------------------------------- the answer
 
-def _mean_over_seeds(rows: pd.DataFrame, metric: str, variant: str) -> float:
+def _mean_over_seeds(rows: pd.DataFrame | SeedTable, metric: str, variant: str) -> float:
     values = list(per_seed(rows, metric, variant).values())
     return float(np.mean(values)) if values else math.nan
 
@@ -620,7 +649,7 @@ def best_method(analysis: Analysis) -> dict[str, Any] | None:
              if analysis.variant_method[v] not in (BASELINE_METHOD, *OWN_RULE_METHODS)]
     table = []
     for v in names:
-        row = {"variant": v, **{k: _mean_over_seeds(analysis.rows, col, v) for k, col in SELECT_KEYS.items()}}
+        row = {"variant": v, **{k: _mean_over_seeds(analysis.seeds, col, v) for k, col in SELECT_KEYS.items()}}
         if all(math.isfinite(row[k]) for k in SELECT_KEYS):
             table.append(row)
     if not table:
@@ -649,14 +678,14 @@ def cost_table(analysis: Analysis) -> pd.DataFrame:
         sel = rows[(rows["status"] == "ok") & (rows["variant"] == v)]
         entry: dict[str, Any] = {"variant": v, "n": int(sel["seed"].nunique()) if len(sel) else 0}
         for c in numeric:
-            entry[c] = _mean_over_seeds(rows, c, v) if c in rows else math.nan
+            entry[c] = _mean_over_seeds(analysis.seeds, c, v)
         devices = sorted({str(d) for d in sel.get(DEVICE, pd.Series(dtype=str)) if isinstance(d, str) and d})
         entry[DEVICE] = ", ".join(devices)
         grid = analysis.choices[analysis.choices["variant"] == v] if not analysis.choices.empty else pd.DataFrame()
         for c in (GRID_FLOPS, GRID_WALL):
             entry[c] = float(grid[c].mean()) if c in grid and grid[c].notna().any() else math.nan
         out.append(entry)
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=["variant", "n", *numeric, DEVICE, GRID_FLOPS, GRID_WALL])
 
 
 def tuned_hypothesis_tests(analysis: Analysis) -> list[dict[str, Any]]:
@@ -670,8 +699,8 @@ def tuned_hypothesis_tests(analysis: Analysis) -> list[dict[str, Any]]:
     for seq in seqs:
         for joint in (j for j in joints if (j.retention, j.key) == (seq.retention, seq.key)):
             for metric in HYPOTHESIS_METRICS:
-                a = per_seed(analysis.rows, metric, seq.label)
-                b = per_seed(analysis.rows, metric, joint.label)
+                a = per_seed(analysis.seeds, metric, seq.label)
+                b = per_seed(analysis.seeds, metric, joint.label)
                 row = _result_row(paired_by_seed(a, b), variant=seq.label, reference=joint.label, metric=metric,
                                   retention=seq.retention)
                 row["per_seed"] = [(s, a[s], b[s]) for s in row["seeds"]]
@@ -707,6 +736,7 @@ def analyse(jobs: Sequence[Job], rule: str | None = None, delta: float | None = 
         chosen_by = {} if knob.empty else knob.groupby("job")["variant"].agg(lambda v: "; ".join(sorted(set(v))))
         frame[CHOSEN_FOR] = [chosen_by.get(rel, "") for rel in frame["job"]]
     rows = variant_rows(frame, choices)
+    seeds = SeedTable(rows)
     in_tuned_curve = {v for c in curves if c.label in tuned_info for v in c.variants}
     all_info = {**info, **tuned_info}
     shown = order_variants({v: all_info[v] for v in all_info if v not in in_tuned_curve})
@@ -722,7 +752,7 @@ def analyse(jobs: Sequence[Job], rule: str | None = None, delta: float | None = 
     baseline, source = baseline_per_seed(jobs, frame, classes)
     has_baseline_method = any(info[v][0] == BASELINE_METHOD for v in variants)
     metrics = table_metrics_for(frame, classes)
-    summary = summary_table(rows, order_variants(all_info), metrics,
+    summary = summary_table(seeds, order_variants(all_info), metrics,
                             None if has_baseline_method else baseline, BASELINE_LABEL)
     analysis = Analysis(
         jobs=jobs, labels=labels, frame=frame, task_classes=classes, variants=variants,
@@ -731,7 +761,8 @@ def analyse(jobs: Sequence[Job], rule: str | None = None, delta: float | None = 
         baseline=baseline,
         baseline_label=BASELINE_LABEL if not has_baseline_method else "baseline",
         baseline_source=source, table_metrics=metrics, summary=summary,
-        selection=selection, curves=curves, tuned=tuned, choices=choices, shown=shown, rows=rows, members=members,
+        selection=selection, curves=curves, tuned=tuned, choices=choices, shown=shown, rows=rows, seeds=seeds,
+        members=members,
     )
     _warn_duplicate_seeds(frame)
     analysis.hypothesis = hypothesis_tests(analysis)
@@ -798,7 +829,7 @@ def class_accuracy_matrix(analysis: Analysis) -> pd.DataFrame:
         rows[analysis.baseline_label] = [analysis.baseline[c].mean() if c in analysis.baseline else np.nan
                                          for c in classes]
     for variant in analysis.shown:
-        rows[variant] = [np.mean(list(per_seed(analysis.rows, c, variant).values()) or [np.nan])
+        rows[variant] = [np.mean(list(per_seed(analysis.seeds, c, variant).values()) or [np.nan])
                          for c in classes]
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(range(10)))
 
@@ -882,7 +913,7 @@ def pareto_front(x: Sequence[float], y: Sequence[float]) -> np.ndarray:
     return mask
 
 
-def _xy_row(rows: pd.DataFrame, variant: str, **ident: Any) -> dict[str, Any]:
+def _xy_row(rows: pd.DataFrame | SeedTable, variant: str, **ident: Any) -> dict[str, Any]:
     """Mean and clipped 95% t-interval over seeds of test retained (x) and target (y) accuracy."""
     xs = t_interval(per_seed(rows, RETAINED, variant).values(), 0.95, (0.0, 1.0))
     ys = t_interval(per_seed(rows, TARGET, variant).values(), 0.95, (0.0, 1.0))
@@ -900,7 +931,7 @@ def tradeoff_frame(analysis: Analysis) -> pd.DataFrame:
     points on the Pareto front of all of them.
     """
     out = []
-    rows = analysis.rows
+    rows = analysis.seeds
     for curve in analysis.curves:
         for value, label in curve.points:
             out.append(_xy_row(rows, label, kind="curve", series=curve.label, method=curve.method,
@@ -930,6 +961,8 @@ def tradeoff_frame(analysis: Analysis) -> pd.DataFrame:
                     "x_lo": xs.ci_low, "x_hi": xs.ci_high, "y": ys.mean, "y_lo": ys.ci_low, "y_hi": ys.ci_high,
                     "selected": False})
     for v in analysis.shown:
+        if analysis.variant_method[v] in OWN_RULE_METHODS:
+            continue  # its target is the classes it forgets: another question, not on these axes
         selected = v in analysis.tuned or v in lambda_variants
         out.append(_xy_row(rows, v, kind="point", series=v, method=analysis.variant_method[v],
                            retention=analysis.variant_retention[v], knob="", value="", selected=selected))

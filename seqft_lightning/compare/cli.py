@@ -1,7 +1,9 @@
-"""Command line: ``python compare.py [SWEEP_DIR] [--outputs DIR]``.
+"""Command line: ``python compare.py [SWEEP_DIR] [--outputs DIR] [--rule RULE] [--delta D]``.
 
-Reads every job dir of a sweep, writes ``<SWEEP_DIR>/compare/`` (summary.csv, summary.md,
-hypothesis.md, plots/*.png, report.md, report.html) and logs the report path.
+Reads every job dir of a sweep, writes ``<SWEEP_DIR>/compare/`` (summary.csv, tuned.csv, summary.md,
+hypothesis.md, plots/*.png, report.md, report.html) and logs the report path. Knobs are chosen
+per seed on the calibration split by the selection rule the jobs ran with (their ``selection``
+config, which must agree); ``--rule``/``--delta`` apply another, and every report says which.
 Exit status 0 = report written; bad input (missing folder, no job dirs) is a
 :class:`~seqft_lightning.errors.SeqftError`: one line ``error: ...`` on stderr, exit
 :data:`~seqft_lightning.errors.EXIT_USER_ERROR` (2).
@@ -18,6 +20,7 @@ from pathlib import Path
 from seqft_lightning.cli import ConsoleFilter, run_or_exit
 from seqft_lightning.contract import CONFIG_FILE
 from seqft_lightning.errors import SeqftError
+from seqft_lightning.selection import RULES
 
 log = logging.getLogger("seqft_lightning.compare")
 
@@ -32,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--outputs", type=Path, default=Path("outputs"), metavar="DIR",
                         help="outputs root searched when SWEEP_DIR is omitted: the newest sweep under DIR/multirun "
                              "(default: ./outputs)")
+    parser.add_argument("--rule", choices=RULES, default=None,
+                        help="selection rule for the tuned variants and the best method (default: the jobs' "
+                             "selection.rule, which must agree across jobs)")
+    parser.add_argument("--delta", type=float, default=None, metavar="D",
+                        help="the rule's tolerance on calibration retained accuracy, a fraction (0.01 = 1 pp; "
+                             "default: the jobs' selection.delta)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (one line per job read)")
     return parser
 
@@ -74,8 +83,10 @@ def _remove_stale_plots(plots_dir: Path, keep: set[str]) -> None:
             png.unlink()
 
 
-def run(sweep_dir: Path) -> Path:
-    """Analyse ``sweep_dir`` and write its comparison; returns the path of report.md."""
+def run(sweep_dir: Path, rule: str | None = None, delta: float | None = None) -> Path:
+    """Analyse ``sweep_dir`` and write its comparison; returns the path of report.md.
+
+    ``rule``/``delta`` override the jobs' selection rule (:func:`~.aggregate.selection_rule`)."""
     from seqft_lightning.compare.load import find_job_dirs, load_jobs
 
     if not find_job_dirs(sweep_dir):
@@ -86,8 +97,9 @@ def run(sweep_dir: Path) -> Path:
     from seqft_lightning.compare.plots import make_all_plots
     from seqft_lightning.compare.report import write_outputs
 
-    analysis = analyse(jobs)
-    log.info("%d variant(s)", len(analysis.variants))
+    analysis = analyse(jobs, rule, delta)
+    log.info("%d variant(s), %d tuned on calibration (%s)", len(analysis.variants), len(analysis.tuned),
+             analysis.selection.short())
     if not analysis.finished:
         log.warning("no job of %s has finished; the report only lists the failures", sweep_dir)
     out_dir = sweep_dir / "compare"
@@ -97,8 +109,11 @@ def run(sweep_dir: Path) -> Path:
             log.info("plot %s skipped: %s", p.key, p.note)
     _remove_stale_plots(out_dir / "plots", {Path(p.path).name for p in plots if p.path is not None})
     paths = write_outputs(analysis, sweep_dir, out_dir, plots)
-    for r in analysis.hypothesis:
+    for r in [*analysis.hypothesis, *analysis.tuned_hypothesis]:
         log.info("hypothesis (%s vs %s, %s): %s", r["variant"], r["reference"], r["metric"], r["verdict"])
+    if analysis.best is not None:
+        log.info("best method under the selection rule: %s%s", analysis.best["variant"],
+                 " (fallback)" if analysis.best["fallback"] else "")
     return paths["report.md"]
 
 
@@ -106,6 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns 0, or exits with status 2 and one ``error: ...`` line on bad input."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    report = run_or_exit(lambda: run(resolve_sweep_dir(args.sweep_dir, args.outputs)))
+    report = run_or_exit(lambda: run(resolve_sweep_dir(args.sweep_dir, args.outputs), args.rule, args.delta))
     log.info("report: %s", report)
     return 0

@@ -183,12 +183,18 @@ def read_config(path: Path) -> dict[str, Any]:
 
     cfg = OmegaConf.create(data)
     try:
-        data = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # e.g. ${hydra:...} outside a Hydra run
-        data = OmegaConf.to_container(cfg, resolve=False)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a mapping")
-    return data
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # e.g. ${hydra:...} outside a Hydra run: resolve what can be, group by group
+        pass
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        node = cfg.get(key)
+        try:
+            out[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else cfg[key]
+        except Exception:
+            out[key] = value
+    return out
 
 
 def find_error_line(log_text: str, tail_lines: int = 200) -> str:

@@ -37,7 +37,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from seqft_lightning.compare import aggregate as agg  # noqa: E402
-from seqft_lightning.compare.stats import t_errorbar  # noqa: E402
+from seqft_lightning.compare.stats import t_errorbar, t_interval_groups  # noqa: E402
 from seqft_lightning.compare.variants import FAMILIES, slugify  # noqa: E402
 from seqft_lightning.io import atomic_write_bytes  # noqa: E402
 
@@ -81,19 +81,33 @@ class Panel:
     markers: bool = True
 
 
+def _family_palette(family: str, n: int) -> list[tuple]:
+    """Colours that no other family uses, so that one figure can hold every family (the trade-off
+    plot): naive variants in greys, retention methods from the first tab10 colours, merging from the
+    last ones (tab20 when a family needs more than five)."""
+    n = max(n, 1)
+    if family == "naive":
+        return [tuple(c) for c in sns.color_palette("Greys_r", n + 2)[:n]]
+    tab = sns.color_palette("tab10", 10) if n <= 5 else sns.color_palette("tab20", 20)
+    half = len(tab) // 2
+    start = half if family == "merging" else 0
+    return [tuple(tab[(start + i) % len(tab)]) for i in range(n)]
+
+
 def variant_styles(analysis: agg.Analysis) -> dict[str, Style]:
-    """Colour, marker and dash pattern of each variant and tuned variant, distinct within its family;
-    in the retention family one colour and marker per retention method (``sequential+ewc`` solid,
-    ``joint+ewc`` dashed; a knob curve's grid points and its tuned variant alike)."""
+    """Colour, marker and dash pattern of each variant and tuned variant, distinct within its family
+    and across families (:func:`_family_palette`); in the retention family one colour and marker per
+    retention method (``sequential+ewc`` solid, ``joint+ewc`` dashed; a knob curve's grid points and
+    its tuned variant alike)."""
     styles: dict[str, Style] = {}
     for family in FAMILIES:
         members = [v for v in analysis.all_variants if analysis.family(v) == family]
         key = {v: analysis.variant_retention[v] if family == "retention" else v for v in members}
         keys = list(dict.fromkeys(key.values()))
-        palette = sns.color_palette("tab10" if len(keys) <= 10 else "tab20", max(len(keys), 1))
+        palette = _family_palette(family, len(keys))
         for v in members:
             i = keys.index(key[v])
-            styles[v] = Style(tuple(palette[i]), MARKERS[i % len(MARKERS)], DASHES.get(analysis.variant_method[v], ""))
+            styles[v] = Style(palette[i], MARKERS[i % len(MARKERS)], DASHES.get(analysis.variant_method[v], ""))
     return styles
 
 
@@ -105,7 +119,7 @@ def _groups(analysis: agg.Analysis, present: set, families: Sequence[str] = FAMI
 
 def _save(fig: Figure, path: Path) -> Path:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI)  # constrained layout already fits everything in
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -127,12 +141,15 @@ def draw_family_grid(panels: Sequence[Panel], groups: Mapping[str, Sequence[str]
         for ax, panel in zip(axes, panels):
             data = panel.data[panel.data["variant"].isin(variants)]
             order = [v for v in variants if v in set(data["variant"])]
-            if order:
-                sns.lineplot(data=data, x="x", y="y", hue="variant", style="variant", hue_order=order,
-                             style_order=order, palette={v: styles[v].color for v in order},
-                             markers={v: styles[v].marker for v in order} if panel.markers else False,
-                             dashes={v: styles[v].dashes for v in order}, errorbar=t_errorbar(panel.bounds),
-                             err_kws={"alpha": 0.15, "linewidth": 0}, ax=ax, legend=False)
+            # mean and t-interval band per x, computed once per panel (seaborn's errorbar callable
+            # per point is too slow for hundreds of steps and tens of variants)
+            band = t_interval_groups(data, ["variant", "x"], "y", 0.95, panel.bounds) if order else None
+            for v in order:
+                b = band[band["variant"] == v]
+                st = styles[v]
+                ax.plot(b["x"], b["mean"], color=st.color, marker=st.marker if panel.markers else None, ms=4,
+                        ls=(0, st.dashes) if st.dashes else "-", lw=1.4)
+                ax.fill_between(b["x"], b["ci_low"], b["ci_high"], color=st.color, alpha=0.15, linewidth=0)
             if stage_lines and order:
                 for stage, start in data.groupby("stage")["x"].min().items():
                     if stage >= 2:
@@ -169,17 +186,35 @@ def draw_class_heatmap(matrix: pd.DataFrame, task_classes: Sequence[int], breaks
     return _save(fig, path)
 
 
-def draw_confusion(counts: np.ndarray, variant: str, n_jobs: int, stage: int, path: Path) -> Path:
-    """Final confusion matrix, seed-summed counts, each row normalised to 100% of its true class."""
-    rows = counts.sum(axis=1, keepdims=True)
-    norm = np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
-    fig = Figure(figsize=(7.2, 6.0), layout="constrained")
-    ax = fig.subplots()
-    sns.heatmap(100 * norm, ax=ax, annot=True, fmt=".1f", cmap="Blues", vmin=0, vmax=100,
-                cbar_kws={"label": "% of true class"}, annot_kws={"fontsize": 7}, square=True)
-    ax.set(xlabel="predicted class", ylabel="true class")
-    ax.set_title(f"Final confusion matrix: {variant} (after stage {stage})\n"
-                 f"(summed over {n_jobs} seed(s), rows normalised per true class)", fontsize=10)
+def draw_confusion(matrices: Mapping[str, tuple[np.ndarray, int, int]], path: Path) -> Path:
+    """Final confusion matrices, one panel per variant (``{variant: (counts, n_jobs, stage)}``):
+    counts summed over seeds, each row normalised to 100% of its true class; cells under 0.5% are
+    left blank (text is what makes these figures slow, and noise to read)."""
+    ncols = min(4, len(matrices))
+    nrows = -(-len(matrices) // ncols)
+    fig = Figure(figsize=(3.4 * ncols + 0.8, 3.5 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    image = None
+    for ax, (variant, (counts, n_jobs, stage)) in zip(axes, matrices.items()):
+        rows = counts.sum(axis=1, keepdims=True)
+        norm = 100 * np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
+        image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=100)
+        for (i, j), value in np.ndenumerate(norm):
+            if value >= 0.5:
+                ax.text(j, i, f"{value:.0f}" if value >= 9.95 else f"{value:.1f}", ha="center", va="center",
+                        fontsize=5.5, color="white" if value > 60 else "black")
+        ticks = np.arange(norm.shape[0])
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+        ax.tick_params(labelsize=6)
+        ax.set_title(f"{variant}\n(stage {stage}, {n_jobs} seed(s))", fontsize=7)
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_ylabel("true", fontsize=7)
+    for ax in axes[len(matrices):]:
+        ax.set_visible(False)
+    if image is not None:
+        fig.colorbar(image, ax=axes.tolist(), label="% of true class", shrink=0.6)
+    fig.suptitle("Final confusion matrices (summed over seeds, rows normalised per true class; blank < 0.5%)")
     return _save(fig, path)
 
 
@@ -253,6 +288,7 @@ def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequen
     λ curves dotted, single points, selected points large and outlined, the Pareto front shaded."""
     fig = Figure(figsize=(11.5, 7.5), layout="constrained")
     ax = fig.subplots()
+    retention_handles: dict[str, Any] = {}
     handles: list[Any] = []
     for series, g in data[data["kind"] == "curve"].groupby("series", sort=False):
         style = styles.get(series, Style(BASELINE_COLOR, "o", ""))
@@ -264,24 +300,30 @@ def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequen
             if np.isfinite(row["x"]) and np.isfinite(row["y"]):
                 ax.annotate(f"{row['value']}", (100 * row["x"], 100 * row["y"]), xytext=(3, 3),
                             textcoords="offset points", fontsize=6, color=style.color)
-        handles.append(Line2D([], [], color=style.color, ls=ls, marker="o", ms=3.5,
-                              label=f"{series.removesuffix(' (tuned)')} over {g['knob'].iloc[0]}"))
+        retention_handles.setdefault(g["retention"].iloc[0], Line2D(
+            [], [], color=style.color, marker="o", ms=3.5, label=f"{g['retention'].iloc[0]} over {g['knob'].iloc[0]}"))
+    if retention_handles:
+        handles += list(retention_handles.values())
+        handles += [Line2D([], [], color="0.2", ls="-", marker="o", ms=7, mec="black", mew=1.5,
+                           label="sequential (line solid, tuned ●)"),
+                    Line2D([], [], color="0.2", ls="--", marker="s", ms=7, mec="black", mew=1.5,
+                           label="joint (line dashed, tuned ■)")]
     for series, g in data[data["kind"] == "lambda"].groupby("series", sort=False):
         style = styles.get(series, Style(BASELINE_COLOR, ".", ""))
         ax.plot(100 * g["x"], 100 * g["y"], color=style.color, ls=":", lw=1.4, marker=".", ms=4, zorder=2)
-        handles.append(Line2D([], [], color=style.color, ls=":", marker=".", label=f"{series} over λ (test)"))
     for row in data[data["kind"] == "point"].itertuples(index=False):
-        if row.variant == agg.BASELINE_LABEL:
-            style = Style((0.0, 0.0, 0.0), "*", "")
+        if row.method == agg.BASELINE_METHOD or row.variant == agg.BASELINE_LABEL:
+            style, marker = Style((0.0, 0.0, 0.0), "*", ""), "*"
         else:
             style = styles.get(row.variant, Style(BASELINE_COLOR, "o", ""))
-        marker = ("s" if row.method == "joint" else "o") if row.variant in tuned else style.marker
-        if row.method == agg.BASELINE_METHOD:
-            style, marker = Style((0.0, 0.0, 0.0), "*", ""), "*"
+            marker = ("s" if row.method == "joint" else "o") if row.variant in tuned else style.marker
         big = dict(ms=12, mec="black", mew=1.8) if row.selected else dict(ms=8, mec="white", mew=0.6)
         _errorbar(ax, row, fmt=marker, color=style.color, ecolor=style.color, zorder=4 if row.selected else 3, **big)
-        handles.append(Line2D([], [], color=style.color, ls="none", marker=marker, label=row.variant,
-                              **({"ms": 9, "mec": "black", "mew": 1.5} if row.selected else {"ms": 7})))
+        if row.variant not in tuned:
+            lam = (data["kind"] == "lambda") & (data["series"] == row.variant)
+            handles.append(Line2D([], [], color=style.color, ls=":" if lam.any() else "none", marker=marker,
+                                  label=f"{row.variant}{' (λ curve dotted)' if lam.any() else ''}",
+                                  **({"ms": 9, "mec": "black", "mew": 1.5} if row.selected else {"ms": 7})))
     front = data[data["pareto"]].sort_values(["x", "y"], ascending=[True, False])
     if len(front):
         ax.plot(100 * front["x"], 100 * front["y"], color="0.25", lw=6, alpha=0.15, drawstyle="steps-pre", zorder=0)
@@ -289,8 +331,8 @@ def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequen
                    zorder=5)
         handles.append(Line2D([], [], color="0.3", lw=5, alpha=0.3, marker="o", mfc="none", ms=12,
                               label="Pareto front (all plotted means)"))
-    handles.append(Line2D([], [], color="0.4", ls="none", marker="o", ms=10, mec="black", mew=1.8,
-                          label="selected on calibration (tuned: ● sequential, ■ joint)"))
+    handles.append(Line2D([], [], color="0.6", ls="none", marker="o", ms=10, mec="black", mew=1.8,
+                          label="chosen on calibration (tuned knob, merging λ)"))
     ax.set(xlabel="retained accuracy on test (%, classes not trained)", ylabel="target accuracy on test (%)")
     ax.grid(alpha=0.3)
     ax.set_title(f"Target vs retained test accuracy: every knob's trade-off curve (mean over seeds, 95% CI)\n{rule}",
@@ -357,9 +399,11 @@ def build_class_heatmap(a: agg.Analysis) -> dict | None:
             "breaks": [i for i in range(1, len(families)) if families[i] != families[i - 1]]}
 
 
-def build_confusions(a: agg.Analysis) -> dict[str, dict]:
-    return {variant: {"counts": counts, "variant": variant, "n_jobs": n, "stage": max(s for s in stages if s is not None)}
-            for variant, (counts, n, stages) in agg.confusion_by_variant(a).items()}
+def build_confusions(a: agg.Analysis) -> dict | None:
+    """The shown variants' matrices (naive, tuned: their chosen jobs, merging), in report order."""
+    found = {variant: (counts, n, max(s for s in stages if s is not None))
+             for variant, (counts, n, stages) in agg.confusion_by_variant(a).items()}
+    return {"matrices": found} if found else None
 
 
 def build_training_curves(a: agg.Analysis) -> dict | None:
@@ -400,14 +444,16 @@ def build_tradeoff(a: agg.Analysis) -> dict | None:
 
 
 def build_accuracy_vs_compute(a: agg.Analysis) -> dict | None:
-    """Shown variants with training FLOPs > 0 (the baseline, which trains nothing, is a line)."""
+    """Shown variants with training FLOPs > 0 (the baseline, which trains nothing, is a line; task
+    negation, whose target is what it forgets, is left out)."""
     cost = agg.cost_table(a)
     if cost.empty or a.summary.empty:
         return None
     summary = a.summary.set_index(["variant", "metric"])
     rows = []
     for _, c in cost.iterrows():
-        if not np.isfinite(c[agg.TRAIN_FLOPS]) or c[agg.TRAIN_FLOPS] <= 0:
+        if not np.isfinite(c[agg.TRAIN_FLOPS]) or c[agg.TRAIN_FLOPS] <= 0 \
+                or a.variant_method[c["variant"]] in (agg.BASELINE_METHOD, *agg.OWN_RULE_METHODS):
             continue
         for metric in (agg.TARGET, agg.ACC):
             if (c["variant"], metric) in summary.index:
@@ -465,10 +511,10 @@ SPECS: tuple[PlotSpec, ...] = (
              "Final test accuracy per true class, mean over seeds, variants grouped by family (task classes "
              "marked with an asterisk; the colour scale starts near the lowest value).",
              build_class_heatmap, draw_class_heatmap, "per-class accuracies in metrics.json"),
-    PlotSpec("confusion", "Confusion matrix",
-             "Final confusion matrix of `{variant}` (a tuned variant: its chosen jobs), counts summed over seeds, "
-             "rows normalised per true class (%). Drawn for the naive, tuned and merging variants only.",
-             build_confusions, draw_confusion, "confusion/stage_<k>.csv of the final stage", per_variant=True),
+    PlotSpec("confusion", "Confusion matrices",
+             "Final confusion matrix of each naive, tuned (its chosen jobs) and merging variant, counts summed over "
+             "seeds, rows normalised per true class (%); cells under 0.5% blank.",
+             build_confusions, draw_confusion, "confusion/stage_<k>.csv of the final stage"),
     PlotSpec("training_curves", "Training curves",
              "Train loss and validation accuracy vs global step during fine-tuning (pretraining omitted), one "
              "column per family, mean over seeds with 95% CI band; dotted lines mark where stage k >= 2 starts. "

@@ -261,7 +261,8 @@ def tuned_table(analysis: agg.Analysis) -> Table:
     header = ["variant", "knob", "grid", "chosen per seed (* = fallback)", "n", "test overall (%)",
               "test target (%)", "test retained (%)", "train FLOPs", "train wall (s)"]
     rows = []
-    for v in _table_variants(analysis):
+    synthetic = analysis.baseline_label == agg.BASELINE_LABEL and not analysis.baseline.empty
+    for v in ([agg.BASELINE_LABEL] if synthetic else []) + list(analysis.shown):
         ch = analysis.choices[analysis.choices["variant"] == v] if not analysis.choices.empty else None
         knob, grid, chosen = DASH, DASH, DASH
         if ch is not None and len(ch):
@@ -335,14 +336,23 @@ def best_blocks(analysis: agg.Analysis) -> list[Block]:
 
 
 def _pareto_text(analysis: agg.Analysis) -> str:
-    """The points on the trade-off plot's Pareto front, best target first."""
+    """The points on the trade-off plot's Pareto front, best target first; the grid points of one
+    curve are listed together."""
     data = agg.tradeoff_frame(analysis)
     if data.empty or not data["pareto"].any():
         return ""
-    front = data[data["pareto"]].sort_values("y", ascending=False)
-    items = [f"{code(r.series)}{'' if r.kind == 'point' else f' at {r.knob}={r.value}'} "
-             f"({pct(r.y, 1)} / {pct(r.x, 1)})" for r in front.itertuples(index=False)]
-    return "On the Pareto front of the test means (target / retained %): " + "; ".join(items) + "."
+    front = data[data["pareto"]].sort_values(["y", "x"], ascending=[False, True])
+    items: dict[tuple[str, str], list[Any]] = {}
+    for r in front.itertuples(index=False):
+        items.setdefault((r.kind if r.kind == "point" else "grid", r.series), []).append(r)
+    text = []
+    for (kind, series), rs in items.items():
+        where = "" if kind == "point" else f" at {rs[0].knob} ∈ {{{', '.join(r.value for r in rs)}}}"
+        ys, xs = [r.y for r in rs], [r.x for r in rs]
+        span = (f"{pct(max(ys), 1)} / {pct(min(xs), 1)}" if len(rs) == 1 else
+                f"{pct(min(ys), 1)}–{pct(max(ys), 1)} / {pct(min(xs), 1)}–{pct(max(xs), 1)}")
+        text.append(f"{code(series)}{where} ({span})")
+    return "On the Pareto front of the test means (target / retained %): " + "; ".join(text) + "."
 
 
 def answer_blocks(analysis: agg.Analysis, plots: Sequence[Any]) -> list[Block]:
@@ -356,8 +366,9 @@ def answer_blocks(analysis: agg.Analysis, plots: Sequence[Any]) -> list[Block]:
                Paragraph("Nested selection: for each retention method's knob curve and each seed, the grid point picked "
                          "by the selection rule from the jobs' final calibration metrics; the tuned variant reports "
                          "that job's test metrics and cost. Merging methods chose λ in-run by the rule their jobs ran "
-                         "with (`lambda_selection` in metrics.json). Rows without a knob are the untuned references "
-                         "(the optimizer-state row is `method.reset_optimizer=false`)."),
+                         "with (`lambda_selection` in metrics.json). Rows without a knob are the untuned references"
+                         + (" (the optimizer-state row: `method.reset_optimizer=false`, Adam's moments kept across "
+                            "stages)." if any("method.reset_optimizer=false" in v for v in analysis.shown) else ".")),
                tuned_table(analysis),
                Heading("Verdict: sequential vs joint", 3),
                Paragraph(f"Hypothesis: **{HYPOTHESIS.lower()}**. Naive pair:"),

@@ -91,6 +91,28 @@ def t_errorbar(bounds: tuple[float, float] | None = None,
     return interval
 
 
+def t_interval_groups(values: "pd.DataFrame", by: list[str], column: str, confidence: float = 0.95,
+                      bounds: tuple[float, float] | None = None) -> "pd.DataFrame":
+    """:func:`t_interval` of ``column`` for every group of ``by`` at once (NaNs dropped): a frame with
+    the ``by`` columns and ``n``, ``mean``, ``std``, ``ci_low``, ``ci_high``, for line plots with many
+    points (a training curve has one group per step)."""
+    import pandas as pd
+
+    clean = values.dropna(subset=[column])
+    g = clean.groupby(by, sort=True)[column]
+    out = pd.DataFrame({"n": g.count(), "mean": g.mean(), "std": g.std(ddof=1)}).reset_index()
+    n = out["n"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.where(n >= 2, sps.t.ppf(0.5 + confidence / 2.0, np.maximum(n - 1, 1)), np.nan)
+        half = q * out["std"].to_numpy(dtype=float) / np.sqrt(n)
+    low, high = out["mean"].to_numpy() - half, out["mean"].to_numpy() + half
+    if bounds is not None:
+        low, high = np.clip(low, *bounds), np.clip(high, *bounds)
+    out["std"] = np.where(n >= 2, out["std"], np.nan)
+    out["ci_low"], out["ci_high"] = np.where(n >= 2, low, np.nan), np.where(n >= 2, high, np.nan)
+    return out
+
+
 def verdict(ci_low: float, ci_high: float, n: int, min_n: int = MIN_PAIRED_SEEDS) -> str:
     """Verdict on "a beats b" from the CI of the paired difference ``a - b``.
 

@@ -110,13 +110,13 @@ class Runner:
         steps = trainer.global_step
         self.steps_done += steps
         self.recorder.add_curves(self.module.take_curves())
-        samples = self.module.take_samples()
+        samples, calibration_samples = self.module.take_samples()
         if stage == 0:
             self.cost.pretrain_steps += steps
         else:
             self.cost.optimizer_steps += steps
             self.cost.train_samples += samples
-            self.cost.eval_samples += trainer.current_epoch * len(self.datamodule.calib_y)  # calibration curves
+            self.cost.eval_samples += calibration_samples  # the calibration curve after every epoch
             self.cost.train_wall_s += time.perf_counter() - started
         return steps
 

@@ -51,6 +51,7 @@ class ClassifierModule(pl.LightningModule):
         self._optimizer: torch.optim.Optimizer | None = None
         self._curves: list[dict] = []
         self._samples = 0  # training samples through forward and backward since take_samples()
+        self._val_samples = 0  # calibration samples evaluated since take_samples()
         self._reset_train_sums()
 
     # -- stage bookkeeping ------------------------------------------------------------------
@@ -65,9 +66,11 @@ class ClassifierModule(pl.LightningModule):
         self.step_offset = int(step_offset)
         self.keep_optimizer = bool(keep_optimizer) and self._optimizer is not None
 
-    def take_samples(self) -> int:
-        """Training samples through forward and backward since the last call."""
-        samples, self._samples = self._samples, 0
+    def take_samples(self) -> tuple[int, int]:
+        """``(training samples through forward and backward, calibration samples evaluated)``
+        since the last call."""
+        samples = (self._samples, self._val_samples)
+        self._samples = self._val_samples = 0
         return samples
 
     def take_curves(self) -> list[dict]:
@@ -157,5 +160,6 @@ class ClassifierModule(pl.LightningModule):
         loss = self._val_loss
         if self.trainer.world_size > 1:
             loss = self.trainer.strategy.reduce(loss, reduce_op="sum")
+        self._val_samples += int(confusion.sum())
         row = group_row(confusion, loss.cpu(), range(self.num_classes))
         self._add_curve_points(VAL, {k: row[k] for k in ("acc", "precision", "recall", "f1", "loss")})

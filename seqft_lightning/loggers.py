@@ -7,6 +7,7 @@ flush there; :func:`end_run` closes them once, when the run's result files are w
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -20,6 +21,11 @@ class RunTensorBoardLogger(TensorBoardLogger):
             self._experiment.flush()
 
     def end_run(self, status: str) -> None:
+        # Lightning wrote hparams.yaml ({}) at the first fit and never overwrites it; the run's
+        # hyperparameters are known only now.
+        hparams_file = os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)
+        if self._fs.isfile(hparams_file):
+            self._fs.rm(hparams_file)
         super().finalize(status)
 
 

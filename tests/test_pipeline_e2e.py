@@ -265,7 +265,12 @@ def test_tensorboard_event_files(runs):
         acc = EventAccumulator(str(path))
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
-    assert {"test/acc", "train/loss"} <= tags
+    assert {"test/acc", "train/loss", "calibration/acc", "hp/calibration/acc_target"} <= tags
+    assert len(events) == 1  # one event file per run, however many stages (Trainers) it had
+    import yaml
+
+    hparams = yaml.safe_load((run_dir / "tensorboard" / "hparams.yaml").read_text())
+    assert hparams["method.name"] == "sequential" and hparams["seed"] == 0  # the HParams tab's config
 
 
 def test_determinism_two_cache_misses_are_byte_identical(runs):

@@ -247,17 +247,22 @@ def _read_csv(job: Job, name: str, columns: Sequence[str] = (), optional: bool =
     return df.reindex(columns=[*df.columns, *missing])
 
 
+def _json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` (ValueError when the top level is not an object)."""
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict):
+        raise ValueError("top level is not an object")
+    return data
+
+
 def _read_json(job: Job, name: str) -> dict[str, Any] | None:
     """``name`` of the job dir as an object, None when absent (silently) or unreadable (a job warning)."""
     path = job.path / name
     if not path.is_file():
         return None
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-        if not isinstance(data, dict):
-            raise ValueError("top level is not an object")
-        return data
+        return _json_object(path)
     except Exception as exc:
         job.warnings.append(f"could not read {name}: {exc}")
         return None
@@ -305,10 +310,7 @@ def load_job(job_dir: Path, root: Path) -> Job:
         return job
 
     try:
-        with open(metrics_path, encoding="utf-8") as fh:
-            metrics = json.load(fh)
-        if not isinstance(metrics, dict):
-            raise ValueError("top level is not an object")
+        metrics = _json_object(metrics_path)
     except Exception as exc:
         job.status, job.reason = STATUS_FAILED, f"unreadable {METRICS_FILE}: {exc}"
         return job

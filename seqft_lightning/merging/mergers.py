@@ -140,12 +140,7 @@ class Merger(abc.ABC):
     lambda_: float | None
 
     @abc.abstractmethod
-    def run(
-        self,
-        base: nn.Module,
-        finetuned: Mapping[str, nn.Module],
-        lambda_: float | None = None,
-    ) -> nn.Module:
+    def run(self, base: nn.Module, finetuned: Mapping[str, nn.Module], lambda_: float | None = None) -> nn.Module:
         """Merge ``finetuned`` (name -> model) onto ``base``; returns a new model."""
 
     def __repr__(self) -> str:
@@ -176,12 +171,7 @@ class TaskVectorMerger(Merger):
     ) -> TaskVector:
         """The merged task vector (before lambda); apply it with ``.apply_to(base, lambda_)``."""
 
-    def run(
-        self,
-        base: nn.Module,
-        finetuned: Mapping[str, nn.Module],
-        lambda_: float | None = None,
-    ) -> nn.Module:
+    def run(self, base: nn.Module, finetuned: Mapping[str, nn.Module], lambda_: float | None = None) -> nn.Module:
         """``theta_0 + lambda * merged_task_vector``; ``lambda_`` overrides ``self.lambda_``."""
         _check_lambda(lambda_, f"{type(self).__name__}.run")
         return self.merged_task_vector(base, finetuned).apply_to(
@@ -272,12 +262,7 @@ class Average(Merger):
     def __init__(self) -> None:
         self.lambda_: float | None = None
 
-    def run(
-        self,
-        base: nn.Module,
-        finetuned: Mapping[str, nn.Module],
-        lambda_: float | None = None,
-    ) -> nn.Module:
+    def run(self, base: nn.Module, finetuned: Mapping[str, nn.Module], lambda_: float | None = None) -> nn.Module:
         """The element-wise mean of the fine-tuned models' float entries; a new model."""
         if lambda_ is not None:
             raise ValueError(f"Average: lambda_ does not apply to weight averaging, got {lambda_!r}")

@@ -21,9 +21,13 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats as sps
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"

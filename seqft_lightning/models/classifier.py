@@ -12,7 +12,7 @@ back by :meth:`take_curves`. Nothing else is read back from the module.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import lightning.pytorch as pl
 import torch

@@ -1,15 +1,18 @@
 """From a composed config to a :class:`RunPlan`: every check before any work, done once.
 
 ``plan_run(cfg)`` refuses a bad config with one :class:`~seqft_lightning.errors.ConfigError` line
-naming the user's key, before any data is read or model trained: types and ranges, the method's
-own settings (``Method.validate``), the accelerator, the optimizers (built on a dummy parameter)
-and the retention strategy. What it resolves (stages, task classes, retention strategy) is what
+naming the user's key, before any image is read or model trained: types and ranges, the method's
+own settings (``Method.validate``), the accelerator, the data (vendored files intact, split sizes
+from the label file), the optimizers (built on an empty parameter list) and the retention
+strategy. The cheap checks come first and import no torch, so most refusals take under a second. What it resolves (stages, task classes, retention strategy) is what
 the run uses: nothing is recomputed from the config later.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,12 +65,29 @@ def build_retention(cfg: DictConfig) -> Any:
     return instantiate_checked(cfg.retention, "retention")
 
 
+# Ranges that every torch.optim optimizer with such an argument enforces (torch raises ValueError),
+# checked from the config alone: the usual slip (a negative learning rate) costs no torch import.
+_NON_NEGATIVE_ARGS = ("lr", "eps", "weight_decay", "momentum")
+
+
+def check_optimizer_ranges(node: DictConfig, key: str) -> None:
+    """The shared ranges (:data:`_NON_NEGATIVE_ARGS`, ``betas``), from the config alone."""
+    for name in _NON_NEGATIVE_ARGS:
+        value = node.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"{key}.{name}={value!r} is refused by {node.get('_target_')}: it must be >= 0; fix that argument")
+    betas = node.get("betas")
+    if betas is not None and all(isinstance(b, (int, float)) for b in betas) and not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"{key}.betas={show_value(betas)} is refused by {node.get('_target_')}: each must be in [0, 1); fix that argument")
+
+
 def check_optimizer(node: DictConfig, key: str) -> None:
     """Build the optimizer ``node`` with torch's own argument checks, now.
 
-    It is built on an empty parameter list: torch checks the arguments (learning rate, betas,
-    ...) first and then refuses the empty list, which means the arguments passed, without the
-    cost of setting up a real parameter group (that imports torch's compiler stack).
+    It is built on an empty parameter list: torch checks the arguments first and then refuses
+    the empty list, which means the arguments passed, without the cost of setting up a real
+    parameter group (that imports torch's compiler stack). :func:`check_optimizer_ranges` runs
+    before it, without torch.
     """
     factory = instantiate_checked(node, key)
     try:
@@ -84,20 +104,42 @@ def check_optimizer(node: DictConfig, key: str) -> None:
     raise ConfigError(f"{key}={show_value(OmegaConf.create(args))} is refused by {node.get('_target_')}: {str(refused).splitlines()[0]}; fix that argument")
 
 
+# Device nodes of a GPU driver (NVIDIA, WSL, ROCm): without any of them, CUDA cannot be available.
+_GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+
+
 def check_accelerator(trainer: DictConfig) -> None:
-    """An explicitly requested GPU must exist (``accelerator=auto`` falls back to the CPU)."""
+    """An explicitly requested GPU must exist (``accelerator=auto`` falls back to the CPU).
+
+    On Linux without a GPU driver's device node the answer is known without importing torch."""
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator not in ("gpu", "cuda", "mps"):
+        return
+    no_cuda = f"trainer.accelerator={accelerator}: no CUDA GPU is available on this machine; use trainer=cpu or trainer.accelerator=auto"
+    if accelerator != "mps" and sys.platform.startswith("linux") and not any(os.path.exists(p) for p in _GPU_DEVICE_NODES):
+        raise ConfigError(no_cuda)
     import torch
 
-    accelerator = str(trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"trainer.accelerator={accelerator}: no CUDA GPU is available on this machine; use trainer=cpu or trainer.accelerator=auto"
-        )
+        raise ConfigError(no_cuda)
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.accelerator=mps: MPS is not available on this machine; use trainer=cpu or trainer.accelerator=auto")
     devices = trainer.get("devices", 1)
     if accelerator in ("gpu", "cuda") and isinstance(devices, int) and devices > torch.cuda.device_count():
         raise ConfigError(f"trainer.devices={devices}: this machine has {torch.cuda.device_count()} CUDA GPU(s); lower trainer.devices")
+
+
+def check_data(data: DictConfig, targets: list[int]) -> None:
+    """Vendored MNIST: the files are intact (their MD5s) and the split can be carved (class counts
+    from the label file), refused here rather than after Lightning's import. Other data modules
+    check their split when they set up."""
+    if not str(data.get("_target_", "")).endswith(".MNISTTaskDataModule"):
+        return
+    from seqft_lightning.data.mnist_files import ensure_mnist_raw, train_label_counts
+    from seqft_lightning.data.splits import check_split_sizes
+
+    raw = ensure_mnist_raw(data.vendored_dir, data.data_dir)
+    check_split_sizes(train_label_counts(raw), targets, data.samples_per_task, int(data.calibration_size))
 
 
 def plan_run(cfg: DictConfig) -> RunPlan:
@@ -106,11 +148,16 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     method = get_method(cfg.method.name)
     method.validate(cfg)  # before the generic stage check: e.g. negation's stages derive from `forget`
     stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
-    check_accelerator(cfg.trainer)
-    check_optimizer(cfg.method.optimizer, "method.optimizer")
-    if cfg.pretrain.enabled and cfg.pretrain.epochs > 0:
-        check_optimizer(cfg.pretrain.optimizer, "pretrain.optimizer")
     targets = task_classes(stages)
+    check_accelerator(cfg.trainer)
+    check_data(cfg.data, targets)
+    optimizers = {"method.optimizer": cfg.method.optimizer}
+    if cfg.pretrain.enabled and cfg.pretrain.epochs > 0:
+        optimizers["pretrain.optimizer"] = cfg.pretrain.optimizer
+    for key, node in optimizers.items():
+        check_optimizer_ranges(node, key)
+    for key, node in optimizers.items():
+        check_optimizer(node, key)
     train_groups = method.train_groups(stages)
     retention = build_retention(cfg)
     # The pretraining pool is empty when every class is a task class and takes all its samples.

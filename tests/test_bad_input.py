@@ -216,3 +216,59 @@ def test_train_py_unknown_method_is_hydras_error(cli_runs):
     assert "Available options in 'method'" in proc.stderr and "sequential" in proc.stderr
     assert "Traceback" not in proc.stderr
     _assert_nothing_written(run_dir, _cache_of(run_dir))  # composition fails before Hydra writes
+
+
+# -- refused before torch is imported --------------------------------------------------------------
+# plan_run puts the cheap checks first: these refusals cost a Python start-up and Hydra's compose,
+# well under a second, instead of torch's and Lightning's imports. A fresh interpreter shows it:
+# after each refusal, torch is still not in sys.modules.
+WITHOUT_TORCH = {
+    "method_lr": ["method.optimizer.lr=-1"],
+    "pretrain_lr": ["pretrain.optimizer.lr=-1"],
+    "pretrain_betas": ["+pretrain.optimizer.betas=[0.9,1.5]"],
+    "ties_keep_fraction": ["method=ties", "method.merger.keep_fraction=2"],
+    "merge_renamed_key": ["method=task_arithmetic", "+method.merger.scaling_factor=0.3"],
+    "too_many_samples": ["data.samples_per_task=100000", "trainer=cpu"],
+    "corrupt_file": None,  # overrides built from a tmp dir
+}
+if not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd")) and sys.platform.startswith("linux"):
+    WITHOUT_TORCH["gpu_without_cuda"] = ["trainer=gpu"]
+
+_WITHOUT_TORCH_SCRIPT = """
+import json, sys
+from hydra import compose, initialize_config_dir
+import seqft_lightning
+from seqft_lightning.api import train
+from seqft_lightning.errors import SeqftError
+cases, conf_dir = json.loads(sys.argv[1]), sys.argv[2]
+out = {}
+for name, overrides in cases.items():
+    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    try:
+        train(cfg)
+        out[name] = ("not refused", None)
+    except SeqftError as err:
+        out[name] = (str(err), "torch" in sys.modules)
+print(json.dumps(out))
+"""
+
+
+def test_common_refusals_import_no_torch(tmp_path):
+    import json
+
+    cases = {}
+    for name, overrides in WITHOUT_TORCH.items():
+        if overrides is None:
+            vendored = _corrupt_vendored_copy(tmp_path / name / "vendored")
+            overrides = [f"data.vendored_dir={vendored}", f"paths.data_dir={tmp_path / name / 'data'}", "trainer=cpu"]
+        cases[name] = [*overrides, f"paths.output_dir={tmp_path / name / 'run'}", f"paths.cache_dir={tmp_path / name / 'cache'}"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TORCH_SCRIPT, json.dumps(cases), str(REPO / "conf")],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, (message, torch_imported) in results.items():
+        assert torch_imported is False, f"{name}: {message} (torch imported: {torch_imported})"
+        _assert_nothing_written(tmp_path / name / "run", tmp_path / name / "cache")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqft_lightning.data.splits import Splits, make_splits, stratified_quotas
+from seqft_lightning.data.splits import Splits, check_split_sizes, make_splits, stratified_quotas
 from seqft_lightning.errors import DataError
 
 # 6 zeros, 3 ones, 1 two, interleaved so that class order and index order differ.
@@ -31,9 +31,9 @@ def _all_indices(s: Splits) -> list[int]:
     ],
 )
 def test_stratified_quotas_largest_remainder(counts, total, expected):
-    quotas = stratified_quotas(torch.tensor(counts), total)
-    assert quotas.tolist() == expected
-    assert int(quotas.sum()) == total
+    quotas = stratified_quotas(counts, total)
+    assert quotas == expected
+    assert sum(quotas) == total
 
 
 def test_calibration_is_stratified_and_tasks_take_what_is_asked():
@@ -108,3 +108,19 @@ def test_split_does_not_depend_on_global_rng():
     torch.manual_seed(12345)
     b = make_splits(labels, [3], 2, 20, split_seed=1)
     assert torch.equal(a.calibration, b.calibration) and torch.equal(a.tasks[3], b.tasks[3])
+
+
+@pytest.mark.parametrize("samples, calibration", [(3, 5), (4, 5), (1, 0), (2, 9), (5, 1)])
+def test_size_check_from_counts_agrees_with_the_split(samples, calibration):
+    """check_split_sizes (what plan_run checks from the label file) refuses exactly the splits
+    make_splits cannot carve, and its quotas are the calibration split's class counts."""
+    counts = torch.bincount(LABELS, minlength=3).tolist()
+    try:
+        s = make_splits(LABELS, task_classes=[0], samples_per_task=samples, calibration_size=calibration, split_seed=0, num_classes=3)
+    except DataError as err:
+        with pytest.raises(DataError) as info:
+            check_split_sizes(counts, [0], samples, calibration)
+        assert str(info.value) == str(err)
+    else:
+        quotas = check_split_sizes(counts, [0], samples, calibration)
+        assert quotas == torch.bincount(LABELS[s.calibration], minlength=3).tolist()

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import zlib
+from collections import Counter
 from pathlib import Path
 
 from seqft_lightning.errors import DataError
@@ -67,6 +68,17 @@ def _unpack(gz_path: Path, dest: Path) -> None:
         atomic_write(dest, copy, mode="wb")
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{gz_path} is corrupt or truncated ({err}); " + _RESTORE_HINT.format(path=gz_path)) from err
+
+
+def train_label_counts(raw: Path, num_classes: int = 10) -> list[int]:
+    """Images per class in the verified ``train-labels-idx1-ubyte`` under ``raw``: an IDX1 file is
+    a big-endian header (magic 2049, item count) followed by one label byte per image."""
+    data = (raw / "train-labels-idx1-ubyte").read_bytes()
+    labels = data[8:]
+    counts = [0] * num_classes
+    for label, count in Counter(labels).items():
+        counts[label] += count
+    return counts
 
 
 def _download_with_torchvision(root: Path, vendored_dir: Path) -> None:

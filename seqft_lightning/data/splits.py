@@ -14,11 +14,12 @@ The official test set is never touched here: it is only for reporting.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
-
-import torch
+from typing import TYPE_CHECKING, Sequence
 
 from seqft_lightning.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -30,18 +31,38 @@ class Splits:
     tasks: dict[int, torch.Tensor]
 
 
-def stratified_quotas(counts: torch.Tensor, total: int) -> torch.Tensor:
+def stratified_quotas(counts: Sequence[int], total: int) -> list[int]:
     """Split ``total`` over classes proportionally to ``counts`` (largest remainder, exact sum)."""
-    n = int(counts.sum())
+    counts = [int(c) for c in counts]
+    n = sum(counts)
     # Integer arithmetic: quota_c = floor(counts_c * total / n) with remainder numerator rem_c / n,
     # so equal fractional parts compare equal (floats broke ties by rounding error).
-    scaled = counts.long() * int(total)
-    quotas = torch.div(scaled, n, rounding_mode="floor")
-    remainders = scaled - quotas * n
-    short = total - int(quotas.sum())
+    scaled = [c * int(total) for c in counts]
+    quotas = [s // n for s in scaled]
+    remainders = [s - q * n for s, q in zip(scaled, quotas)]
     # Hand the leftover units to the largest fractional parts; ties go to the lower class index.
-    order = torch.argsort(-remainders, stable=True)
-    quotas[order[:short]] += 1
+    for c in sorted(range(len(counts)), key=lambda c: -remainders[c])[: int(total) - sum(quotas)]:
+        quotas[c] += 1
+    return quotas
+
+
+def check_split_sizes(
+    counts: Sequence[int], task_classes: Sequence[int], samples_per_task: int | None, calibration_size: int
+) -> list[int]:
+    """Refuse a split that cannot be carved from a training set with ``counts`` images per class
+    (:class:`DataError`); return the calibration quota of each class. Needs the counts only, so
+    ``plan_run`` checks it from the label file before any image is read."""
+    total = sum(int(c) for c in counts)
+    if not 0 <= calibration_size < total:
+        raise DataError(f"data.calibration_size={calibration_size} must be in [0, {total}); lower it")
+    quotas = stratified_quotas(counts, calibration_size)
+    for c in sorted(int(c) for c in task_classes):
+        left = int(counts[c]) - quotas[c]
+        if samples_per_task is not None and int(samples_per_task) > left:
+            raise DataError(
+                f"data.samples_per_task={samples_per_task} exceeds the {left} training images of class {c} "
+                f"left after the calibration split; lower data.samples_per_task or data.calibration_size"
+            )
     return quotas
 
 
@@ -56,15 +77,14 @@ def make_splits(
     """Carve calibration, per-task and pretraining index sets out of ``labels``.
 
     Raises :class:`DataError` when a task class has fewer than ``samples_per_task`` images left
-    after the calibration split.
+    after the calibration split (:func:`check_split_sizes`).
     """
+    import torch
+
     labels = labels.long().cpu()
-    if not 0 <= calibration_size < len(labels):
-        raise DataError(f"data.calibration_size={calibration_size} must be in [0, {len(labels)}); lower it")
+    quotas = check_split_sizes(torch.bincount(labels, minlength=num_classes).tolist(), task_classes, samples_per_task, calibration_size)
     generator = torch.Generator().manual_seed(int(split_seed))
     perm = torch.randperm(len(labels), generator=generator)
-    counts = torch.bincount(labels, minlength=num_classes)
-    quotas = stratified_quotas(counts, calibration_size)
 
     calibration, pretrain, tasks = [], [], {}
     for c in range(num_classes):
@@ -73,11 +93,6 @@ def make_splits(
         rest = shuffled[quotas[c] :]
         if c in task_classes:
             wanted = len(rest) if samples_per_task is None else int(samples_per_task)
-            if wanted > len(rest):
-                raise DataError(
-                    f"data.samples_per_task={samples_per_task} exceeds the {len(rest)} training images of class {c} "
-                    f"left after the calibration split; lower data.samples_per_task or data.calibration_size"
-                )
             tasks[c] = torch.sort(rest[:wanted]).values
             rest = rest[wanted:]
         pretrain.append(rest)

@@ -9,6 +9,8 @@ cache miss produce identical fine-tuning. The config was checked before (see
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import os
 import time
@@ -141,6 +143,30 @@ def log_hparams(loggers: list, plan: RunPlan, final: dict[str, float]) -> None:
         logger.log_hyperparams(params, metrics=shown)
 
 
+def _lean_process(device: torch.device) -> None:
+    """Two process-wide costs that are not the run's work, removed before it starts.
+
+    - Exit: the imported modules (torch, Lightning, torchmetrics: about a million objects) make
+      the interpreter's final garbage collection take about a second, which every sweep worker
+      pays and the launcher waits for. At exit the objects are moved to the permanent
+      generation first (:func:`gc.freeze`), so that collection skips them.
+    - Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` at import so that a CUDA check never
+      initialises CUDA before a fork. With it, ``torch.cuda.is_available()`` probes NVML anew on
+      every call, and torch's optimizers call it on every step (their CUDA-graph health check):
+      a failed ``dlopen`` per step on a CPU machine. A run that trains off CUDA forks nothing that
+      uses CUDA (the loaders are in-memory, no workers), so torch's own cached check is restored.
+    """
+    global _freeze_at_exit
+    if not _freeze_at_exit:
+        atexit.register(gc.freeze)
+        _freeze_at_exit = True
+    if device.type != "cuda":
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+
+
+_freeze_at_exit = False
+
+
 def run(plan: RunPlan) -> tuple[dict, dict]:
     """Run the checked ``plan``; return ``(metrics, objects)``.
 
@@ -151,6 +177,7 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
     started = time.perf_counter()
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
+    _lean_process(training_device(cfg.trainer))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     runner = build_runner(plan)
     recorder = runner.recorder

@@ -152,7 +152,7 @@ def load_net(run_dir: Path, checkpoint: Path):
 
 SWEPT = ["method=sequential,joint", SHORT_STAGES]
 LAUNCHERS = {
-    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "joblib": ["hydra.launcher.n_jobs=2"],  # the default: joblib, one job per baseline first
     "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"],
 }
 

@@ -4,22 +4,12 @@ Submodules import lazily so that torch-only users (``bench/plain_loop.py``, ``sp
 pay for Lightning's import.
 """
 
+from seqft_lightning.lazy import lazy_exports
+
 _EXPORTS = {
-    "MNISTTaskDataModule": "seqft_lightning.data.datamodule",
-    "SyntheticTaskDataModule": "seqft_lightning.data.datamodule",
-    "TaskDataModule": "seqft_lightning.data.datamodule",
-    "TensorBatchLoader": "seqft_lightning.data.loaders",
-    "Splits": "seqft_lightning.data.splits",
-    "make_splits": "seqft_lightning.data.splits",
+    "seqft_lightning.data.datamodule": ["MNISTTaskDataModule", "SyntheticTaskDataModule", "TaskDataModule"],
+    "seqft_lightning.data.loaders": ["TensorBatchLoader"],
+    "seqft_lightning.data.splits": ["Splits", "make_splits"],
 }
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
-
-
-__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(_EXPORTS)
+__all__ = [name for names in _EXPORTS.values() for name in names]

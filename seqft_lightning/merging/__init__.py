@@ -6,26 +6,12 @@ Sign convention everywhere: ``tau = theta_ft - theta_0``; merged ``theta = theta
 torch; the tensor work (``functional``, ``task_vector``) imports it.
 """
 
+from seqft_lightning.lazy import lazy_exports
+
 _EXPORTS = {
-    "Average": "seqft_lightning.merging.mergers",
-    "Dare": "seqft_lightning.merging.mergers",
-    "Merger": "seqft_lightning.merging.mergers",
-    "TaskArithmetic": "seqft_lightning.merging.mergers",
-    "TaskVectorMerger": "seqft_lightning.merging.mergers",
-    "Ties": "seqft_lightning.merging.mergers",
-    "dare_sparsify": "seqft_lightning.merging.functional",
-    "task_vectors": "seqft_lightning.merging.functional",
-    "ties_merge": "seqft_lightning.merging.functional",
-    "TaskVector": "seqft_lightning.merging.task_vector",
+    "seqft_lightning.merging.mergers": ["Average", "Dare", "Merger", "TaskArithmetic", "TaskVectorMerger", "Ties"],
+    "seqft_lightning.merging.functional": ["dare_sparsify", "task_vectors", "ties_merge"],
+    "seqft_lightning.merging.task_vector": ["TaskVector"],
 }
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
-
-
-__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(_EXPORTS)
+__all__ = [name for names in _EXPORTS.values() for name in names]

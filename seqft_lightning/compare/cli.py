@@ -109,8 +109,11 @@ def run(sweep_dir: Path, rule: str | None = None, delta: float | None = None) ->
             log.info("plot %s skipped: %s", p.key, p.note)
     _remove_stale_plots(out_dir / "plots", {Path(p.path).name for p in plots if p.path is not None})
     paths = write_outputs(analysis, sweep_dir, out_dir, plots)
+    verdicts: dict[tuple[str, str], list[str]] = {}  # one console line per compared pair
     for r in [*analysis.hypothesis, *analysis.tuned_hypothesis]:
-        log.info("hypothesis (%s vs %s, %s): %s", r["variant"], r["reference"], r["metric"], r["verdict"])
+        verdicts.setdefault((r["variant"], r["reference"]), []).append(f"{r['metric']} {r['verdict']}")
+    for (variant, reference), texts in verdicts.items():
+        log.info("hypothesis (%s vs %s): %s", variant, reference, ", ".join(texts))
     if analysis.best is not None:
         log.info("best method under the selection rule: %s%s", analysis.best["variant"],
                  " (fallback)" if analysis.best["fallback"] else "")

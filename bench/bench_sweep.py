@@ -2,7 +2,7 @@
 
     (a) serial   basic launcher, baseline cache on  (each seed's baseline trained once, reused)
     (b) serial   basic launcher, pretrain.cache=false (every job pretrains its own baseline)
-    (c) parallel joblib launcher, n_jobs=2, cache on
+    (c) parallel the default launcher (joblib, baselines first), n_jobs=2, cache on
 
 Each mode is one ``train.py -m`` process with fresh sweep and cache folders, on the CPU, with the
 default (real MNIST) config plus any extra overrides given. After each sweep the script checks
@@ -12,9 +12,8 @@ prints a table and whether the modes agree on the final test accuracies.
     python bench/bench_sweep.py                                   # 3 methods x 3 seeds (many minutes)
     python bench/bench_sweep.py --seeds 0 --methods sequential pretrain.epochs=1 method.epochs_per_stage=1
 
-Run it by hand on an otherwise idle machine; it is not a test. Note: joblib's workers run with
-cpu_count // n_jobs intra-op threads, so without ``--threads`` mode (c) may differ from (a) in the
-last digits of the accuracies (float summation order); with ``--threads 1`` all three agree exactly.
+Run it by hand on an otherwise idle machine; it is not a test. Every mode pins the same intra-op
+thread count (``torch_threads``), so the three agree on every accuracy exactly.
 """
 
 from __future__ import annotations
@@ -32,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 MODES = {
-    "a": ("serial, cache", []),
-    "b": ("serial, no cache", ["pretrain.cache=false"]),
-    "c": ("joblib n_jobs={n_jobs}, cache", ["hydra/launcher=joblib", "hydra.launcher.n_jobs={n_jobs}"]),
+    "a": ("serial, cache", ["hydra/launcher=basic"]),
+    "b": ("serial, no cache", ["hydra/launcher=basic", "pretrain.cache=false"]),
+    "c": ("default n_jobs={n_jobs}, cache", ["hydra.launcher.n_jobs={n_jobs}"]),
 }
 
 
@@ -73,12 +72,12 @@ def summarise(sweep: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="sweep wall time: serial with/without baseline cache, joblib in parallel")
+    parser = argparse.ArgumentParser(description="sweep wall time: serial with/without baseline cache, parallel (the default)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--methods", default="sequential,joint,task_arithmetic", help="comma-separated methods")
-    parser.add_argument("--modes", default="a,b,c", help="which of a (serial+cache), b (serial, no cache), c (joblib+cache)")
+    parser.add_argument("--modes", default="a,b,c", help="which of a (serial+cache), b (serial, no cache), c (parallel+cache)")
     parser.add_argument("--n-jobs", type=int, default=2, help="joblib workers for mode c (default 2)")
-    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for every run (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch_threads for every run (default: the config's, 1)")
     parser.add_argument("--keep", action="store_true", help="keep the sweep folders and print where they are")
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides for every sweep, e.g. pretrain.epochs=1")
     args = parser.parse_args()
@@ -88,7 +87,7 @@ def main() -> None:
         parser.error(f"unknown mode(s) {sorted(unknown)}; choose from a, b, c")
     env = dict(os.environ)
     if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
+        args.extra.append(f"torch_threads={args.threads}")
     n = len(args.methods.split(",")) * len(args.seeds.split(","))
     print(f"sweep: method={args.methods} x seed={args.seeds} = {n} jobs, CPU, overrides: {' '.join(args.extra) or '(none)'}", flush=True)
 
@@ -125,8 +124,6 @@ def main() -> None:
         for mode, label, seconds, _, finals in rows[1:]:
             diff = max(abs(finals[k] - base[4][k]) for k in finals)
             print(f"({mode}) vs ({base[0]}): speed-up {base[2] / seconds:.2f}x, max |final test acc difference| {diff:.2e}")
-        if not args.threads and "c" in modes:
-            print("(joblib workers use cpu_count // n_jobs threads: pass --threads N for bitwise-equal results)")
 
 
 if __name__ == "__main__":

@@ -79,14 +79,14 @@ def training_device(trainer: DictConfig) -> torch.device:
     return torch.device("mps" if accelerator == "mps" else "cpu")
 
 
-def build_runner(plan: RunPlan) -> Runner:
-    """Data (on the training device), model, module, loggers and recorder of one run."""
+def build_runner(plan: RunPlan, device: torch.device) -> Runner:
+    """Data (on ``device``, the training device), model, module, loggers and recorder of one run."""
     cfg = plan.cfg
     datamodule = instantiate(cfg.data, task_classes=plan.task_classes)
     datamodule.prepare_data()
     datamodule.setup()
     _quiet_lightning()
-    datamodule.to(training_device(cfg.trainer))
+    datamodule.to(device)
     module = ClassifierModule(instantiate(cfg.model), log_every_n_steps=cfg.trainer.get("log_every_n_steps", 50))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     recorder = RunRecorder(plan.run_dir, plan.task_classes)
@@ -146,7 +146,7 @@ def log_hparams(loggers: list, plan: RunPlan, final: dict[str, float]) -> None:
 def _lean_process(device: torch.device) -> None:
     """Two process-wide costs that are not the run's work, removed before it starts.
 
-    - Exit: the imported modules (torch, Lightning, torchmetrics: about a million objects) make
+    - Exit: the imported modules (torch, Lightning, torchmetrics: about half a million objects) make
       the interpreter's final garbage collection take about a second, which every sweep worker
       pays and the launcher waits for. At exit the objects are moved to the permanent
       generation first (:func:`gc.freeze`), so that collection skips them.
@@ -156,15 +156,10 @@ def _lean_process(device: torch.device) -> None:
       a failed ``dlopen`` per step on a CPU machine. A run that trains off CUDA forks nothing that
       uses CUDA (the loaders are in-memory, no workers), so torch's own cached check is restored.
     """
-    global _freeze_at_exit
-    if not _freeze_at_exit:
-        atexit.register(gc.freeze)
-        _freeze_at_exit = True
+    atexit.unregister(gc.freeze)  # once per process, however many runs it holds
+    atexit.register(gc.freeze)
     if device.type != "cuda":
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-
-
-_freeze_at_exit = False
 
 
 def run(plan: RunPlan) -> tuple[dict, dict]:
@@ -177,9 +172,10 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
     started = time.perf_counter()
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
-    _lean_process(training_device(cfg.trainer))
+    device = training_device(cfg.trainer)
+    _lean_process(device)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    runner = build_runner(plan)
+    runner = build_runner(plan, device)
     recorder = runner.recorder
     recorder.start()
     obtain_baseline(plan, runner)

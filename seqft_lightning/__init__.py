@@ -7,16 +7,10 @@ imports (torch, Lightning) are deferred so that ``compare`` and config tools sta
 __version__ = "0.1.0"
 
 from seqft_lightning import resolvers as _resolvers
+from seqft_lightning.lazy import lazy_exports
 
 _resolvers.register()
-
-
-def __getattr__(name: str):
-    if name == "train":
-        from seqft_lightning.api import train
-
-        return train
-    raise AttributeError(name)
+__getattr__ = lazy_exports({"seqft_lightning.api": ["train"]})
 
 
 __all__ = ["train"]

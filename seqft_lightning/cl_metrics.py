@@ -1,21 +1,9 @@
 """Continual-learning metrics over an accuracy matrix.
 
-``R`` has shape ``[T, T']`` with ``R[i, j]`` = accuracy (fraction in [0, 1]) on
-task ``j`` after training stage ``i`` (``i = 0..T-1``); stage ``i`` trains task
-``i``.  ``T' >= T``: columns ``j >= T`` hold classes never trained on and are
-ignored by every metric here.
-
-Signs:
-
-* :func:`forgetting` / :func:`per_task_forgetting` are **positive when accuracy
-  was lost** (0 = nothing forgotten; negative = the task improved later).
-* :func:`backward_transfer` is **negative when accuracy was lost** (forgetting)
-  and positive when later stages improved earlier tasks.
-
-With a single stage (``T = 1``) there is no earlier task, so forgetting and
-backward transfer are undefined and returned as ``float('nan')`` (0.0 would
-wrongly read as "no forgetting"); :func:`per_task_forgetting` returns an empty
-array.
+``R[i, j]`` = accuracy (fraction) on task ``j`` after training stage ``i`` (``i = 0..T-1``, stage
+``i`` trains task ``i``); shape ``[T, T']`` with ``T' >= T``, columns ``j >= T`` are ignored.
+Forgetting is **positive when accuracy was lost**, backward transfer **negative**. With one stage
+both are undefined: NaN, never 0.0 (which would read as "no forgetting").
 """
 
 from __future__ import annotations
@@ -24,16 +12,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
-
-__all__ = [
-    "average_accuracy",
-    "forgetting",
-    "per_task_forgetting",
-    "forgetting_matrix",
-    "backward_transfer",
-    "accuracy_matrix_from_confusions",
-]
-
 
 def _as_matrix(R: ArrayLike) -> np.ndarray:
     """``R`` as a float ``[T, T']`` array with ``T >= 1`` and ``T' >= T``."""
@@ -91,11 +69,7 @@ def forgetting(R: ArrayLike) -> float:
 
 
 def backward_transfer(R: ArrayLike) -> float:
-    """BWT (Lopez-Paz & Ranzato 2017): ``mean_{j<T-1} (R[T-1, j] − R[j, j])``.
-
-    Negative = forgetting, positive = later stages improved earlier tasks;
-    nan if ``T = 1``.
-    """
+    """BWT (Lopez-Paz & Ranzato 2017): ``mean_{j<T-1} (R[T-1, j] − R[j, j])``; negative = lost."""
     m = _as_matrix(R)
     t = m.shape[0]
     if t == 1:
@@ -103,23 +77,10 @@ def backward_transfer(R: ArrayLike) -> float:
     return float((m[t - 1, : t - 1] - np.diag(m)[: t - 1]).mean())
 
 
-def accuracy_matrix_from_confusions(
-    confusions: Sequence[np.ndarray], task_classes: Sequence[Sequence[int]]
-) -> np.ndarray:
-    """Build ``R`` from one confusion matrix per stage.
-
-    Args:
-        confusions: ``confusions[i]`` is the ``[C, C]`` confusion matrix (rows =
-            true class, columns = predicted class, counts) after stage ``i``.
-        task_classes: classes of each task, ``task_classes[j]``.
-
-    Returns:
-        ``R`` of shape ``[len(confusions), len(task_classes) (+1)]`` where
-        ``R[i, j] = Σ_{c ∈ task j} cm_i[c, c] / Σ_{c ∈ task j} Σ_k cm_i[c, k]``
-        (fraction correct over all test samples of the task's classes; nan if the
-        task has no samples).  One extra last column pools every class
-        ``0..C-1`` that is in no task, if there is any.
-    """
+def accuracy_matrix_from_confusions(confusions: Sequence[np.ndarray], task_classes: Sequence[Sequence[int]]) -> np.ndarray:
+    """``R[i, j]``: fraction of the test samples of task ``j``'s classes that ``confusions[i]`` (rows
+    true, columns predicted; after stage ``i``) has right; NaN for a task without samples. An extra
+    last column pools the classes in no task, if there are any."""
     if len(confusions) == 0:
         raise ValueError("need at least one confusion matrix")
     mats = [np.asarray(cm, dtype=float) for cm in confusions]
@@ -144,22 +105,13 @@ def accuracy_matrix_from_confusions(
     return R
 
 
-def continual_summary(
-    confusions: Sequence[np.ndarray],
-    trained_stages: Sequence[Sequence[int]],
-    task_groups: Sequence[Sequence[int]],
-) -> dict[str, float]:
-    """``cl/avg_acc``, ``cl/forgetting``, ``cl/bwt`` of a staged run.
+def continual_summary(confusions: Sequence[np.ndarray], trained_stages: Sequence[Sequence[int]],
+                       task_groups: Sequence[Sequence[int]]) -> dict[str, float]:
+    """``cl/avg_acc``, ``cl/forgetting``, ``cl/bwt`` from the confusion matrix after each training stage.
 
-    Args:
-        confusions: confusion matrix after each training stage (not the baseline).
-        trained_stages: class groups actually trained, one per confusion (``[[3,4,7]]`` for joint).
-        task_groups: the study's tasks (``method.stages``), over which average accuracy is taken,
-            so that sequential and joint report it over the same tasks.
-
-    ``cl/avg_acc`` is the mean final accuracy over ``task_groups``; forgetting (positive = lost)
-    and BWT (negative = lost) come from the matrix over ``trained_stages`` and are nan for a
-    single stage.
+    Forgetting and BWT come from the matrix over ``trained_stages`` (the class groups trained, one
+    per confusion; ``[[3, 4, 7]]`` for joint); ``cl/avg_acc`` is the mean final accuracy over the
+    study's tasks ``task_groups``, so that sequential and joint report it over the same tasks.
     """
     R = accuracy_matrix_from_confusions(confusions, trained_stages)
     final = accuracy_matrix_from_confusions(confusions[-1:], task_groups)[0, : len(task_groups)]

@@ -63,7 +63,6 @@ TRAINED_PRETRAIN, TRAINED_MERGED, TRAINED_NEGATED = "pretrain", "merged", "negat
 # -- metric keys (metrics.json "baseline", "final" and "per_stage" entries) --------------------
 TEST, VAL = "test", "val"
 GROUP_METRICS = ("acc", "precision", "recall", "f1", "loss", "acc_target", "acc_retained")
-CLASS_METRICS = ("acc", "precision", "f1", "loss")
 CL_AVG_ACC, CL_FORGETTING, CL_BWT = "cl/avg_acc", "cl/forgetting", "cl/bwt"
 
 
@@ -80,16 +79,8 @@ def class_metric_key(split: str, name: str, k: int) -> str:
 # -- which config keys change a result -------------------------------------------------------
 #: Dotted keys that never change what a run computes: whether to skip a finished run, whether a
 #: baseline may come from the cache (a hit equals a miss bit for bit), and console switches.
-NON_RESULT_KEYS = frozenset(
-    {
-        "resume",
-        "pretrain.cache",
-        "trainer.enable_progress_bar",
-        "trainer.enable_model_summary",
-        "trainer.log_every_n_steps",
-        "trainer.default_root_dir",
-    }
-)
+NON_RESULT_KEYS = frozenset({"resume", "pretrain.cache", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                             "trainer.log_every_n_steps", "trainer.default_root_dir"})
 #: Top-level groups that never change a result: where files go, Hydra itself, loggers, callbacks.
 NON_RESULT_GROUPS = frozenset({"paths", "hydra", "logger", "callbacks"})
 
@@ -119,6 +110,19 @@ def result_config(node: Any, prefix: str = "") -> Any:
     if isinstance(node, list):
         return [result_config(v, prefix) for v in node]
     return node
+
+
+NO_RETENTION = "none"
+
+
+def retention_name(cfg: Mapping[str, Any]) -> str:
+    """Lower-case class name of ``retention._target_`` (``seqft_lightning.retention.EWC`` -> ``"ewc"``),
+    the name the pipeline writes in metrics.json; the no-op base class ``Retention``
+    (``retention=none``) and an absent group are ``"none"``."""
+    retention = cfg.get("retention")
+    target = retention.get("_target_") if isinstance(retention, Mapping) else None
+    name = str(target or "").rsplit(".", 1)[-1].lower()
+    return NO_RETENTION if name in ("", "retention") else name
 
 
 def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

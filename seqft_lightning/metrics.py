@@ -38,12 +38,8 @@ def per_class_prf(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     return precision, recall, f1
 
 
-def flat_metrics(
-    confusion: torch.Tensor,
-    loss_sum_per_class: torch.Tensor,
-    target_classes: Sequence[int],
-    prefix: str = "test",
-) -> dict[str, float]:
+def flat_metrics(confusion: torch.Tensor, loss_sum_per_class: torch.Tensor, target_classes: Sequence[int],
+                 prefix: str = "test") -> dict[str, float]:
     """The flat metric dict of the output contract, derived from one confusion matrix.
 
     Keys: ``{prefix}/acc`` (micro), ``/precision``, ``/recall``, ``/f1`` (macro over classes),
@@ -56,22 +52,15 @@ def flat_metrics(
     support = confusion.sum(1).double()
     precision, recall, f1 = per_class_prf(confusion)
     retained = [c for c in range(num_classes) if c not in set(target_classes)]
-    out = {
-        f"{prefix}/acc": float(confusion.diagonal().sum().double() / confusion.sum()),
-        f"{prefix}/precision": float(precision.mean()),
-        f"{prefix}/recall": float(recall.mean()),
-        f"{prefix}/f1": float(f1.mean()),
-        f"{prefix}/loss": float(loss_sum_per_class.sum() / support.sum()),
-        f"{prefix}/acc_target": group_accuracy(confusion, target_classes),
-        f"{prefix}/acc_retained": group_accuracy(confusion, retained),
-    }
+    out = {f"{prefix}/{k}": v for k, v in group_row(confusion, loss_sum_per_class, range(num_classes)).items()}
+    out[f"{prefix}/acc_target"] = group_accuracy(confusion, target_classes)
+    out[f"{prefix}/acc_retained"] = group_accuracy(confusion, retained)
     for k in range(num_classes):
         out[f"{prefix}/acc_class_{k}"] = float(recall[k])
         out[f"{prefix}/precision_class_{k}"] = float(precision[k])
         out[f"{prefix}/f1_class_{k}"] = float(f1[k])
         out[f"{prefix}/loss_class_{k}"] = float(loss_sum_per_class[k] / support[k]) if support[k] > 0 else float("nan")
     return out
-
 
 
 def group_row(confusion: torch.Tensor, loss_sum: torch.Tensor, classes: Sequence[int]) -> dict[str, float]:
@@ -91,9 +80,8 @@ def group_row(confusion: torch.Tensor, loss_sum: torch.Tensor, classes: Sequence
     }
 
 
-def stage_rows(
-    stage: int, trained_classes: str, confusion: torch.Tensor, loss_sum_per_class: torch.Tensor, target_classes: Sequence[int]
-) -> list[dict]:
+def stage_rows(stage: int, trained_classes: str, confusion: torch.Tensor, loss_sum_per_class: torch.Tensor,
+               target_classes: Sequence[int]) -> list[dict]:
     """Long-format ``stages.csv`` rows for one evaluation: all, target, retained, each class.
 
     For ``all``/``target``/``retained``, precision, recall and F1 are macro averages over the

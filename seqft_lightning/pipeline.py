@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqft_lightning.baseline import BaselineCache, baseline_key
 from seqft_lightning.cl_metrics import continual_summary
-from seqft_lightning.contract import TRAINED_PRETRAIN, flatten, result_config
+from seqft_lightning.contract import FINAL_CHECKPOINT, TRAINED_PRETRAIN, flatten, result_config
 from seqft_lightning.cost import flops_per_sample
 from seqft_lightning.loggers import end_run
 from seqft_lightning.methods.base import MethodResult
@@ -207,7 +207,7 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
         **result.fields,
     }
     final_net = result.net if result.net is not None else runner.net
-    recorder.save_net("final.pt", final_net, model=OmegaConf.to_container(cfg.model, resolve=True), method=plan.method_name, seed=int(cfg.seed))
+    recorder.save_net(FINAL_CHECKPOINT, final_net, model=OmegaConf.to_container(cfg.model, resolve=True), method=plan.method_name, seed=int(cfg.seed))
     log_hparams(runner.loggers, plan, final)
     end_run(runner.loggers)
     device = runner.datamodule.device

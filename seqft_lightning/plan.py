@@ -4,8 +4,9 @@
 naming the user's key, before any image is read or model trained: types and ranges, the method's
 own settings (``Method.validate``), the accelerator, the data (vendored files intact, split sizes
 from the label file), the optimizers (built on an empty parameter list) and the retention
-strategy. The cheap checks come first and import no torch, so most refusals take under a second. What it resolves (stages, task classes, retention strategy) is what
-the run uses: nothing is recomputed from the config later.
+strategy. The cheap checks come first and import no torch, so most refusals take under a second.
+What it resolves (stages, task classes, retention strategy) is what the run uses: nothing is
+recomputed from the config later.
 """
 
 from __future__ import annotations
@@ -28,31 +29,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunPlan:
-    """One run, resolved and checked.
+    """One run, resolved and checked."""
 
-    Attributes:
-        cfg: the composed config (instantiation targets: data, model, trainer, loggers).
-        method_name: ``method.name``.
-        method: its :class:`~seqft_lightning.methods.base.Method`.
-        stages: ``method.stages`` as lists of ints: the study's tasks.
-        task_classes: the union of the stages, sorted: the "target" classes.
-        train_groups: the class groups the method trains through the stage loop, in order
-            (sequential: ``stages``; joint: ``[task_classes]``; others: ``[]``).
-        retention: the run's retention strategy (a fresh object; the runner owns it).
-        retention_inactive: why the retention strategy cannot act in this run (``None``: it can).
-        config_hash: hash of every result-relevant config value (resume compares it).
-        run_dir: where the result files go.
-    """
-
-    cfg: DictConfig
+    cfg: DictConfig  # the composed config (instantiation targets: data, model, trainer, loggers)
     method_name: str
     method: Method
-    stages: list[list[int]]
-    task_classes: list[int]
-    train_groups: list[list[int]]
-    retention: Any
-    retention_inactive: str | None
-    config_hash: str
+    stages: list[list[int]]  # ``method.stages``: the study's tasks
+    task_classes: list[int]  # the union of the stages, sorted: the "target" classes
+    train_groups: list[list[int]]  # what the stage loop trains (sequential: stages; joint: [task_classes])
+    retention: Any  # the run's retention strategy (a fresh object; the runner owns it)
+    retention_inactive: str | None  # why the retention strategy cannot act in this run (None: it can)
+    config_hash: str  # hash of every result-relevant config value (resume compares it)
     run_dir: Path
 
 
@@ -82,13 +69,9 @@ def check_optimizer_ranges(node: DictConfig, key: str) -> None:
 
 
 def check_optimizer(node: DictConfig, key: str) -> None:
-    """Build the optimizer ``node`` with torch's own argument checks, now.
-
-    It is built on an empty parameter list: torch checks the arguments first and then refuses
-    the empty list, which means the arguments passed, without the cost of setting up a real
-    parameter group (that imports torch's compiler stack). :func:`check_optimizer_ranges` runs
-    before it, without torch.
-    """
+    """Build the optimizer ``node`` on an empty parameter list: torch checks the arguments first and
+    then refuses the empty list (the arguments passed), without setting up a real parameter group,
+    which would import torch's compiler stack."""
     factory = instantiate_checked(node, key)
     try:
         factory(params=[])
@@ -165,15 +148,6 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     inactive = retention.inactive_reason(has_pool=has_pool, num_stages=len(train_groups))
     if inactive is not None:
         log.warning("retention=%s cannot act in this run (%s): it equals retention=none; metrics.json marks it", retention.name, inactive)
-    return RunPlan(
-        cfg=cfg,
-        method_name=str(cfg.method.name),
-        method=method,
-        stages=stages,
-        task_classes=targets,
-        train_groups=train_groups,
-        retention=retention,
-        retention_inactive=inactive,
-        config_hash=result_hash(cfg),
-        run_dir=Path(cfg.paths.output_dir),
-    )
+    return RunPlan(cfg=cfg, method_name=str(cfg.method.name), method=method, stages=stages, task_classes=targets,
+                   train_groups=train_groups, retention=retention, retention_inactive=inactive,
+                   config_hash=result_hash(cfg), run_dir=Path(cfg.paths.output_dir))

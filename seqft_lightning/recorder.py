@@ -92,7 +92,6 @@ class RunRecorder:
         for stale in self.run_dir.rglob(".*.tmp"):
             stale.unlink(missing_ok=True)
 
-    # -- what it holds ----------------------------------------------------------------------
     def stages(self) -> list[StageRecord]:
         """Every recorded stage, in order (a copy)."""
         return list(self._stages)
@@ -105,7 +104,6 @@ class RunRecorder:
         """Append ``curves.csv`` rows (``contract.CURVE_COLUMNS``)."""
         self._curves.extend(rows)
 
-    # -- writing ----------------------------------------------------------------------------
     def record_stage(self, stage: int, trained: Sequence[int] | str, metrics: dict[str, float], evaluation: Evaluation) -> None:
         """Record the test evaluation after ``stage`` (0 = baseline) and write its files."""
         label = classes_label(trained)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import lightning.pytorch as pl
@@ -27,47 +28,32 @@ from seqft_lightning.retention import Retention
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Runner:
     """Fits stages and evaluates models for one run.
 
-    Args:
-        trainer_cfg: the ``trainer`` config node (a ``lightning.pytorch.Trainer`` target).
-        callbacks_cfg: the ``callbacks`` config node (``None``: no callbacks).
-        datamodule: the set-up data, already on the training device.
-        module: the LightningModule being trained (its ``net`` is the model).
-        recorder: where evaluations and curves go.
-        loggers: Lightning loggers shared by every stage (one continuous step axis).
-        retention: the run's retention strategy; it acts in :meth:`train_stages` only.
-        target_classes: classes counted as "target" in metrics (the rest are "retained").
+    ``trainer_cfg``/``callbacks_cfg`` are the ``trainer``/``callbacks`` config nodes; the data is
+    set up on the training device; ``module.net`` is the model; every stage shares ``loggers``
+    (one continuous step axis); the ``retention`` strategy acts in :meth:`train_stages` only;
+    ``target_classes`` are the classes counted as "target" in metrics (the rest are "retained").
     """
 
-    def __init__(
-        self,
-        trainer_cfg: DictConfig,
-        callbacks_cfg: DictConfig | None,
-        datamodule: TaskDataModule,
-        module: ClassifierModule,
-        recorder: RunRecorder,
-        loggers: list,
-        retention: Retention,
-        target_classes: Sequence[int],
-    ):
-        self.trainer_cfg, self.callbacks_cfg = trainer_cfg, callbacks_cfg
-        self.datamodule = datamodule
-        self.module = module
-        self.recorder = recorder
-        self.loggers = loggers
-        self.retention = retention
-        self.target_classes = list(target_classes)
-        self.steps_done = 0  # optimizer steps so far: the x axis every curve and logger shares
-        self.trained_stages: list[list[int]] = []  # class groups trained through train_stages, in order
-        self.cost = Cost()
+    trainer_cfg: DictConfig
+    callbacks_cfg: DictConfig | None
+    datamodule: TaskDataModule
+    module: ClassifierModule
+    recorder: RunRecorder
+    loggers: list
+    retention: Retention
+    target_classes: list[int]
+    steps_done: int = 0  # optimizer steps so far: the x axis every curve and logger shares
+    trained_stages: list[list[int]] = field(default_factory=list)  # groups trained by train_stages, in order
+    cost: Cost = field(default_factory=Cost)
 
     @property
     def net(self) -> torch.nn.Module:
         return self.module.net
 
-    # -- trainers ---------------------------------------------------------------------------
     def _callbacks(self) -> list:
         # Fresh callback objects per Trainer: Lightning callbacks keep per-fit state.
         callbacks = [instantiate(c) for c in (self.callbacks_cfg or {}).values() if c is not None]
@@ -84,17 +70,8 @@ class Runner:
         limits = {"max_epochs": max_epochs} if max_steps is None else {"max_epochs": -1, "max_steps": int(max_steps)}
         return instantiate(self.trainer_cfg, **limits, logger=self.loggers or False, callbacks=callbacks, enable_progress_bar=bar)
 
-    # -- one stage --------------------------------------------------------------------------
-    def fit(
-        self,
-        loader: Any,
-        epochs: int,
-        optimizer: Callable,
-        stage: int,
-        penalty: Penalty | None = None,
-        max_steps: int | None = None,
-        keep_optimizer: bool = False,
-    ) -> int:
+    def fit(self, loader: Any, epochs: int, optimizer: Callable, stage: int, penalty: Penalty | None = None,
+            max_steps: int | None = None, keep_optimizer: bool = False) -> int:
         """Train the net for ``epochs`` epochs (or exactly ``max_steps`` optimizer steps, epochs
         repeating as needed) on ``loader`` with ``optimizer`` (fresh unless ``keep_optimizer``).
 
@@ -120,15 +97,8 @@ class Runner:
             self.cost.train_wall_s += time.perf_counter() - started
         return steps
 
-    def train_stages(
-        self,
-        stages: Sequence[Sequence[int]],
-        epochs: int,
-        batch_size: int,
-        optimizer: Callable,
-        steps_per_stage: int | None = None,
-        reset_optimizer: bool = True,
-    ) -> list[dict[str, float]]:
+    def train_stages(self, stages: Sequence[Sequence[int]], epochs: int, batch_size: int, optimizer: Callable,
+                     steps_per_stage: int | None = None, reset_optimizer: bool = True) -> list[dict[str, float]]:
         """The one stage loop: train on each class group in order, evaluate and record after each.
 
         Each stage trains ``epochs`` epochs, or exactly ``steps_per_stage`` optimizer steps when
@@ -151,7 +121,6 @@ class Runner:
             per_stage.append(self.record_stage(stage, classes))
         return per_stage
 
-    # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, net: torch.nn.Module | None = None, split: str = "test") -> Evaluation:
         """Evaluate ``net`` (default: the one being trained) on the ``test`` or ``calibration`` split."""
         dm = self.datamodule

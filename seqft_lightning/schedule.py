@@ -1,13 +1,11 @@
 """The order a parallel sweep starts its jobs in: one job per pretrained baseline first.
 
 Jobs that share a baseline (same seed, data, model, pretraining) wait for whichever of them
-pretrains it (the cache's file lock). Started in Hydra's order (the last swept key varies
-fastest), ``method=sequential,joint,task_arithmetic seed=0,1,2`` on two workers pretrains seeds 0
-and 1, then one worker pretrains seed 2 while the other runs the seed-0 and seed-1 jobs and
-reaches ``joint, seed=2``, which waits for the seed-2 baseline although ``task_arithmetic,
-seed=0`` could run. Ordered here, the first job of every baseline group starts first, then the
-other jobs group by group in the order their baselines were started, so a worker meets a job
-whose baseline is still being trained only when nothing else is left.
+pretrains it (the cache's file lock). In Hydra's order, ``method=sequential,joint,task_arithmetic
+seed=0,1,2`` on two workers has one worker wait on ``joint, seed=2`` for the seed-2 baseline
+although ``task_arithmetic, seed=0`` could run. Here the first job of every baseline group starts
+first, then the other jobs group by group, so a worker meets a job whose baseline is still being
+trained only when nothing else is left.
 
 The order never changes a result: each job's numbers depend on its config only.
 """

@@ -197,8 +197,12 @@ def test_ewc_penalty_zero_at_anchor_and_positive_away():
     assert net.layers[0].weight.grad is not None
 
 
-def test_empirical_fisher_matches_per_sample_loop():
-    net = TinyNet()
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_empirical_fisher_matches_per_sample_loop(kind):
+    # Linear layers take the two-matmul path; a convolution's parameters take torch.func's vmap.
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 2, 5, stride=4), nn.Flatten(), nn.Linear(72, 10))
+    net = TinyNet() if kind == "linear" else conv
     x, y = make_data([0, 1, 2], 2)
     names = [n for n, _ in net.named_parameters()]
     fisher = empirical_fisher(net, x, y, names, batch_size=4)  # chunks of 4 + 2

@@ -39,16 +39,9 @@ class TaskDataModule(pl.LightningDataModule):
 
     num_classes = 10
 
-    def __init__(
-        self,
-        task_classes: Sequence[int] = (3, 4, 7),
-        samples_per_task: int | None = 1000,
-        calibration_size: int = 5000,
-        split_seed: int = 0,
-        eval_batch_size: int = 1000,
-        mean: float = 0.1307,
-        std: float = 0.3081,
-    ):
+    def __init__(self, task_classes: Sequence[int] = (3, 4, 7), samples_per_task: int | None = 1000,
+                 calibration_size: int = 5000, split_seed: int = 0, eval_batch_size: int = 1000,
+                 mean: float = 0.1307, std: float = 0.3081):
         super().__init__()
         self.task_classes = sorted(int(c) for c in task_classes)
         self.samples_per_task = samples_per_task
@@ -59,29 +52,24 @@ class TaskDataModule(pl.LightningDataModule):
         self.device = torch.device("cpu")
         self.splits: Splits | None = None
 
-    # -- subclasses -------------------------------------------------------------------------
     def load_raw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(train_images uint8 [N,28,28], train_labels, test_images, test_labels)``."""
         raise NotImplementedError
 
-    # -- Lightning hooks --------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
         train_images, train_labels, test_images, test_labels = self.load_raw()
         train_x, test_x = self._normalised(train_images, test_images)
-        self.splits = make_splits(
-            train_labels, self.task_classes, self.samples_per_task, self.calibration_size, self.split_seed, self.num_classes
-        )
+        self.splits = make_splits(train_labels, self.task_classes, self.samples_per_task, self.calibration_size,
+                                  self.split_seed, self.num_classes)
         train_y, test_y = train_labels.long(), test_labels.long()
         self.pretrain_x, self.pretrain_y = train_x[self.splits.pretrain], train_y[self.splits.pretrain]
         self.calib_x, self.calib_y = train_x[self.splits.calibration], train_y[self.splits.calibration]
         self.test_x, self.test_y = test_x, test_y
         self._task = {c: (train_x[idx], train_y[idx]) for c, idx in self.splits.tasks.items()}
-        log.info(
-            "splits: pretrain %d, calibration %d, tasks %s, test %d",
-            len(self.pretrain_y), len(self.calib_y), {c: len(v[1]) for c, v in self._task.items()}, len(self.test_y),
-        )
+        log.info("splits: pretrain %d, calibration %d, tasks %s, test %d", len(self.pretrain_y), len(self.calib_y),
+                 {c: len(v[1]) for c, v in self._task.items()}, len(self.test_y))
 
     def _normalised(self, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``images`` flattened, scaled to [0, 1] and normalised; memoised per process for the
@@ -103,7 +91,6 @@ class TaskDataModule(pl.LightningDataModule):
         self._task = {c: (x.to(self.device), y.to(self.device)) for c, (x, y) in self._task.items()}
         return self
 
-    # -- data -------------------------------------------------------------------------------
     def task_data(self, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Held-out task samples of ``classes`` (concatenated, unshuffled)."""
         unknown = [c for c in classes if c not in self._task]
@@ -112,7 +99,6 @@ class TaskDataModule(pl.LightningDataModule):
         xs, ys = zip(*(self._task[int(c)] for c in classes))
         return torch.cat(xs), torch.cat(ys)
 
-    # -- loaders ----------------------------------------------------------------------------
     def pretrain_dataloader(self, batch_size: int) -> TensorBatchLoader:
         return TensorBatchLoader(self.pretrain_x, self.pretrain_y, batch_size, shuffle=True)
 

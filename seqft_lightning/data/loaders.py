@@ -54,11 +54,7 @@ class TensorBatchLoader:
             for start in range(0, stop, self.batch_size):
                 idx = order[start : start + self.batch_size]
                 yield self.x[idx], self.y[idx]
-        elif world == 1:
-            # Contiguous slices are views: no copy at all for evaluation.
-            for start in range(0, stop, self.batch_size):
-                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
         else:
-            x, y = self.x[rank::world], self.y[rank::world]
+            x, y = self.x[rank::world], self.y[rank::world]  # basic slices are views: no copy for evaluation
             for start in range(0, stop, self.batch_size):
                 yield x[start : start + self.batch_size], y[start : start + self.batch_size]

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import zlib
-from collections import Counter
 from pathlib import Path
 
 from seqft_lightning.errors import DataError
@@ -73,12 +72,8 @@ def _unpack(gz_path: Path, dest: Path) -> None:
 def train_label_counts(raw: Path, num_classes: int = 10) -> list[int]:
     """Images per class in the verified ``train-labels-idx1-ubyte`` under ``raw``: an IDX1 file is
     a big-endian header (magic 2049, item count) followed by one label byte per image."""
-    data = (raw / "train-labels-idx1-ubyte").read_bytes()
-    labels = data[8:]
-    counts = [0] * num_classes
-    for label, count in Counter(labels).items():
-        counts[label] += count
-    return counts
+    labels = (raw / "train-labels-idx1-ubyte").read_bytes()[8:]
+    return [labels.count(k) for k in range(num_classes)]
 
 
 def _download_with_torchvision(root: Path, vendored_dir: Path) -> None:

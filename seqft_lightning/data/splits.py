@@ -46,9 +46,8 @@ def stratified_quotas(counts: Sequence[int], total: int) -> list[int]:
     return quotas
 
 
-def check_split_sizes(
-    counts: Sequence[int], task_classes: Sequence[int], samples_per_task: int | None, calibration_size: int
-) -> list[int]:
+def check_split_sizes(counts: Sequence[int], task_classes: Sequence[int], samples_per_task: int | None,
+                      calibration_size: int) -> list[int]:
     """Refuse a split that cannot be carved from a training set with ``counts`` images per class
     (:class:`DataError`); return the calibration quota of each class. Needs the counts only, so
     ``plan_run`` checks it from the label file before any image is read."""
@@ -66,14 +65,8 @@ def check_split_sizes(
     return quotas
 
 
-def make_splits(
-    labels: torch.Tensor,
-    task_classes: Sequence[int],
-    samples_per_task: int | None,
-    calibration_size: int,
-    split_seed: int,
-    num_classes: int = 10,
-) -> Splits:
+def make_splits(labels: torch.Tensor, task_classes: Sequence[int], samples_per_task: int | None,
+                calibration_size: int, split_seed: int, num_classes: int = 10) -> Splits:
     """Carve calibration, per-task and pretraining index sets out of ``labels``.
 
     Raises :class:`DataError` when a task class has fewer than ``samples_per_task`` images left
@@ -96,8 +89,5 @@ def make_splits(
             tasks[c] = torch.sort(rest[:wanted]).values
             rest = rest[wanted:]
         pretrain.append(rest)
-    return Splits(
-        pretrain=torch.sort(torch.cat(pretrain)).values,
-        calibration=torch.sort(torch.cat(calibration)).values,
-        tasks=tasks,
-    )
+    return Splits(pretrain=torch.sort(torch.cat(pretrain)).values, calibration=torch.sort(torch.cat(calibration)).values,
+                  tasks=tasks)

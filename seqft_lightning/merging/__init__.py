@@ -1,9 +1,7 @@
-"""Model merging by state-dict algebra: task vectors and the mergers (task arithmetic, TIES,
-DARE, averaging) that ``method.merger`` configs build.
-
-Sign convention everywhere: ``tau = theta_ft - theta_0``; merged ``theta = theta_0 + lambda_ * tau``
-(``lambda_`` dimensionless). Submodules import lazily: building a merger (``mergers``) needs no
-torch; the tensor work (``functional``, ``task_vector``) imports it.
+"""Model merging by state-dict algebra: task vectors and the mergers (task arithmetic, TIES, DARE,
+averaging) that ``method.merger`` configs build. Sign convention: ``tau = theta_ft - theta_0``;
+merged ``theta = theta_0 + lambda_ * tau`` (``lambda_`` dimensionless). Submodules import lazily:
+building a merger (``mergers``) needs no torch; the tensor work (``functional``, ``task_vector``) does.
 """
 
 from seqft_lightning.lazy import lazy_exports

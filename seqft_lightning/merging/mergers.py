@@ -1,19 +1,11 @@
-"""Mergers: one pretrained base plus several fine-tuned models -> one model.
+"""Mergers (``method.merger``, ``conf/merging/*.yaml``): a pretrained base plus several fine-tuned
+models -> one new model, by ``run(base, finetuned, lambda_=None)``, which never mutates its inputs.
 
-The config key is ``method.merger`` (``conf/merging/*.yaml``). Every merger has
-``run(base, finetuned, lambda_=None) -> nn.Module``; it returns a new model and never mutates
-``base`` or the fine-tuned models. ``lambda_`` (lambda, dimensionless, the coefficient of the
-merged task vector) defaults to the instance's attribute and may be overridden per call.
-
-For a lambda grid search, compute the merged task vector once and apply it many times::
-
-    merged = merger.merged_task_vector(base, finetuned)   # the expensive part (TIES, DARE)
-    models = {lambda_: merged.apply_to(base, lambda_) for lambda_ in grid}
-
-which equals ``merger.run(base, finetuned, lambda_=lambda_)`` for every ``lambda_``.
-Task vectors follow the convention ``tau = theta_ft - theta_0``. The tensor work is in
-:mod:`seqft_lightning.merging.functional`; building a merger imports no torch, so ``plan_run``
-checks ``method.merger`` by building it, in well under a second.
+``lambda_`` (dimensionless, the coefficient of the merged task vector, ``tau = theta_ft - theta_0``)
+defaults to the instance's. For a grid, merge once: ``merged = merged_task_vector(base, finetuned)``,
+then ``merged.apply_to(base, lambda_)`` equals ``run(base, finetuned, lambda_)``. Building a merger
+imports no torch (the tensor work is in :mod:`.functional`), so ``plan_run`` checks
+``method.merger`` by building it.
 """
 
 from __future__ import annotations
@@ -22,21 +14,24 @@ import abc
 import math
 from typing import TYPE_CHECKING, ClassVar, Mapping
 
+from seqft_lightning import merging  # lazy exports: the tensor work imports torch on first use
+
 if TYPE_CHECKING:  # torch is imported by the methods that merge, not by building a merger
     from torch import nn
 
     from seqft_lightning.merging.task_vector import TaskVector
 
 
-# ---------------------------------------------------------------------- helpers
+def is_number(value: object) -> bool:
+    """An int or float, not a bool (``tv + False`` or ``lambda_=True`` is almost certainly a bug)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_lambda(value: float | None, where: str) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if value is not None and not (is_number(value) and math.isfinite(value)):
         raise ValueError(f"{where}: lambda_ must be a finite number, got {value!r}")
 
 
-# ---------------------------------------------------------------------- mergers
 class Merger(abc.ABC):
     """A merger. ``lambda_`` is lambda (``None`` if it does not apply)."""
 
@@ -57,7 +52,7 @@ class TaskVectorMerger(Merger):
     #: Old constructor arguments (config keys ``method.merger.<old>``) -> their new names.
     _renamed: ClassVar[dict[str, str]] = {"scaling_factor": "lambda_"}
 
-    def __init__(self, lambda_: float, **old_names: object) -> None:
+    def __init__(self, lambda_: float = 0.3, **old_names: object) -> None:
         for old in old_names.keys() & self._renamed.keys():
             new = self._renamed[old]
             raise ValueError(f"merger.{old} was renamed to merger.{new}; use method.merger.{new}=...")
@@ -69,112 +64,75 @@ class TaskVectorMerger(Merger):
         self.lambda_: float = lambda_
 
     @abc.abstractmethod
-    def merged_task_vector(
-        self, base: nn.Module, finetuned: Mapping[str, nn.Module]
-    ) -> TaskVector:
+    def _merge(self, vectors: list[TaskVector]) -> TaskVector:
+        """The task vectors ``tau_t`` (in ``finetuned``'s order) merged into one, before lambda."""
+
+    def merged_task_vector(self, base: nn.Module, finetuned: Mapping[str, nn.Module]) -> TaskVector:
         """The merged task vector (before lambda); apply it with ``.apply_to(base, lambda_)``."""
+        return self._merge(list(merging.task_vectors(base, finetuned).values()))
 
     def run(self, base: nn.Module, finetuned: Mapping[str, nn.Module], lambda_: float | None = None) -> nn.Module:
         """``theta_0 + lambda * merged_task_vector``; ``lambda_`` overrides ``self.lambda_``."""
         _check_lambda(lambda_, f"{type(self).__name__}.run")
-        return self.merged_task_vector(base, finetuned).apply_to(
-            base, self.lambda_ if lambda_ is None else lambda_
-        )
+        return self.merged_task_vector(base, finetuned).apply_to(base, self.lambda_ if lambda_ is None else lambda_)
 
 
 class TaskArithmetic(TaskVectorMerger):
     """Task arithmetic (Ilharco et al., ICLR 2023): ``theta = theta_0 + lambda * sum_t tau_t``."""
 
-    def __init__(self, lambda_: float = 0.3, **old_names: object) -> None:
-        super().__init__(lambda_, **old_names)
-
-    def merged_task_vector(
-        self, base: nn.Module, finetuned: Mapping[str, nn.Module]
-    ) -> TaskVector:
-        """``sum_t tau_t`` (in ``finetuned``'s order)."""
-        from seqft_lightning.merging.functional import task_vectors
-
-        return sum(task_vectors(base, finetuned).values())  # type: ignore[return-value]
+    def _merge(self, vectors: list[TaskVector]) -> TaskVector:
+        return sum(vectors)  # type: ignore[return-value]
 
 
 class Ties(TaskVectorMerger):
-    """TIES-merging: ``theta = theta_0 + lambda * ties_merge(tau_1..tau_T, keep_fraction)``.
-
-    ``keep_fraction`` in (0, 1] is the fraction of each task vector's entries kept by the trim
-    step (0.2 keeps 20 %), counted over the whole flattened vector (see :func:`~seqft_lightning.merging.functional.ties_merge`).
-    """
+    """TIES-merging: ``theta = theta_0 + lambda * ties_merge(tau_1..tau_T, keep_fraction)``, where
+    ``keep_fraction`` in (0, 1] is the fraction of each task vector's entries (counted over the whole
+    vector) that the trim step keeps (0.2 keeps 20 %)."""
 
     _renamed: ClassVar[dict[str, str]] = {**TaskVectorMerger._renamed, "top_k": "keep_fraction"}
 
     def __init__(self, lambda_: float = 1.0, keep_fraction: float = 0.2, **old_names: object) -> None:
         super().__init__(lambda_, **old_names)
-        if (
-            isinstance(keep_fraction, bool)
-            or not isinstance(keep_fraction, (int, float))
-            or not 0.0 < keep_fraction <= 1.0
-        ):
+        if not (is_number(keep_fraction) and 0.0 < keep_fraction <= 1.0):
             raise ValueError(f"Ties: keep_fraction must be a fraction in (0, 1], got {keep_fraction!r}")
         self.keep_fraction: float = float(keep_fraction)
 
-    def merged_task_vector(
-        self, base: nn.Module, finetuned: Mapping[str, nn.Module]
-    ) -> TaskVector:
-        """The TIES-merged vector (trim, elect sign, disjoint mean), before lambda."""
-        from seqft_lightning.merging.functional import task_vectors, ties_merge
-
-        return ties_merge(list(task_vectors(base, finetuned).values()), self.keep_fraction)
+    def _merge(self, vectors: list[TaskVector]) -> TaskVector:
+        return merging.ties_merge(vectors, self.keep_fraction)
 
 
 class Dare(TaskVectorMerger):
-    """DARE + task arithmetic: ``theta = theta_0 + lambda * sum_t DARE_p(tau_t)``.
+    """DARE + task arithmetic: ``theta = theta_0 + lambda * sum_t DARE_p(tau_t)``, ``p = drop_rate``.
 
-    One ``torch.Generator`` seeded with ``seed`` is created per call and consumed in
-    ``finetuned``'s order, then state-dict order: the result is deterministic for a given
-    seed and task order, and the global RNG is never touched.
+    One ``torch.Generator(seed)`` per call, consumed in ``finetuned``'s order then state-dict
+    order, makes the result deterministic for a given seed and task order (global RNG untouched).
     """
 
-    def __init__(
-        self, lambda_: float = 0.3, drop_rate: float = 0.5, seed: int = 0, **old_names: object
-    ) -> None:
+    def __init__(self, lambda_: float = 0.3, drop_rate: float = 0.5, seed: int = 0, **old_names: object) -> None:
         super().__init__(lambda_, **old_names)
-        if (
-            isinstance(drop_rate, bool)
-            or not isinstance(drop_rate, (int, float))
-            or not 0.0 <= drop_rate < 1.0
-        ):
+        if not (is_number(drop_rate) and 0.0 <= drop_rate < 1.0):
             raise ValueError(f"Dare: drop_rate must be a probability in [0, 1), got {drop_rate!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"Dare: seed must be an integer, got {seed!r}")
         self.drop_rate: float = float(drop_rate)
         self.seed: int = seed
 
-    def merged_task_vector(
-        self, base: nn.Module, finetuned: Mapping[str, nn.Module]
-    ) -> TaskVector:
-        """``sum_t DARE_p(tau_t)``, before lambda (same seed -> same result)."""
+    def _merge(self, vectors: list[TaskVector]) -> TaskVector:
         import torch
 
-        from seqft_lightning.merging.functional import dare_sparsify, task_vectors
-
-        generator = torch.Generator(device="cpu")
-        generator.manual_seed(self.seed)
-        vectors = task_vectors(base, finetuned).values()
-        return sum(dare_sparsify(tv, self.drop_rate, generator) for tv in vectors)  # type: ignore[return-value]
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        return sum(merging.dare_sparsify(tv, self.drop_rate, generator) for tv in vectors)  # type: ignore[return-value]
 
 
 class Average(Merger):
-    """Plain weight averaging: ``theta = (1/T) sum_t theta_t`` over float params/buffers.
-
-    Lambda does not apply (``lambda_`` is ``None``; passing one to :meth:`run` is a
-    ``ValueError`` rather than being silently ignored). Integer buffers come from ``base``,
-    which also fixes the architecture every fine-tuned model must match.
-    """
+    """Plain weight averaging: ``theta = (1/T) sum_t theta_t`` over float params/buffers (integer
+    buffers from ``base``). Lambda does not apply: ``lambda_`` is ``None``, and passing one to
+    :meth:`run` is a ``ValueError`` rather than being silently ignored."""
 
     def __init__(self) -> None:
         self.lambda_: float | None = None
 
     def run(self, base: nn.Module, finetuned: Mapping[str, nn.Module], lambda_: float | None = None) -> nn.Module:
-        """The element-wise mean of the fine-tuned models' float entries; a new model."""
         if lambda_ is not None:
             raise ValueError(f"Average: lambda_ does not apply to weight averaging, got {lambda_!r}")
         from seqft_lightning.merging.functional import average_models

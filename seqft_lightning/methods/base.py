@@ -15,12 +15,9 @@ if TYPE_CHECKING:  # Lightning is imported only when a run starts
 
 @dataclass(frozen=True)
 class MethodResult:
-    """What a method hands back to the pipeline.
-
-    ``final`` is the test metric dict of the run's final model (the last stage it recorded);
-    ``fields`` are extra top-level ``metrics.json`` entries (e.g. ``lambda``); ``net`` is the final
-    model when it is not the runner's net (a merged or negated copy), saved as ``final.pt``.
-    """
+    """What a method hands back: ``final``, the test metrics of its final model (the last stage it
+    recorded); ``fields``, extra top-level ``metrics.json`` entries (e.g. ``lambda``); ``net``, the
+    final model when it is not the runner's net (a merged or negated copy), saved as ``final.pt``."""
 
     final: dict[str, float]
     fields: dict[str, Any] = field(default_factory=dict)
@@ -30,16 +27,10 @@ class MethodResult:
 
 @dataclass(frozen=True)
 class Method:
-    """A method of the study: its checks, what it trains in the stage loop, and its run.
-
-    ``validate(cfg)`` raises :class:`~seqft_lightning.errors.ConfigError` (one line naming the
-    user's key) on a bad setting of this method; it runs before any data is loaded or any model
-    trained, and without torch (:mod:`seqft_lightning.methods.settings`). ``train_groups(stages)``
-    is the list of class groups the method trains through the stage loop, where a retention
-    strategy acts (``[]`` when it trains none there). ``run_path`` (``"module:function"``) is the
-    ``run(runner, plan) -> MethodResult`` that trains and records stages through the runner,
-    imported when the run starts.
-    """
+    """A method of the study. ``validate(cfg)`` raises a one-line ``ConfigError`` naming the user's key
+    on a bad setting, before any work and without torch; ``train_groups(stages)`` are the class groups
+    trained through the stage loop, where retention acts (``[]``: none); ``run_path``
+    (``"module:function"``) names its ``run(runner, plan) -> MethodResult``, imported at run start."""
 
     validate: Callable[[DictConfig], None]
     train_groups: Callable[[list[list[int]]], list[list[int]]]

@@ -1,8 +1,7 @@
 """Fine-tuning methods: the pretrained baseline alone, sequential stages, one joint stage.
 
-Sequential and joint run through the same stage loop; they differ only in the list of class
-groups they hand it: ``[[3], [4], [7]]`` versus ``[[3, 4, 7]]``. With the defaults both present the
-same number of samples: 3 stages × 1000 samples × 10 epochs = 1 stage × 3000 samples × 10 epochs.
+Sequential and joint run the same stage loop on different class groups (``[[3], [4], [7]]`` versus
+``[[3, 4, 7]]``), so both present the same samples: 3 stages × 1000 × 10 epochs = 1 × 3000 × 10.
 """
 
 from __future__ import annotations
@@ -23,25 +22,15 @@ def run_baseline(runner: Runner, plan: RunPlan) -> MethodResult:
     return MethodResult(final=runner.recorder.stages()[0].metrics)
 
 
-def stage_steps(plan: RunPlan) -> int | None:
-    """Optimizer steps per trained stage, or ``None`` (train ``epochs_per_stage`` epochs).
-
-    ``method.steps_per_stage`` counts steps per entry of ``method.stages``; a method that trains
-    fewer, larger stages (joint) gets the same total: ``steps_per_stage × len(stages)``, split
-    evenly over its stages.
-    """
-    steps = plan.cfg.method.get("steps_per_stage")
-    if steps is None:
-        return None
-    return int(steps) * len(plan.stages) // len(plan.train_groups)
-
-
 def run_stage_loop(runner: Runner, plan: RunPlan) -> MethodResult:
-    """Train ``plan.train_groups`` in order through the one stage loop."""
+    """Train ``plan.train_groups`` in order through the one stage loop. ``method.steps_per_stage``
+    (optimizer steps; unset: ``epochs_per_stage`` epochs) counts per entry of ``method.stages``: joint
+    gets the same total, ``steps_per_stage × len(stages)``, split evenly over its stages."""
     m = plan.cfg.method
+    steps = m.get("steps_per_stage")
     per_stage = runner.train_stages(
         plan.train_groups, m.epochs_per_stage, m.batch_size, instantiate(m.optimizer),
-        steps_per_stage=stage_steps(plan), reset_optimizer=bool(m.get("reset_optimizer", True)),
+        steps_per_stage=None if steps is None else int(steps) * len(plan.stages) // len(plan.train_groups),
+        reset_optimizer=bool(m.get("reset_optimizer", True)),
     )
     return MethodResult(final=per_stage[-1])
-

@@ -1,9 +1,8 @@
 """What each method of the study is configured with, checked before any work, without torch.
 
-``validate_*`` refuse a method's bad settings with one :class:`~seqft_lightning.errors.ConfigError`
-line naming the user's key; ``*_groups`` say which class groups a method trains through the stage
-loop. Everything here is plain config logic, so a bad setting is refused before torch is even
-imported; only a merger's own argument check (its constructor) needs torch and runs last.
+``validate_*`` refuse a method's bad settings with a one-line :class:`~seqft_lightning.errors.ConfigError`
+naming the user's key (only a merger's own constructor check needs torch, and runs last);
+``*_groups`` say which class groups a method trains through the stage loop.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, ListConfig
 
 from seqft_lightning.config import instantiate_checked, validate_stages
+from seqft_lightning.contract import NO_RETENTION, retention_name
 from seqft_lightning.errors import ConfigError
 
 
@@ -36,14 +36,6 @@ def no_groups(stages: list[list[int]]) -> list[list[int]]:
     return []
 
 
-def retention_name(cfg: DictConfig) -> str:
-    """The retention option's name from its ``_target_`` class (``Retention`` is ``none``)."""
-    node = cfg.get("retention")
-    target = str(node.get("_target_", "")) if node is not None else ""
-    name = target.rsplit(".", 1)[-1].lower()
-    return "none" if name in ("", "retention") else name
-
-
 def lambda_grid(spec: Any, defaults: Sequence[float] = ()) -> list[float]:
     """The lambda values to try: ``spec`` (a list) plus the method's own default(s); sorted,
     duplicates (to 1e-9) removed."""
@@ -62,15 +54,15 @@ def merged_stages(cfg: DictConfig) -> list[list[int]]:
     chosen = cfg.method.get("vectors")
     if chosen is None:
         return stages
-    bad = [i for i in chosen if not (isinstance(i, int) and 0 <= i < len(stages))]
-    if bad or len(chosen) == 0:
+    if len(chosen) == 0 or not all(isinstance(i, int) and 0 <= i < len(stages) for i in chosen):
         raise ConfigError(f"method.vectors={list(chosen)} must list stage indices in 0..{len(stages) - 1} (e.g. [0, 2] for tau_3 + tau_7)")
     return [stages[i] for i in chosen]
 
 
 def _check_common(cfg: DictConfig) -> None:
+    """Merging trains no stage loop (retention=none) and picks lambda on the calibration split."""
     retention = retention_name(cfg)
-    if retention != "none":
+    if retention != NO_RETENTION:
         raise ConfigError(
             f"retention={retention} applies to sequential and joint fine-tuning; use retention=none with method={cfg.method.name}"
         )

@@ -1,14 +1,7 @@
 """Models: plain torch networks (``components``) and the Lightning wrapper (``classifier``)."""
 
-_EXPORTS = {"ClassifierModule": "seqft_lightning.models.classifier", "MLP": "seqft_lightning.models.components.mlp"}
+from seqft_lightning.lazy import lazy_exports
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
-
-
-__all__ = list(_EXPORTS)
+_EXPORTS = {"seqft_lightning.models.classifier": ["ClassifierModule"], "seqft_lightning.models.components.mlp": ["MLP"]}
+__getattr__ = lazy_exports(_EXPORTS)
+__all__ = [name for names in _EXPORTS.values() for name in names]

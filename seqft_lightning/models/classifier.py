@@ -62,10 +62,8 @@ class ClassifierModule(pl.LightningModule):
         else:
             super().__setattr__(name, value)
 
-    # -- stage bookkeeping ------------------------------------------------------------------
-    def begin_stage(
-        self, stage: int, optimizer: OptimizerFactory, step_offset: int, penalty: Penalty | None = None, keep_optimizer: bool = False
-    ) -> None:
+    def begin_stage(self, stage: int, optimizer: OptimizerFactory, step_offset: int, penalty: Penalty | None = None,
+                    keep_optimizer: bool = False) -> None:
         """Start stage ``stage`` (0 = pretraining) with ``optimizer`` (a partial taking
         ``params=``), ``penalty`` added to every step's loss, and the continuous step axis at
         ``step_offset`` optimizer steps. ``keep_optimizer``: continue with the previous stage's
@@ -94,7 +92,6 @@ class ClassifierModule(pl.LightningModule):
         if self._trainer is not None and self.logger is not None:
             self.logger.log_metrics(metrics, step=step)
 
-    # -- training ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
@@ -149,7 +146,6 @@ class ClassifierModule(pl.LightningModule):
         self._optimizer = self.optimizer_factory(params=self.net.parameters())
         return self._optimizer
 
-    # -- validation (calibration split) -----------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self.val_confusion.reset()
         self._val_loss = torch.zeros(self.num_classes, dtype=torch.float64, device=self.device)

@@ -1,8 +1,6 @@
-"""Retention strategies for sequential fine-tuning (one small class each).
-
-``Retention`` is the no-op base (``none``: plain fine-tuning); the others are
-``Replay``, ``EWC``, ``LwF``, ``L2SP`` and ``Freeze``.  Configs live in
-``conf/retention/*.yaml`` and are built with ``hydra.utils.instantiate``.
+"""Retention strategies for sequential fine-tuning, one small class each: ``Retention`` (the no-op
+``none``: plain fine-tuning), ``Replay``, ``EWC``, ``LwF``, ``L2SP`` and ``Freeze``, built from
+``conf/retention/*.yaml`` with ``hydra.utils.instantiate``.
 """
 
 from seqft_lightning.retention.base import Retention

@@ -1,72 +1,37 @@
-"""Base class of the retention strategies and small helpers they share.
+"""Base classes of the retention strategies.
 
-A retention strategy is plugged into the fine-tuning stage loop.  The loop calls,
-in this order:
-
-* ``on_finetune_start(net, datamodule)`` once, after the pretrained baseline is
-  ready and before any fine-tuning stage;
-* per stage ``k`` (numbered from 1, as in ``stages.csv``; stage 0 is the baseline) with class
-  list ``classes``: ``loader = wrap_train_loader(loader, k, classes)``,
-  ``on_stage_start(net, k, classes)``,
-  training, during which every step adds ``penalty(net, x, y, logits)`` (when not
-  ``None``) to the cross-entropy loss,
-  ``on_stage_end(net, k, classes, datamodule)``.
-
-:class:`Retention` itself does nothing: it is the ``none`` option, i.e. plain
-fine-tuning.  Hooks never mutate the caller's ``classes`` list or loader.
+The stage loop calls ``on_finetune_start(net, datamodule)`` once, after the pretrained baseline is
+ready; then per stage ``k`` (from 1, as in ``stages.csv``; stage 0 is the baseline) on ``classes``:
+``loader = wrap_train_loader(loader, k, classes)``, ``on_stage_start(net, k, classes)``, training
+(every step adds ``penalty(net, x, y, logits)``, unless ``None``, to the cross-entropy loss), and
+``on_stage_end(net, k, classes, datamodule)``. Hooks never mutate the caller's ``classes`` or loader.
 """
 
 from __future__ import annotations
 
-import logging
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-log = logging.getLogger(__name__)
-
-__all__ = ["Retention", "trainable_params", "snapshot_params"]
+from seqft_lightning.cost import tensor_bytes
 
 
-def trainable_params(net: nn.Module) -> dict[str, nn.Parameter]:
-    """Named parameters that are trainable floating-point tensors.
-
-    These are the parameters the weight-space penalties (EWC, L2-SP) act on.
-    """
-    return {
-        name: p
-        for name, p in net.named_parameters()
-        if p.requires_grad and p.is_floating_point()
-    }
-
-
-def snapshot_params(net: nn.Module) -> dict[str, Tensor]:
-    """Detached copies of :func:`trainable_params` (same device and dtype)."""
-    return {name: p.detach().clone() for name, p in trainable_params(net).items()}
-
-
-def move_to(tensors: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    """Return ``tensors`` on ``device`` (the same dict when already there).
-
-    Hooks may run while the net is still on the CPU and Lightning moves it to the
-    accelerator later, so stored tensors are moved lazily at penalty time.
-    """
-    if all(t.device == device for t in tensors.values()):
-        return tensors
-    return {name: t.to(device) for name, t in tensors.items()}
+def pretrain_pool(datamodule: Any) -> tuple[Tensor, Tensor] | None:
+    """The datamodule's pretraining pool ``(x, y)``, or ``None`` when it is missing or empty."""
+    x, y = getattr(datamodule, "pretrain_x", None), getattr(datamodule, "pretrain_y", None)
+    return None if x is None or y is None or len(y) == 0 else (x, y)
 
 
 class Retention:
-    """No-op retention strategy (``none``): plain sequential fine-tuning.
-
-    Subclasses override the hooks they need and :meth:`settings`.
-    """
+    """No-op retention strategy (``none``): plain sequential fine-tuning. Subclasses override the
+    hooks they need."""
 
     name: str = "none"
+    #: Attribute holding the penalty strength: at 0 the strategy cannot act.
+    strength: str | None = None
 
-    # ------------------------------------------------------------------ hooks
     def on_finetune_start(self, net: nn.Module, datamodule: Any) -> None:
         """Called once, after pretraining and before the first fine-tuning stage."""
 
@@ -78,22 +43,18 @@ class Retention:
         """Called right before training stage ``stage`` on ``classes``."""
 
     def penalty(self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | None:
-        """Extra loss term (scalar, >= 0, same units as the cross-entropy) or ``None``.
-
-        ``x``/``y`` is the training batch, ``logits = net(x)`` with autograd graph.
-        """
+        """Extra loss term (scalar, >= 0, in cross-entropy units) for the training batch ``x``/``y``
+        with ``logits = net(x)`` (with autograd graph), or ``None``."""
         return None
 
-    def on_stage_end(
-        self, net: nn.Module, stage: int, classes: Sequence[int], datamodule: Any
-    ) -> None:
+    def on_stage_end(self, net: nn.Module, stage: int, classes: Sequence[int], datamodule: Any) -> None:
         """Called right after training stage ``stage`` on ``classes``."""
 
-    # --------------------------------------------------------------- metadata
     def inactive_reason(self, has_pool: bool, num_stages: int) -> str | None:
-        """Why this strategy cannot change a run with ``num_stages`` training stages and a
-        pretraining pool (``has_pool``), or ``None`` when it can act. The base (``none``) never
-        acts and says nothing; subclasses name the missing ingredient."""
+        """Why this strategy cannot change a run with ``num_stages`` training stages and a pretraining
+        pool (``has_pool``), or ``None`` when it can act (``none`` never acts and says nothing)."""
+        if self.strength is not None and getattr(self, self.strength) == 0:
+            return f"{self.strength}=0: no penalty"
         if num_stages == 0 and type(self) is not Retention:
             return "the method trains no stage through the stage loop"
         return None
@@ -108,9 +69,41 @@ class Retention:
         return 0
 
     def settings(self) -> dict[str, Any]:
-        """Constructor settings of the strategy (JSON-serialisable scalars/lists)."""
-        return {}
+        """Constructor settings of the strategy (JSON-serialisable scalars/lists), in signature order."""
+        values = {key: getattr(self, key) for key in inspect.signature(type(self)).parameters}
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in values.items()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
         return f"{type(self).__name__}({args})"
+
+
+class Anchored(Retention):
+    """Penalty ``(s/2) · Σ_k w_k · (θ_k − θ*_k)²`` (``s``: the :attr:`strength` attribute; ``w_k = 1``
+    unless :meth:`_weight` says otherwise) towards the anchor ``θ*``, taken at ``on_finetune_start``
+    over the trainable floating-point parameters. The dicts named in :attr:`stored` count as extra
+    memory and move to the net's device at penalty time (Lightning may move the net after a hook).
+    """
+
+    stored: tuple[str, ...] = ("anchor",)
+    anchor: dict[str, Tensor]  # set to {} by the constructor
+
+    def _weight(self, name: str, sq_dist: Tensor) -> Tensor:
+        return sq_dist
+
+    def extra_memory_bytes(self) -> int:
+        return sum(tensor_bytes(getattr(self, attr)) for attr in self.stored)
+
+    def on_finetune_start(self, net: nn.Module, datamodule: Any) -> None:
+        params = net.named_parameters()
+        self.anchor = {n: p.detach().clone() for n, p in params if p.requires_grad and p.is_floating_point()}
+
+    def penalty(self, net: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | None:
+        if not self.anchor:
+            return None
+        params = dict(net.named_parameters())
+        device = params[next(iter(self.anchor))].device
+        for attr in self.stored:
+            setattr(self, attr, {n: t.to(device) for n, t in getattr(self, attr).items()})
+        total = sum(self._weight(n, (params[n] - a).pow(2)).sum() for n, a in self.anchor.items())
+        return 0.5 * getattr(self, self.strength) * total

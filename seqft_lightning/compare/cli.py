@@ -1,12 +1,9 @@
 """Command line: ``python compare.py [SWEEP_DIR] [--outputs DIR] [--rule RULE] [--delta D]``.
 
-Reads every job dir of a sweep, writes ``<SWEEP_DIR>/compare/`` (summary.csv, tuned.csv, summary.md,
-hypothesis.md, plots/*.png, report.md, report.html) and logs the report path. Knobs are chosen
-per seed on the calibration split by the selection rule the jobs ran with (their ``selection``
-config, which must agree); ``--rule``/``--delta`` apply another, and every report says which.
-Exit status 0 = report written; bad input (missing folder, no job dirs) is a
-:class:`~seqft_lightning.errors.SeqftError`: one line ``error: ...`` on stderr, exit
-:data:`~seqft_lightning.errors.EXIT_USER_ERROR` (2).
+Writes ``<SWEEP_DIR>/compare/`` (summary.csv, tuned.csv, summary.md, hypothesis.md, plots/*.png, report.md,
+report.html). Knobs are chosen per seed on the calibration split by the jobs' selection rule (which must agree),
+or by ``--rule``/``--delta``. Exit status 0 = report written; bad input (:class:`~seqft_lightning.errors.SeqftError`)
+gives one line ``error: ...`` on stderr and exit :data:`~seqft_lightning.errors.EXIT_USER_ERROR` (2).
 """
 
 from __future__ import annotations
@@ -26,10 +23,9 @@ log = logging.getLogger("seqft_lightning.compare")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="compare.py",
-        description="Compare the jobs of a training sweep (Hydra multirun folder): tables over seeds, "
-                    "paired test of 'sequential beats joint', plots, and a self-contained report.")
+    parser = argparse.ArgumentParser(prog="compare.py", description="Compare the jobs of a training sweep (Hydra "
+                                     "multirun folder): tables over seeds, paired test of 'sequential beats joint', "
+                                     "plots, and a self-contained report.")
     parser.add_argument("sweep_dir", nargs="?", type=Path, metavar="SWEEP_DIR",
                         help="sweep folder holding job dirs (default: the newest sweep under outputs/multirun)")
     parser.add_argument("--outputs", type=Path, default=Path("outputs"), metavar="DIR",
@@ -53,7 +49,6 @@ def _setup_logging(verbose: bool) -> None:
         handler.addFilter(ConsoleFilter())  # run_or_exit writes the error line itself
         root.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    # third-party chatter (matplotlib font manager, PIL) stays at WARNING
     for noisy in ("matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -75,24 +70,14 @@ def resolve_sweep_dir(sweep_dir: Path | None, outputs: Path) -> Path:
     return found
 
 
-def _remove_stale_plots(plots_dir: Path, keep: set[str]) -> None:
-    """Delete PNGs of an earlier comparison run that this run did not redraw."""
-    for png in plots_dir.glob("*.png"):
-        if png.name not in keep:
-            log.info("removing stale plot from an earlier run: %s", png)
-            png.unlink()
-
-
 def run(sweep_dir: Path, rule: str | None = None, delta: float | None = None) -> Path:
-    """Analyse ``sweep_dir`` and write its comparison; returns the path of report.md.
-
-    ``rule``/``delta`` override the jobs' selection rule (:func:`~.aggregate.selection_rule`)."""
+    """Analyse ``sweep_dir`` and write its comparison; returns the path of report.md. ``rule``/``delta``
+    override the jobs' selection rule (:func:`~.aggregate.selection_rule`)."""
     from seqft_lightning.compare.load import find_job_dirs, load_jobs
 
     if not find_job_dirs(sweep_dir):
         raise SeqftError(f"no job dirs (folders with {CONFIG_FILE}) under {sweep_dir}: pass a sweep folder")
     jobs = load_jobs(sweep_dir)
-
     from seqft_lightning.compare.aggregate import analyse
     from seqft_lightning.compare.plots import make_all_plots
     from seqft_lightning.compare.report import write_outputs
@@ -107,7 +92,11 @@ def run(sweep_dir: Path, rule: str | None = None, delta: float | None = None) ->
     for p in plots:
         if p.path is None:
             log.info("plot %s skipped: %s", p.key, p.note)
-    _remove_stale_plots(out_dir / "plots", {Path(p.path).name for p in plots if p.path is not None})
+    drawn = {Path(p.path).name for p in plots if p.path is not None}
+    for png in (out_dir / "plots").glob("*.png"):
+        if png.name not in drawn:  # drawn by an earlier run
+            log.info("removing stale plot from an earlier run: %s", png)
+            png.unlink()
     paths = write_outputs(analysis, sweep_dir, out_dir, plots)
     verdicts: dict[tuple[str, str], list[str]] = {}  # one console line per compared pair
     for r in [*analysis.hypothesis, *analysis.tuned_hypothesis]:

@@ -1,8 +1,7 @@
 """A tiny document model rendered to Markdown and to self-contained HTML.
 
-Block text may use two inline marks: ``**bold**`` and ```code```. HTML output embeds
-images as base64 ``data:`` URIs and renders tables as ``<table>`` elements, so the file
-can be mailed or archived on its own.
+Block text may use two inline marks: ``**bold**`` and ```code```. HTML output embeds images as base64
+``data:`` URIs and renders tables as ``<table>`` elements, so the file can be mailed or archived on its own.
 """
 
 from __future__ import annotations
@@ -40,6 +39,9 @@ class Table:
     #: per column: "l" or "r" (default: first column left, others right)
     align: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.align = self.align or ["l"] + ["r"] * (len(self.header) - 1)
+
 
 @dataclass
 class Image:
@@ -49,19 +51,9 @@ class Image:
 
 Block = Heading | Paragraph | Bullets | Table | Image
 
-_BOLD = re.compile(r"\*\*(.+?)\*\*")
-_CODE = re.compile(r"`([^`]+)`")
 
-
-def _aligns(table: Table) -> list[str]:
-    n = len(table.header)
-    return table.align or (["l"] + ["r"] * (n - 1))
-
-
-# --------------------------------------------------------------------------- markdown
-
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
 
 def to_markdown(blocks: Sequence[Block], base_dir: Path) -> str:
@@ -75,35 +67,21 @@ def to_markdown(blocks: Sequence[Block], base_dir: Path) -> str:
         elif isinstance(b, Bullets):
             out.append("\n".join(f"- {item}" for item in b.items))
         elif isinstance(b, Table):
-            lines = []
-            if b.caption:
-                lines.append(b.caption)
-                lines.append("")
-            lines.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
-            lines.append("|" + "|".join(":---" if a == "l" else "---:" for a in _aligns(b)) + "|")
-            for row in b.rows:
-                lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
-            out.append("\n".join(lines))
+            lines = [b.caption, ""] if b.caption else []
+            lines += [_md_row(b.header), "|" + "|".join(":---" if a == "l" else "---:" for a in b.align) + "|"]
+            out.append("\n".join(lines + [_md_row(row) for row in b.rows]))
         elif isinstance(b, Image):
-            rel = Path(os.path.relpath(b.path, base_dir)).as_posix()
-            alt = re.sub(r"[`*\[\]]", "", b.caption)
+            alt, rel = re.sub(r"[`*\[\]]", "", b.caption), Path(os.path.relpath(b.path, base_dir)).as_posix()
             out.append(f"![{alt}]({rel})\n\n*{b.caption}*")
         else:  # pragma: no cover - defensive
             raise TypeError(f"unknown block {b!r}")
     return "\n\n".join(out) + "\n"
 
 
-# --------------------------------------------------------------------------- html
-
 def inline_html(text: str) -> str:
     """Escape ``text`` and turn ``**bold**`` / ```code``` into HTML."""
-    escaped = html.escape(str(text), quote=False)
-    escaped = _CODE.sub(r"<code>\1</code>", escaped)
-    return _BOLD.sub(r"<strong>\1</strong>", escaped)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(text), quote=False))
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
 
 
 _CSS = """
@@ -119,35 +97,32 @@ figcaption{font-style:italic;color:#555;font-size:.9em}.caption{color:#555;font-
 """
 
 
+def _html_row(cells: Sequence[str], align: Sequence[str], tag: str) -> str:
+    return "<tr>" + "".join(f'<{tag} class="{a}">{inline_html(c)}</{tag}>' for c, a in zip(cells, align)) + "</tr>"
+
+
 def to_html(blocks: Sequence[Block], title: str) -> str:
     """Self-contained HTML page (images embedded as base64 PNG data URIs)."""
     body: list[str] = []
     for b in blocks:
         if isinstance(b, Heading):
-            lvl = min(max(b.level, 1), 6)
-            body.append(f'<h{lvl} id="{_slug(b.text)}">{inline_html(b.text)}</h{lvl}>')
+            lvl, slug = min(max(b.level, 1), 6), re.sub(r"[^a-z0-9]+", "-", b.text.lower()).strip("-") or "section"
+            body.append(f'<h{lvl} id="{slug}">{inline_html(b.text)}</h{lvl}>')
         elif isinstance(b, Paragraph):
             body.append(f"<p>{inline_html(b.text)}</p>")
         elif isinstance(b, Bullets):
-            items = "".join(f"<li>{inline_html(i)}</li>" for i in b.items)
-            body.append(f"<ul>{items}</ul>")
+            body.append("<ul>" + "".join(f"<li>{inline_html(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Table):
-            aligns = _aligns(b)
-            head = "".join(f'<th class="{a}">{inline_html(h)}</th>' for h, a in zip(b.header, aligns))
-            rows = "".join(
-                "<tr>" + "".join(f'<td class="{a}">{inline_html(c)}</td>' for c, a in zip(r, aligns)) + "</tr>"
-                for r in b.rows)
             caption = f'<p class="caption">{inline_html(b.caption)}</p>' if b.caption else ""
-            body.append(f"{caption}<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            rows = "".join(_html_row(r, b.align, "td") for r in b.rows)
+            head = _html_row(b.header, b.align, "th")
+            body.append(f"{caption}<table><thead>{head}</thead><tbody>{rows}</tbody></table>")
         elif isinstance(b, Image):
             data = base64.b64encode(Path(b.path).read_bytes()).decode("ascii")
-            cap = inline_html(b.caption)
             body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.caption)}">'
-                        f"<figcaption>{cap}</figcaption></figure>")
+                        f"<figcaption>{inline_html(b.caption)}</figcaption></figure>")
         else:  # pragma: no cover - defensive
             raise TypeError(f"unknown block {b!r}")
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-        + "\n".join(body) + "\n</body></html>\n"
-    )
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n" + "\n".join(body)
+            + "\n</body></html>\n")

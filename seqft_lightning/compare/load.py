@@ -1,25 +1,24 @@
 """Read the job folders of a sweep (the run-folder contract, :mod:`seqft_lightning.contract`).
 
-A *job dir* is any folder holding ``.hydra/config.yaml``; nothing is inferred from folder
-names. ``metrics.json`` is written last and atomically, so a job without it has failed
-or is unfinished; the tail of its log is searched for the error line. The other files
-(``stages.csv``, ``curves.csv``, the final ``confusion/stage_<k>.csv``, ``calibration.csv``,
-``lambda_test.csv``, ``run_info.json``) that are missing or unreadable are logged and skipped, never
-fatal: a job without ``stages.csv`` simply has no stage table.
+A *job dir* is any folder holding ``.hydra/config.yaml``; nothing is inferred from folder names.
+``metrics.json`` is written last and atomically, so a job without it has failed or is unfinished (its log's
+tail is searched for the error line). The other files that are missing or unreadable are logged and skipped,
+never fatal: a job without ``stages.csv`` simply has no stage table.
 
-``.hydra/config.yaml`` is parsed with libyaml and OmegaConf's number rules; OmegaConf itself (which
-resolves interpolations, and is ten times slower) is used only when a key that affects results
-holds an interpolation, so a sweep of a few hundred jobs reads in seconds.
+``.hydra/config.yaml`` is parsed with libyaml and OmegaConf's number rules; OmegaConf itself (ten times slower)
+resolves interpolations only when a key that affects results holds one, so a sweep of hundreds of jobs reads
+in seconds.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,12 +44,9 @@ _ERR_LINE = re.compile(r"(Traceback|\bERROR\b|CRITICAL|out of memory|Killed|Segm
 
 @dataclass
 class Job:
-    """One training job as read from disk.
-
-    ``status`` is ``"ok"`` (``metrics.json`` present and readable), ``"failed"`` (an error
-    was found) or ``"unfinished"`` (no ``metrics.json`` and no error line in the log).
-    Accuracies anywhere in here are fractions in [0, 1].
-    """
+    """One training job as read from disk; accuracies anywhere in here are fractions in [0, 1]. ``status`` is
+    ``"ok"`` (``metrics.json`` present and readable), ``"failed"`` (an error was found) or ``"unfinished"`` (no
+    ``metrics.json`` and no error line in the log)."""
 
     path: Path
     rel: str
@@ -75,65 +71,48 @@ class Job:
         return self.status == STATUS_OK
 
 
-def _natural_key(text: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+def _walk(root: Path) -> Iterator[tuple[Path, list[str], bool]]:
+    """``(folder, its file names, whether it is a job dir)`` at or under ``root``; job dirs and hidden
+    folders are not entered."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        is_job = (here / CONFIG_FILE).is_file()
+        dirnames[:] = [] if is_job else [d for d in dirnames if not d.startswith(".")]
+        yield here, filenames, is_job
 
 
 def find_job_dirs(root: Path) -> list[Path]:
-    """Every folder at or under ``root`` that holds ``.hydra/config.yaml`` (naturally sorted).
-
-    Job dirs are not searched further; hidden folders are skipped.
-    """
+    """Every folder at or under ``root`` that holds ``.hydra/config.yaml`` (naturally sorted)."""
     root = Path(root)
-    found: list[Path] = []
-    for dirpath, dirnames, _ in os.walk(root):
-        here = Path(dirpath)
-        if (here / CONFIG_FILE).is_file():
-            found.append(here)
-            dirnames[:] = []
-            continue
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-    return sorted(found, key=lambda p: _natural_key(p.relative_to(root).as_posix()))
+    return sorted((here for here, _, is_job in _walk(root) if is_job), key=lambda p: [
+        int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.relative_to(root).as_posix())])
 
 
 def newest_sweep_dir(outputs: Path) -> Path | None:
-    """The most recently modified sweep folder under ``outputs/multirun`` (or ``outputs``).
-
-    A sweep folder holds Hydra's ``multirun.yaml`` or job dirs as direct children;
-    recency is the modification time of ``multirun.yaml`` (else of the folder), never
-    the folder name.
-    """
+    """The most recently modified sweep folder under ``outputs/multirun`` (or ``outputs``): one that holds Hydra's
+    ``multirun.yaml`` or job dirs as direct children; recency is the modification time of ``multirun.yaml`` (else
+    of the folder), never the folder name."""
     outputs = Path(outputs)
     base = outputs / "multirun" if (outputs / "multirun").is_dir() else outputs
     if not base.is_dir():
         return None
     candidates: dict[Path, float] = {}
-    for dirpath, dirnames, filenames in os.walk(base):
-        here = Path(dirpath)
-        if (here / CONFIG_FILE).is_file():
-            parent = here.parent
-            if parent != here and parent.is_relative_to(base):
-                candidates.setdefault(parent, parent.stat().st_mtime)
-            dirnames[:] = []
-            continue
-        if "multirun.yaml" in filenames:
+    for here, filenames, is_job in _walk(base):
+        if is_job and here.parent != here and here.parent.is_relative_to(base):
+            candidates.setdefault(here.parent, here.parent.stat().st_mtime)
+        elif not is_job and "multirun.yaml" in filenames:
             candidates[here] = (here / "multirun.yaml").stat().st_mtime
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: (candidates[p], p.as_posix()))
+    return max(candidates, key=lambda p: (candidates[p], p.as_posix())) if candidates else None
 
 
+@functools.cache
 def _yaml_loader() -> type:
     """libyaml's safe loader with OmegaConf's implicit types: ``1e-3`` is a float (YAML 1.1 reads it
     as a string), dates stay strings."""
     import yaml
 
     base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-    class Loader(base):  # type: ignore[misc, valid-type]
-        pass
-
+    Loader = type("Loader", (base,), {})
     Loader.yaml_implicit_resolvers = {
         first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
         for first, resolvers in base.yaml_implicit_resolvers.items()}
@@ -147,36 +126,23 @@ def _yaml_loader() -> type:
     return Loader
 
 
-_LOADER: type | None = None
-
-
 def _has_interpolation(value: Any) -> bool:
-    if isinstance(value, str):
-        return "${" in value
-    if isinstance(value, dict):
-        return any(_has_interpolation(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_interpolation(v) for v in value)
-    return False
-
-
-def _needs_resolving(data: dict[str, Any]) -> bool:
-    """Whether a key that affects results holds an interpolation (``${...}``), lists included."""
-    return any(affects_results(k) and _has_interpolation(v) for k, v in flatten(data).items())
+    """Whether ``value`` holds an interpolation (``${...}``), in lists and mappings too."""
+    if isinstance(value, (dict, list)):
+        return any(map(_has_interpolation, value.values() if isinstance(value, dict) else value))
+    return isinstance(value, str) and "${" in value
 
 
 def read_config(path: Path) -> dict[str, Any]:
     """Composed Hydra config as plain containers (interpolations resolved when possible; those under
     keys that never affect results, such as ``paths`` and ``logger``, may stay unresolved)."""
-    global _LOADER
     import yaml
 
-    _LOADER = _LOADER or _yaml_loader()
     with open(path, encoding="utf-8") as fh:
-        data = yaml.load(fh, Loader=_LOADER)  # noqa: S506 (a safe loader)
+        data = yaml.load(fh, Loader=_yaml_loader())  # noqa: S506 (a safe loader)
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a mapping")
-    if not _needs_resolving(data):
+    if not any(affects_results(k) and _has_interpolation(v) for k, v in flatten(data).items()):
         return data
 
     from omegaconf import OmegaConf
@@ -186,9 +152,8 @@ def read_config(path: Path) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # e.g. ${hydra:...} outside a Hydra run: resolve what can be, group by group
         pass
-    raw = OmegaConf.to_container(cfg, resolve=False)
     out: dict[str, Any] = {}
-    for key, value in raw.items():
+    for key, value in OmegaConf.to_container(cfg, resolve=False).items():
         node = cfg.get(key)
         try:
             out[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else cfg[key]
@@ -198,19 +163,11 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def find_error_line(log_text: str, tail_lines: int = 200) -> str:
-    """The most telling error line of a log's tail ('' when none).
-
-    Prefers the last Python exception line (``RuntimeError: ...``) over generic markers.
-    """
-    lines = [ln.rstrip() for ln in log_text.splitlines()[-tail_lines:] if ln.strip()]
-    for ln in reversed(lines):
-        m = _EXC_LINE.match(ln)
-        if m:
-            return m.group(1).strip()
-    for ln in reversed(lines):
-        if _ERR_LINE.search(ln):
-            return ln.strip()
-    return ""
+    """The most telling error line of a log's tail ('' when none): the last Python exception line
+    (``RuntimeError: ...``), else the last line with a generic marker."""
+    lines = [ln.rstrip() for ln in reversed(log_text.splitlines()[-tail_lines:]) if ln.strip()]
+    exc = next((m.group(1).strip() for m in map(_EXC_LINE.match, lines) if m), None)
+    return exc or next((ln.strip() for ln in lines if _ERR_LINE.search(ln)), "")
 
 
 def _log_files(job_dir: Path) -> list[Path]:
@@ -258,11 +215,8 @@ def _json_object(path: Path) -> dict[str, Any]:
 
 def _read_json(job: Job, name: str) -> dict[str, Any] | None:
     """``name`` of the job dir as an object, None when absent (silently) or unreadable (a job warning)."""
-    path = job.path / name
-    if not path.is_file():
-        return None
     try:
-        return _json_object(path)
+        return _json_object(job.path / name) if (job.path / name).is_file() else None
     except Exception as exc:
         job.warnings.append(f"could not read {name}: {exc}")
         return None
@@ -270,14 +224,15 @@ def _read_json(job: Job, name: str) -> dict[str, Any] | None:
 
 def _read_confusion(job: Job, stage: int) -> np.ndarray | None:
     """Counts of ``confusion/stage_<stage>.csv`` (rows true class, columns predicted)."""
-    df = _read_csv(job, confusion_file(stage), index_col=0)
+    name = confusion_file(stage)
+    df = _read_csv(job, name, index_col=0)
     try:
         mat = None if df is None else df.to_numpy(dtype=float)
     except ValueError as exc:
-        job.warnings.append(f"could not read {confusion_file(stage)}: {exc}")
+        job.warnings.append(f"could not read {name}: {exc}")
         return None
-    if mat is not None and (mat.ndim != 2 or mat.shape[0] != mat.shape[1]):
-        job.warnings.append(f"{confusion_file(stage)} is not square: {mat.shape}")
+    if mat is not None and mat.shape[0] != mat.shape[1]:
+        job.warnings.append(f"{name} is not square: {mat.shape}")
         return None
     return mat
 
@@ -292,10 +247,8 @@ def load_job(job_dir: Path, root: Path) -> Job:
         return Job(path=job_dir, rel=rel, config={}, status=STATUS_FAILED,
                    reason=f"unreadable {CONFIG_FILE}: {exc}")
     seed = config.get("seed")
-    job = Job(path=job_dir, rel=rel, config=config, status=STATUS_UNFINISHED,
-              method=method_name(config), retention=retention_name(config),
-              seed=int(seed) if is_finite_number(seed) else None)
-
+    job = Job(path=job_dir, rel=rel, config=config, status=STATUS_UNFINISHED, method=method_name(config),
+              retention=retention_name(config), seed=int(seed) if is_finite_number(seed) else None)
     metrics_path = job_dir / METRICS_FILE
     if not metrics_path.is_file():
         for log_file in _log_files(job_dir):
@@ -308,13 +261,11 @@ def load_job(job_dir: Path, root: Path) -> Job:
                 return job
         job.reason = f"no {METRICS_FILE} (still running, killed, or crashed without a log line)"
         return job
-
     try:
         metrics = _json_object(metrics_path)
     except Exception as exc:
         job.status, job.reason = STATUS_FAILED, f"unreadable {METRICS_FILE}: {exc}"
         return job
-
     job.status, job.metrics = STATUS_OK, metrics
     job.stages = _read_csv(job, STAGES_FILE, STAGE_COLUMNS)
     job.curves = _read_csv(job, CURVES_FILE, CURVE_COLUMNS)

@@ -1,19 +1,9 @@
-"""PNG figures of a sweep (matplotlib ``Figure`` objects on the Agg backend, no pyplot state;
-seaborn draws). Accuracies are drawn in percent; bands and error bars are the 95 % t-intervals
-over seeds of :mod:`.stats` (seaborn's ``errorbar=`` with :func:`.stats.t_errorbar`; clipped as
-stated there; none for a single seed).
+"""PNG figures of a sweep (matplotlib ``Figure`` objects on the Agg backend, no pyplot state; seaborn draws).
 
-Variants are grouped by family (:func:`.variants.variant_family`: naive, retention, merging):
-line plots have one column of panels per family, and within a family each variant has its own
-colour and marker from a qualitative palette (in the retention family: one per retention method),
-and a dash pattern per method (joint dashed). Figures per variant and per family show the *shown*
-variants (:class:`~.aggregate.Analysis`): a knob curve's grid points are represented by its tuned
-variant there, and drawn in full on the trade-off plot, the report's first figure.
-
-Every figure is one :class:`PlotSpec` in :data:`SPECS`: a builder turns the
-:class:`~.aggregate.Analysis` into the drawer's arguments (nothing: the figure is skipped with a
-note naming what it needs), the drawer writes the PNG atomically. A failing figure is reported
-as skipped instead of aborting the report.
+Accuracies are drawn in percent; bands and error bars are the 95 % t-intervals over seeds of :mod:`.stats`
+(clipped as stated there; none for a single seed). Line plots have one column of panels per family (naive,
+retention, merging). Every figure is one :class:`PlotSpec` in :data:`SPECS`; a figure without data or whose
+drawing fails is reported as skipped instead of aborting the report.
 """
 
 from __future__ import annotations
@@ -38,7 +28,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from seqft_lightning.compare import aggregate as agg  # noqa: E402
 from seqft_lightning.compare.stats import t_errorbar, t_interval_groups  # noqa: E402
-from seqft_lightning.compare.variants import FAMILIES, slugify  # noqa: E402
+from seqft_lightning.compare.variants import FAMILIES  # noqa: E402
 from seqft_lightning.io import atomic_write_bytes  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -69,6 +59,13 @@ class Style:
     marker: str
     dashes: tuple | str  # seaborn: "" is solid
 
+    @property
+    def ls(self) -> Any:
+        return (0, self.dashes) if self.dashes else "-"
+
+
+GREY = Style(BASELINE_COLOR, "o", "")
+
 
 @dataclass(frozen=True)
 class Panel:
@@ -82,23 +79,19 @@ class Panel:
 
 
 def _family_palette(family: str, n: int) -> list[tuple]:
-    """Colours that no other family uses, so that one figure can hold every family (the trade-off
-    plot): naive variants in greys, retention methods from the first tab10 colours, merging from the
-    last ones (tab20 when a family needs more than five)."""
+    """Colours no other family uses, so one figure can hold every family: naive in greys, retention from
+    the first tab10 colours, merging from the last ones (tab20 when a family needs more than five)."""
     n = max(n, 1)
     if family == "naive":
         return [tuple(c) for c in sns.color_palette("Greys_r", n + 2)[:n]]
     tab = sns.color_palette("tab10", 10) if n <= 5 else sns.color_palette("tab20", 20)
-    half = len(tab) // 2
-    start = half if family == "merging" else 0
+    start = len(tab) // 2 if family == "merging" else 0
     return [tuple(tab[(start + i) % len(tab)]) for i in range(n)]
 
 
 def variant_styles(analysis: agg.Analysis) -> dict[str, Style]:
-    """Colour, marker and dash pattern of each variant and tuned variant, distinct within its family
-    and across families (:func:`_family_palette`); in the retention family one colour and marker per
-    retention method (``sequential+ewc`` solid, ``joint+ewc`` dashed; a knob curve's grid points and
-    its tuned variant alike)."""
+    """Style of each variant and tuned variant, distinct within and across families; in the retention
+    family one colour and marker per retention method (a knob curve's grid points and its tuned variant alike)."""
     styles: dict[str, Style] = {}
     for family in FAMILIES:
         members = [v for v in analysis.all_variants if analysis.family(v) == family]
@@ -117,7 +110,24 @@ def _groups(analysis: agg.Analysis, present: set, families: Sequence[str] = FAMI
     return {f: vs for f, vs in groups.items() if vs}
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **kw).ravel()
+
+
+def _wrapped(n: int, max_cols: int, width: float, height: float, pad: float = 0.0) -> tuple[Figure, np.ndarray]:
+    """``n`` panels of about ``width`` x ``height`` inches in rows of at most ``max_cols``; the rest hidden."""
+    ncols = min(max_cols, n)
+    nrows = -(-n // ncols)
+    fig, axes = _figure(width * ncols + pad, height * nrows + 0.6, nrows, ncols)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _save(fig: Figure, path: Path, suptitle: str | None = None) -> Path:
+    if suptitle is not None:
+        fig.suptitle(suptitle)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)  # constrained layout already fits everything in
     return atomic_write_bytes(path, buf.getvalue())
@@ -129,55 +139,46 @@ def _zoomed_floor(values: np.ndarray, pad: float = 2.0, step: float = 5.0) -> fl
     return float(max(0.0, step * np.floor((finite.min() - pad) / step))) if finite.size else 0.0
 
 
-# --------------------------------------------------------------------------- drawers
-
 def draw_family_grid(panels: Sequence[Panel], groups: Mapping[str, Sequence[str]], styles: Mapping[str, Style],
                      path: Path, xlabel: str, suptitle: str, stage_lines: bool = False) -> Path:
-    """Line plots, one column per family and one row per panel: mean of ``y`` per ``x`` over seeds,
-    band = clipped 95% t-interval. ``stage_lines`` marks where stage k >= 2 starts (dotted)."""
+    """Line plots, one column per family and one row per panel: mean of ``y`` per ``x`` over seeds, band =
+    clipped 95% t-interval. ``stage_lines`` marks where stage k >= 2 starts (dotted)."""
     fig = Figure(figsize=(4.6 * len(groups), 2.8 * len(panels) + 1.6), layout="constrained")
     for sub, (family, variants) in zip(fig.subfigures(1, len(groups), squeeze=False).ravel(), groups.items()):
         axes = sub.subplots(len(panels), 1, squeeze=False, sharex=True).ravel()
         for ax, panel in zip(axes, panels):
             data = panel.data[panel.data["variant"].isin(variants)]
             order = [v for v in variants if v in set(data["variant"])]
-            # mean and t-interval band per x, computed once per panel (seaborn's errorbar callable
-            # per point is too slow for hundreds of steps and tens of variants)
+            # mean and band per x computed once per panel (seaborn's errorbar per point is too slow here)
             band = t_interval_groups(data, ["variant", "x"], "y", 0.95, panel.bounds) if order else None
             for v in order:
-                b = band[band["variant"] == v]
-                st = styles[v]
+                b, st = band[band["variant"] == v], styles[v]
                 ax.plot(b["x"], b["mean"], color=st.color, marker=st.marker if panel.markers else None, ms=4,
-                        ls=(0, st.dashes) if st.dashes else "-", lw=1.4)
+                        ls=st.ls, lw=1.4)
                 ax.fill_between(b["x"], b["ci_low"], b["ci_high"], color=st.color, alpha=0.15, linewidth=0)
-            if stage_lines and order:
-                for stage, start in data.groupby("stage")["x"].min().items():
-                    if stage >= 2:
-                        ax.axvline(start, color="0.5", ls=":", lw=1)
-                        ax.annotate(f"S{stage:.0f}", (start, 1.0), xycoords=("data", "axes fraction"),
-                                    fontsize=7, color="0.4", ha="left", va="top")
+            for stage, start in data.groupby("stage")["x"].min().items() if stage_lines and order else []:
+                if stage >= 2:
+                    ax.axvline(start, color="0.5", ls=":", lw=1)
+                    ax.annotate(f"S{stage:.0f}", (start, 1.0), xycoords=("data", "axes fraction"),
+                                fontsize=7, color="0.4", ha="left", va="top")
             ax.set_title(panel.title, fontsize=9)
             ax.set(xlabel=xlabel, ylabel=panel.ylabel)
             ax.grid(alpha=0.3)
         if not stage_lines:
             axes[-1].xaxis.get_major_locator().set_params(integer=True)
         sub.suptitle(family, fontsize=11, fontweight="bold")
-        handles = [Line2D([], [], color=styles[v].color, marker=styles[v].marker,
-                          linestyle=(0, styles[v].dashes) if styles[v].dashes else "-", label=v) for v in variants]
+        handles = [Line2D([], [], color=styles[v].color, marker=styles[v].marker, linestyle=styles[v].ls, label=v)
+                   for v in variants]
         sub.legend(handles=handles, loc="outside lower center", frameon=False, fontsize=8)
-    fig.suptitle(suptitle)
-    return _save(fig, path)
+    return _save(fig, path, suptitle)
 
 
 def draw_class_heatmap(matrix: pd.DataFrame, task_classes: Sequence[int], breaks: Sequence[int], path: Path) -> Path:
-    """Final per-class test accuracy (%), rows = variants (families split by white lines at
-    ``breaks``), columns = true class 0..9."""
-    fig = Figure(figsize=(9.5, 0.4 * len(matrix) + 2.2), layout="constrained")
-    ax = fig.subplots()
+    """Final per-class test accuracy (%), rows = variants (families split at ``breaks``), columns = true class."""
+    fig, (ax,) = _figure(9.5, 0.4 * len(matrix) + 2.2)
     values = 100 * matrix.astype(float)
-    sns.heatmap(values, ax=ax, annot=True, fmt=".1f", cmap="viridis",
-                vmin=_zoomed_floor(values.to_numpy().ravel()), vmax=100,
-                cbar_kws={"label": "test accuracy (%)"}, annot_kws={"fontsize": 7})
+    sns.heatmap(values, ax=ax, annot=True, fmt=".1f", cmap="viridis", vmin=_zoomed_floor(values.to_numpy().ravel()),
+                vmax=100, cbar_kws={"label": "test accuracy (%)"}, annot_kws={"fontsize": 7})
     for row in breaks:
         ax.axhline(row, color="white", lw=3)
     ax.set_xticklabels([f"{c}*" if c in task_classes else str(c) for c in matrix.columns])
@@ -187,13 +188,9 @@ def draw_class_heatmap(matrix: pd.DataFrame, task_classes: Sequence[int], breaks
 
 
 def draw_confusion(matrices: Mapping[str, tuple[np.ndarray, int, int]], path: Path) -> Path:
-    """Final confusion matrices, one panel per variant (``{variant: (counts, n_jobs, stage)}``):
-    counts summed over seeds, each row normalised to 100% of its true class; cells under 0.5% are
-    left blank (text is what makes these figures slow, and noise to read)."""
-    ncols = min(4, len(matrices))
-    nrows = -(-len(matrices) // ncols)
-    fig = Figure(figsize=(3.4 * ncols + 0.8, 3.5 * nrows + 0.6), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    """Final confusion matrices, one panel per variant (``{variant: (counts, n_jobs, stage)}``): counts summed over
+    seeds, each row normalised to 100% of its true class; cells under 0.5% left blank (text is slow to draw)."""
+    fig, axes = _wrapped(len(matrices), 4, 3.4, 3.5, pad=0.8)
     image = None
     for ax, (variant, (counts, n_jobs, stage)) in zip(axes, matrices.items()):
         rows = counts.sum(axis=1, keepdims=True)
@@ -203,29 +200,21 @@ def draw_confusion(matrices: Mapping[str, tuple[np.ndarray, int, int]], path: Pa
             if value >= 0.5:
                 ax.text(j, i, f"{value:.0f}" if value >= 9.95 else f"{value:.1f}", ha="center", va="center",
                         fontsize=5.5, color="white" if value > 60 else "black")
-        ticks = np.arange(norm.shape[0])
-        ax.set_xticks(ticks)
-        ax.set_yticks(ticks)
+        ax.set(xticks=np.arange(norm.shape[0]), yticks=np.arange(norm.shape[0]))
         ax.tick_params(labelsize=6)
         ax.set_title(f"{variant}\n(stage {stage}, {n_jobs} seed(s))", fontsize=7)
         ax.set_xlabel("predicted", fontsize=7)
         ax.set_ylabel("true", fontsize=7)
-    for ax in axes[len(matrices):]:
-        ax.set_visible(False)
     if image is not None:
         fig.colorbar(image, ax=axes.tolist(), label="% of true class", shrink=0.6)
-    fig.suptitle("Final confusion matrices (summed over seeds, rows normalised per true class; blank < 0.5%)")
-    return _save(fig, path)
+    return _save(fig, path, "Final confusion matrices (summed over seeds, rows normalised per true class; "
+                            "blank < 0.5%)")
 
 
 def draw_calibration(cal: pd.DataFrame, chosen: Mapping[str, Sequence[float]], path: Path) -> Path:
-    """Calibration-split accuracy (%) vs merge coefficient λ, one panel per merging variant;
-    dotted lines mark the λ each job selected."""
+    """Calibration-split accuracy (%) vs merge coefficient λ per merging variant; dotted = the λ each job chose."""
     variants = list(dict.fromkeys(cal["variant"]))
-    ncols = min(3, len(variants))
-    nrows = -(-len(variants) // ncols)
-    fig = Figure(figsize=(4.8 * ncols, 3.4 * nrows + 0.6), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig, axes = _wrapped(len(variants), 3, 4.8, 3.4)
     series = {"acc_target": "target", "acc_retained": "retained", "acc": "overall"}
     long = cal.melt(id_vars=["variant", "seed", "lambda"], value_vars=list(series), var_name="series", value_name="y")
     long = long.assign(series=long["series"].map(series), y=100 * long["y"])
@@ -238,60 +227,56 @@ def draw_calibration(cal: pd.DataFrame, chosen: Mapping[str, Sequence[float]], p
             ax.axvline(lam, color="k", ls=":", lw=1)
         ax.set(title=variant, xlabel="merge coefficient λ", ylabel="calibration accuracy (%)")
         ax.grid(alpha=0.3)
-    for ax in axes[len(variants):]:
-        ax.set_visible(False)
-    fig.suptitle("Calibration of merging methods (mean over seeds; dotted = selected λ)")
-    return _save(fig, path)
+    return _save(fig, path, "Calibration of merging methods (mean over seeds; dotted = selected λ)")
 
 
 def draw_headline_bars(summary: pd.DataFrame, variants: Sequence[str], families: Sequence[str],
                        metrics: Sequence[str], path: Path) -> Path:
-    """Mean test accuracy (%) per variant, one row per metric, bars coloured by family with a gap
-    between families, error bars = the summary's (clipped) 95% CI. Each y-axis is zoomed to the data."""
+    """Mean test accuracy (%) per variant and metric, bars coloured by family, error bars = the summary's
+    (clipped) 95% CI; each y-axis zoomed to the data."""
     x = np.arange(len(variants)) + np.cumsum([0] + [a != b for a, b in zip(families, families[1:])]) * 0.6
     colors = [BASELINE_COLOR if v == agg.BASELINE_LABEL else FAMILY_COLORS[f] for v, f in zip(variants, families)]
-    fig = Figure(figsize=(max(8.0, 0.42 * len(variants) + 2.5), 2.6 * len(metrics) + 2.0), layout="constrained")
-    axes = fig.subplots(len(metrics), 1, squeeze=False, sharex=True).ravel()
+    fig, axes = _figure(max(8.0, 0.42 * len(variants) + 2.5), 2.6 * len(metrics) + 2.0, len(metrics), sharex=True)
     for ax, metric in zip(axes, metrics):
         sub = summary[summary["metric"] == metric].set_index("variant")
         mean, lo, hi = (100 * np.array([sub[c].get(v, np.nan) for v in variants], dtype=float)
                         for c in ("mean", "ci_low", "ci_high"))
-        err = np.nan_to_num(np.vstack([mean - lo, hi - mean]))
-        ax.bar(x, mean, 0.8, yerr=err, capsize=3, color=colors, edgecolor="white")
+        ax.bar(x, mean, 0.8, yerr=np.nan_to_num(np.vstack([mean - lo, hi - mean])), capsize=3, color=colors,
+               edgecolor="white")
         floor = _zoomed_floor(np.concatenate([lo, mean]))
         ax.set_ylim(floor, min(100.5, np.nanmax(np.concatenate([hi, mean, [floor]])) + 1))
         ax.set(title=agg.metric_name(metric), ylabel="test accuracy (%)")
         ax.grid(axis="y", alpha=0.3)
         if floor > 0:
-            ax.text(1.0, 1.01, f"y-axis starts at {floor:.0f}%", transform=ax.transAxes, ha="right", fontsize=8, color="0.35")
+            ax.text(1.0, 1.01, f"y-axis starts at {floor:.0f}%", transform=ax.transAxes, ha="right", fontsize=8,
+                    color="0.35")
     axes[-1].set_xticks(x, variants, rotation=60, ha="right", fontsize=8)
     fig.legend(handles=[Patch(color=FAMILY_COLORS[f], label=f) for f in dict.fromkeys(families)],
                loc="outside upper right", frameon=False, fontsize=8)
-    fig.suptitle("Headline test accuracies (mean over seeds, error bars = 95% CI)")
-    return _save(fig, path)
+    return _save(fig, path, "Headline test accuracies (mean over seeds, error bars = 95% CI)")
+
+
+def _err(mean: float, lo: float, hi: float) -> Any:
+    """Error bar extents (percent) of one mean with its 95% CI; None without a CI (a single seed)."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    return [[100 * max(mean - lo, 0.0)], [100 * max(hi - mean, 0.0)]]
 
 
 def _errorbar(ax, row: Any, **kwargs: Any) -> None:
-    """One mean point (percent) with its x and y 95% CI (none for a single seed)."""
-    def err(mean: float, lo: float, hi: float) -> Any:
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            return None
-        return [[100 * max(mean - lo, 0.0)], [100 * max(hi - mean, 0.0)]]
-    ax.errorbar([100 * row.x], [100 * row.y], xerr=err(row.x, row.x_lo, row.x_hi), yerr=err(row.y, row.y_lo, row.y_hi),
-                elinewidth=0.8, capsize=2, **kwargs)
+    ax.errorbar([100 * row.x], [100 * row.y], xerr=_err(row.x, row.x_lo, row.x_hi),
+                yerr=_err(row.y, row.y_lo, row.y_hi), elinewidth=0.8, capsize=2, **kwargs)
 
 
 def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequence[str], rule: str,
                   path: Path) -> Path:
-    """Test target (y) vs retained (x) accuracy (%), means over seeds with 95% CIs in both directions:
-    knob curves as lines (sequential solid, joint dashed, one colour per retention method), merging
-    λ curves dotted, single points, selected points large and outlined, the Pareto front shaded."""
-    fig = Figure(figsize=(11.5, 7.5), layout="constrained")
-    ax = fig.subplots()
+    """Test target (y) vs retained (x) accuracy (%), means over seeds with 95% CIs in both directions; the
+    calibration-selected points large and outlined, the Pareto front shaded."""
+    fig, (ax,) = _figure(11.5, 7.5)
     retention_handles: dict[str, Any] = {}
     handles: list[Any] = []
     for series, g in data[data["kind"] == "curve"].groupby("series", sort=False):
-        style = styles.get(series, Style(BASELINE_COLOR, "o", ""))
+        style = styles.get(series, GREY)
         ls = "--" if g["method"].iloc[0] == "joint" else "-"
         ax.plot(100 * g["x"], 100 * g["y"], color=style.color, ls=ls, lw=1.4, marker="o", ms=3.5, alpha=0.9, zorder=2)
         for row in g.itertuples(index=False):
@@ -304,10 +289,9 @@ def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequen
             [], [], color=style.color, marker="o", ms=3.5, label=f"{g['retention'].iloc[0]} over {g['knob'].iloc[0]}"))
     if retention_handles:
         handles += list(retention_handles.values())
-        handles += [Line2D([], [], color="0.2", ls="-", marker="o", ms=7, mec="black", mew=1.5,
-                           label="sequential (line solid, tuned ●)"),
-                    Line2D([], [], color="0.2", ls="--", marker="s", ms=7, mec="black", mew=1.5,
-                           label="joint (line dashed, tuned ■)")]
+        handles += [Line2D([], [], color="0.2", ls=ls, marker=m, ms=7, mec="black", mew=1.5, label=label)
+                    for ls, m, label in [("-", "o", "sequential (line solid, tuned ●)"),
+                                         ("--", "s", "joint (line dashed, tuned ■)")]]
     for series, g in data[data["kind"] == "lambda"].groupby("series", sort=False):
         style = styles.get(series, Style(BASELINE_COLOR, ".", ""))
         ax.plot(100 * g["x"], 100 * g["y"], color=style.color, ls=":", lw=1.4, marker=".", ms=4, zorder=2)
@@ -315,14 +299,14 @@ def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequen
         if row.method == agg.BASELINE_METHOD or row.variant == agg.BASELINE_LABEL:
             style, marker = Style((0.0, 0.0, 0.0), "*", ""), "*"
         else:
-            style = styles.get(row.variant, Style(BASELINE_COLOR, "o", ""))
+            style = styles.get(row.variant, GREY)
             marker = ("s" if row.method == "joint" else "o") if row.variant in tuned else style.marker
         big = dict(ms=12, mec="black", mew=1.8) if row.selected else dict(ms=8, mec="white", mew=0.6)
         _errorbar(ax, row, fmt=marker, color=style.color, ecolor=style.color, zorder=4 if row.selected else 3, **big)
         if row.variant not in tuned:
-            lam = (data["kind"] == "lambda") & (data["series"] == row.variant)
-            handles.append(Line2D([], [], color=style.color, ls=":" if lam.any() else "none", marker=marker,
-                                  label=f"{row.variant}{' (λ curve dotted)' if lam.any() else ''}",
+            lam = ((data["kind"] == "lambda") & (data["series"] == row.variant)).any()
+            handles.append(Line2D([], [], color=style.color, ls=":" if lam else "none", marker=marker,
+                                  label=f"{row.variant}{' (λ curve dotted)' if lam else ''}",
                                   **({"ms": 9, "mec": "black", "mew": 1.5} if row.selected else {"ms": 7})))
     front = data[data["pareto"]].sort_values(["x", "y"], ascending=[True, False])
     if len(front):
@@ -343,22 +327,16 @@ def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequen
 
 def draw_accuracy_vs_compute(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequence[str],
                              baseline: Mapping[str, float], path: Path) -> Path:
-    """Test accuracy (%) vs training FLOPs (log x), one panel per metric in ``data["metric"]``; tuned
-    variants large and outlined with a hollow marker at the whole grid's training FLOPs."""
+    """Test accuracy (%) vs training FLOPs (log x), one panel per metric; tuned variants outlined, with a hollow
+    marker at the whole grid's training FLOPs."""
     metrics = list(dict.fromkeys(data["metric"]))
-    fig = Figure(figsize=(7.5 * len(metrics), 6.0), layout="constrained")
-    axes = fig.subplots(1, len(metrics), squeeze=False).ravel()
+    fig, axes = _figure(7.5 * len(metrics), 6.0, 1, len(metrics))
     for ax, metric in zip(axes, metrics):
-        sub = data[data["metric"] == metric]
-        for row in sub.itertuples(index=False):
-            style = styles.get(row.variant, Style(BASELINE_COLOR, "o", ""))
-            selected = row.variant in tuned
+        for row in data[data["metric"] == metric].itertuples(index=False):
+            style, selected = styles.get(row.variant, GREY), row.variant in tuned
             marker = ("s" if row.method == "joint" else "o") if selected else style.marker
-            yerr = None
-            if np.isfinite(row.lo) and np.isfinite(row.hi):
-                yerr = [[100 * max(row.y - row.lo, 0)], [100 * max(row.hi - row.y, 0)]]
-            ax.errorbar([row.flops], [100 * row.y], yerr=yerr, fmt=marker, color=style.color, capsize=2,
-                        **(dict(ms=10, mec="black", mew=1.6) if selected else dict(ms=7)))
+            ax.errorbar([row.flops], [100 * row.y], yerr=_err(row.y, row.lo, row.hi), fmt=marker, color=style.color,
+                        capsize=2, **(dict(ms=10, mec="black", mew=1.6) if selected else dict(ms=7)))
             if np.isfinite(row.grid_flops) and row.grid_flops > row.flops:
                 ax.plot([row.flops, row.grid_flops], [100 * row.y] * 2, color=style.color, lw=0.8, alpha=0.6)
                 ax.plot([row.grid_flops], [100 * row.y], marker=marker, mfc="none", color=style.color, ms=7)
@@ -371,11 +349,9 @@ def draw_accuracy_vs_compute(data: pd.DataFrame, styles: Mapping[str, Style], tu
         ax.set(xlabel="training FLOPs (log scale; hollow = the whole knob grid)", ylabel="test accuracy (%)",
                title=agg.metric_name(metric))
         ax.grid(alpha=0.3, which="both")
-    fig.suptitle("Accuracy vs training compute (mean over seeds, error bars = 95% CI; tuned variants outlined)")
-    return _save(fig, path)
+    return _save(fig, path, "Accuracy vs training compute (mean over seeds, error bars = 95% CI; "
+                            "tuned variants outlined)")
 
-
-# --------------------------------------------------------------------------- builders
 
 def build_stage_trend(a: agg.Analysis) -> dict | None:
     trend = agg.stage_trend_frame(a)
@@ -385,8 +361,9 @@ def build_stage_trend(a: agg.Analysis) -> dict | None:
     classes = ",".join(map(str, a.task_classes))
     subsets = [("all", "overall"), ("target", f"target (classes {classes})"), ("retained", "retained (other classes)")]
     subsets += [(f"class_{k}", f"class {k}") for k in a.task_classes]
-    return {"panels": [Panel(title, data[data["evaluated"] == ev], "test accuracy (%)", PERCENT) for ev, title in subsets],
-            "groups": _groups(a, set(data["variant"])), "styles": variant_styles(a), "xlabel": "stage (0 = pretrained)",
+    panels = [Panel(title, data[data["evaluated"] == ev], "test accuracy (%)", PERCENT) for ev, title in subsets]
+    return {"panels": panels, "groups": _groups(a, set(data["variant"])), "styles": variant_styles(a),
+            "xlabel": "stage (0 = pretrained)",
             "suptitle": "Test accuracy across training stages (mean over seeds, band = 95% CI)"}
 
 
@@ -450,33 +427,24 @@ def build_accuracy_vs_compute(a: agg.Analysis) -> dict | None:
     if cost.empty or a.summary.empty:
         return None
     summary = a.summary.set_index(["variant", "metric"])
-    rows = []
-    for _, c in cost.iterrows():
-        if not np.isfinite(c[agg.TRAIN_FLOPS]) or c[agg.TRAIN_FLOPS] <= 0 \
-                or a.variant_method[c["variant"]] in (agg.BASELINE_METHOD, *agg.OWN_RULE_METHODS):
-            continue
-        for metric in (agg.TARGET, agg.ACC):
-            if (c["variant"], metric) in summary.index:
-                s = summary.loc[(c["variant"], metric)]
-                rows.append({"variant": c["variant"], "method": a.variant_method[c["variant"]], "metric": metric,
-                             "flops": c[agg.TRAIN_FLOPS], "grid_flops": c[agg.GRID_FLOPS], "y": s["mean"],
-                             "lo": s["ci_low"], "hi": s["ci_high"]})
+    rows = [{"variant": c["variant"], "method": a.variant_method[c["variant"]], "metric": metric,
+             "flops": c[agg.TRAIN_FLOPS], "grid_flops": c[agg.GRID_FLOPS], "y": s["mean"], "lo": s["ci_low"],
+             "hi": s["ci_high"]}
+            for _, c in cost.iterrows()
+            if np.isfinite(c[agg.TRAIN_FLOPS]) and c[agg.TRAIN_FLOPS] > 0
+            and a.variant_method[c["variant"]] not in (agg.BASELINE_METHOD, *agg.OWN_RULE_METHODS)
+            for metric in (agg.TARGET, agg.ACC) if (c["variant"], metric) in summary.index
+            for s in [summary.loc[(c["variant"], metric)]]]
     if not rows:
         return None
-    base = {m: float(a.baseline[m].mean()) for m in (agg.TARGET, agg.ACC) if m in a.baseline} if not a.baseline.empty else {}
+    base = {m: float(a.baseline[m].mean()) for m in (agg.TARGET, agg.ACC) if m in a.baseline and not a.baseline.empty}
     return {"data": pd.DataFrame(rows), "styles": variant_styles(a), "tuned": list(a.tuned), "baseline": base}
 
 
-# --------------------------------------------------------------------------- the table
-
 @dataclass(frozen=True)
 class PlotSpec:
-    """One figure: ``plots/<name>.png`` (``per_variant``: ``plots/<name>_<variant>.png`` each).
-
-    ``build(analysis)`` gives ``draw``'s keyword arguments (per variant: ``{variant: kwargs}``);
-    nothing means the figure is skipped with "needs <needs>". ``{variant}`` in the caption is
-    filled in per variant.
-    """
+    """One figure, ``plots/<name>.png``: ``build(analysis)`` gives ``draw``'s keyword arguments; nothing means
+    the figure is skipped with "needs <needs>"."""
 
     name: str
     title: str
@@ -484,7 +452,6 @@ class PlotSpec:
     build: Callable[[agg.Analysis], Any]
     draw: Callable[..., Path]
     needs: str
-    per_variant: bool = False
     #: where the report puts it: "answer" (the first figure), "cost" (beside the cost table) or "plots"
     section: str = "plots"
 
@@ -543,7 +510,6 @@ def _attempt(key: str, fn: Callable[[], Any]) -> tuple[Any, str]:
 
 def make_all_plots(analysis: agg.Analysis, out_dir: Path, specs: Sequence[PlotSpec] = SPECS) -> list[PlotResult]:
     """Draw every figure of ``specs`` into ``out_dir``; one :class:`PlotResult` per figure drawn or skipped."""
-    out_dir = Path(out_dir)
     results: list[PlotResult] = []
     for spec in specs:
         data, note = _attempt(spec.name, lambda: spec.build(analysis))
@@ -551,14 +517,6 @@ def make_all_plots(analysis: agg.Analysis, out_dir: Path, specs: Sequence[PlotSp
             results.append(PlotResult(spec.name, spec.title, "", note=note or f"nothing to plot: needs {spec.needs}",
                                       section=spec.section))
             continue
-        used: set[str] = set()
-        for variant, kwargs in (data.items() if spec.per_variant else [(None, data)]):
-            key, title, stem = spec.name, spec.title, spec.name
-            if variant is not None:
-                key, title, stem = f"{key}:{variant}", f"{title}: `{variant}`", f"{stem}_{slugify(variant)}"
-            while stem in used:
-                stem += "_"
-            used.add(stem)
-            path, note = _attempt(key, lambda: spec.draw(path=out_dir / f"{stem}.png", **kwargs))
-            results.append(PlotResult(key, title, spec.caption.format(variant=variant), path, note, spec.section))
+        path, note = _attempt(spec.name, lambda: spec.draw(path=Path(out_dir) / f"{spec.name}.png", **data))
+        results.append(PlotResult(spec.name, spec.title, spec.caption, path, note, spec.section))
     return results

@@ -1,21 +1,15 @@
-"""Write the comparison outputs of a sweep into ``<sweep_dir>/compare/``:
-``summary.csv``, ``tuned.csv``, ``summary.md``, ``hypothesis.md``, ``report.md`` and ``report.html``.
+"""Write the comparison outputs of a sweep (CSV, markdown, self-contained HTML) into ``<sweep_dir>/compare/``.
 
-The report leads with the answer: the best method under the selection rule, the trade-off plot
-(target vs retained test accuracy of every knob curve), the tuned variants, the verdicts of
-"sequential beats joint" (naive pair and each retention method with both sides tuned), and the
-cost table; the details (jobs, every grid point, comparisons, further plots) follow.
-Every text output states the selection rule and δ.
-
-Tables show accuracies in percent (``91.23``) and differences in percentage points
-(``+1.20 pp``); ``summary.csv`` keeps the raw fractions. Every paired difference is
-``variant − reference`` (for the hypothesis: sequential − joint), so a positive value
-favours the first-named side.
+Tables show accuracies in percent (``91.23``) and differences in percentage points (``+1.20 pp``); ``summary.csv``
+keeps the raw fractions. Every paired difference is ``variant − reference`` (for the hypothesis: sequential −
+joint), so a positive value favours the first-named side. Every text output states the selection rule and δ.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,10 +28,9 @@ CLIPPING = ("CIs of accuracies, precision, recall and F1 are clipped to [0, 100]
             "tables and in the plots alike; CIs of loss, forgetting, BWT and of paired differences are not.")
 DASH = "–"
 #: Columns of an empty ``tuned.csv`` (a sweep without knob curves or merging λ).
-TUNED_COLUMNS = ["variant", "kind", "knob", "grid", "seed", "chosen", "fallback", "n_candidates", "job", "rule", "delta"]
+TUNED_COLUMNS = ["variant", "kind", "knob", "grid", "seed", "chosen", "fallback", "n_candidates", "job", "rule",
+                 "delta"]
 
-
-# --------------------------------------------------------------------------- number formatting
 
 def pct(x: float, digits: int = 2) -> str:
     """Fraction -> percent text (``0.9123`` -> ``"91.23"``); NaN -> en dash."""
@@ -47,6 +40,10 @@ def pct(x: float, digits: int = 2) -> str:
 def pp(x: float, digits: int = 2) -> str:
     """Signed difference of fractions in percentage points (``0.012`` -> ``"+1.20"``)."""
     return DASH if x is None or not math.isfinite(x) else f"{100 * x:+.{digits}f}"
+
+
+def _number(x: Any, fmt: str = ".3g") -> str:
+    return DASH if x is None or not isinstance(x, (int, float)) or not math.isfinite(x) else format(x, fmt)
 
 
 def pvalue(p: float, name: str = "p") -> str:
@@ -69,56 +66,54 @@ def code(label: str) -> str:
     return f"`{label}`"
 
 
-# --------------------------------------------------------------------------- tables
-
 def _summary_lookup(analysis: agg.Analysis) -> dict[tuple[str, str], Any]:
-    return {(r.variant, r.metric): r._asdict() for r in analysis.summary.itertuples(index=False)} \
-        if not analysis.summary.empty else {}
+    return {(r.variant, r.metric): r._asdict() for r in analysis.summary.itertuples(index=False)}
 
 
-def _table_variants(analysis: agg.Analysis) -> list[str]:
+def _stats_cells(lookup: dict[tuple[str, str], Any], v: str, metrics: Sequence[str]) -> list[str]:
+    """n seeds (the most of any metric), then ``mean ± std [95% CI]`` per metric."""
+    ns = [lookup[(v, m)]["n"] for m in metrics if (v, m) in lookup]
+    return [str(max(ns) if ns else 0), *[cell(lookup.get((v, m))) for m in metrics]]
+
+
+def _with_baseline(analysis: agg.Analysis, variants: Sequence[str]) -> list[str]:
+    """``variants``, after the synthetic pretrained-baseline row when the sweep has one."""
     synthetic = analysis.baseline_label == agg.BASELINE_LABEL and not analysis.baseline.empty
-    return ([agg.BASELINE_LABEL] if synthetic else []) + list(analysis.all_variants)
+    return ([agg.BASELINE_LABEL] if synthetic else []) + list(variants)
 
 
 def variant_table(analysis: agg.Analysis, metrics: Sequence[str], caption: str) -> Table:
     """One row per variant: n seeds and ``mean ± std [95% CI]`` (percent) per metric."""
-    lookup = _summary_lookup(analysis)
-    header = ["variant", "n seeds", *[agg.metric_name(m) for m in metrics]]
-    rows = []
-    for v in _table_variants(analysis):
-        ns = [lookup[(v, m)]["n"] for m in metrics if (v, m) in lookup]
-        rows.append([code(v), str(max(ns) if ns else 0), *[cell(lookup.get((v, m))) for m in metrics]])
-    return Table(header, rows, caption)
+    lookup, variants = _summary_lookup(analysis), _with_baseline(analysis, analysis.all_variants)
+    return Table(["variant", "n seeds", *[agg.metric_name(m) for m in metrics]],
+                 [[code(v), *_stats_cells(lookup, v, metrics)] for v in variants], caption)
 
 
 def summary_blocks(analysis: agg.Analysis) -> list[Block]:
     """Per-variant summary over seeds (content of ``summary.md``)."""
-    classes = ", ".join(map(str, analysis.task_classes)) or "none found"
-    headline = [m for m in analysis.table_metrics
-                if not m.startswith("test/acc_class_") and m != agg.CLASS_MEAN]
-    per_class = [m for m in analysis.table_metrics if m.startswith("test/acc_class_")] + [agg.CLASS_MEAN]
-    n_failed = len(analysis.failed)
+    per_class = [m for m in analysis.table_metrics if m.startswith("test/acc_class_")]
+    headline = [m for m in analysis.table_metrics if m not in per_class and m != agg.CLASS_MEAN]
     return [
         Heading("Summary over seeds", 2),
         Paragraph(f"Cells are test metrics in percent: **mean ± std [95% CI]** over seeds (std with ddof=1, "
                   f"CI from the t-distribution with n−1 degrees of freedom; none for n=1). {CLIPPING} "
-                  f"Task classes: {classes}. "
+                  f"Task classes: {', '.join(map(str, analysis.task_classes)) or 'none found'}. "
                   "Target acc (pooled) = accuracy over all test samples of the task classes; "
                   "target acc (mean of task classes) = unweighted mean of the per-class accuracies; retained = "
                   "accuracy on all other classes. Forgetting is positive when accuracy was lost; BWT is negative "
                   "when accuracy was lost (both in percentage points)."),
-        Paragraph(f"Baseline row: {analysis.baseline_source}. "
-                  f"{len(analysis.finished)} finished job(s), {n_failed} failed or unfinished (not included)."),
+        Paragraph(f"Baseline row: {analysis.baseline_source}. {len(analysis.finished)} finished job(s), "
+                  f"{len(analysis.failed)} failed or unfinished (not included)."),
         Paragraph(analysis.selection.text() + (
             " A `(tuned)` row holds, per seed, the grid point chosen by this rule; the grid points themselves "
             "follow it." if analysis.tuned else "")),
         variant_table(analysis, headline, "**Headline metrics** (%)"),
-        variant_table(analysis, per_class, "**Accuracy on the task classes** (%)"),
+        variant_table(analysis, per_class + [agg.CLASS_MEAN], "**Accuracy on the task classes** (%)"),
     ]
 
 
-def _comparison_table(rows: Sequence[dict[str, Any]], first: str, second: str, hypothesis: str) -> Table:
+def _comparison_table(rows: Sequence[dict[str, Any]], first: str = "sequential", second: str = "joint",
+                      hypothesis: str = "H: sequential > joint") -> Table:
     header = [first, second, "metric", "n", "mean diff (pp)", "95% CI (pp)", "paired t p", "Wilcoxon p",
               f"verdict ({hypothesis})"]
     body = [[code(r["variant"]), code(r["reference"]), agg.metric_name(r["metric"]), str(r["n"]),
@@ -142,9 +137,7 @@ def _verdict_line(r: dict[str, Any], who: str) -> str:
 def verdict_lines(analysis: agg.Analysis) -> list[str]:
     """One line per (sequential variant, joint variant, metric): the verdict first."""
     if not analysis.hypothesis:
-        seq = agg.plain_variants(analysis, "sequential")
-        joint = agg.plain_variants(analysis, "joint")
-        missing = [name for name, found in (("sequential", seq), ("joint", joint)) if not found]
+        missing = [m for m in ("sequential", "joint") if not agg.plain_variants(analysis, m)]
         return [f"**inconclusive** — no finished {' or '.join(missing)} job without retention in this sweep, "
                 "so no paired comparison is possible."]
     several = len({(r["variant"], r["reference"]) for r in analysis.hypothesis}) > 1
@@ -160,41 +153,30 @@ def tuned_verdict_lines(analysis: agg.Analysis) -> list[str]:
 
 
 def _per_seed_table(rows: Sequence[dict[str, Any]]) -> Table:
-    header = ["sequential", "joint", "metric", "seed", "sequential (%)", "joint (%)", "diff (pp)"]
-    body = []
-    for r in rows:
-        for seed, a, b in r["per_seed"]:
-            body.append([code(r["variant"]), code(r["reference"]), agg.metric_name(r["metric"]), str(seed),
-                         pct(a), pct(b), pp(a - b)])
-    return Table(header, body, align=["l", "l", "l", "r", "r", "r", "r"])
+    return Table(["sequential", "joint", "metric", "seed", "sequential (%)", "joint (%)", "diff (pp)"],
+                 [[code(r["variant"]), code(r["reference"]), agg.metric_name(r["metric"]), str(seed), pct(a), pct(b),
+                   pp(a - b)] for r in rows for seed, a, b in r["per_seed"]], align=["l", "l", "l", "r", "r", "r", "r"])
 
 
 def hypothesis_blocks(analysis: agg.Analysis, level: int = 1, with_verdict: bool = True) -> list[Block]:
     """The paired test of the study's hypothesis and the reference comparisons (``hypothesis.md``).
-
-    ``with_verdict=False`` leaves out the title and verdict (the report shows them first).
-    """
+    ``with_verdict=False`` leaves out the title and verdict (the report shows them first)."""
     blocks: list[Block] = [
-        Heading(f"Hypothesis: {HYPOTHESIS.lower()}", level),
-        Paragraph("**Verdict**"),
-        Bullets(verdict_lines(analysis)),
+        Heading(f"Hypothesis: {HYPOTHESIS.lower()}", level), Paragraph("**Verdict**"), Bullets(verdict_lines(analysis)),
+        Paragraph("**Verdict with both sides tuned**"), Bullets(tuned_verdict_lines(analysis)),
     ] if with_verdict else [Heading("Hypothesis test and comparisons", level)]
-    if with_verdict:
-        blocks += [Paragraph("**Verdict with both sides tuned**"), Bullets(tuned_verdict_lines(analysis))]
-    blocks += [
-        Paragraph(
-            "Jobs are paired by seed: the plain sequential variant (retention none) against the plain joint "
-            "variant with the same seed. The difference is **sequential − joint**, so a "
-            "positive value favours sequential. The 95% CI of the mean difference uses the t-distribution "
-            "(n−1 degrees of freedom); p-values are two-sided (paired t-test, Wilcoxon signed-rank; with n ≤ 5 "
-            "the Wilcoxon test cannot reach p < 0.05). Verdict rule: **supported** when the whole CI is above 0, "
-            "**not supported** when it is entirely below 0 (joint is better), otherwise **inconclusive** — "
-            f"always inconclusive with fewer than {MIN_PAIRED_SEEDS} paired seeds. Target accuracy is pooled "
-            "over the test samples of the task classes."),
-    ]
+    blocks.append(Paragraph(
+        "Jobs are paired by seed: the plain sequential variant (retention none) against the plain joint "
+        "variant with the same seed. The difference is **sequential − joint**, so a "
+        "positive value favours sequential. The 95% CI of the mean difference uses the t-distribution "
+        "(n−1 degrees of freedom); p-values are two-sided (paired t-test, Wilcoxon signed-rank; with n ≤ 5 "
+        "the Wilcoxon test cannot reach p < 0.05). Verdict rule: **supported** when the whole CI is above 0, "
+        "**not supported** when it is entirely below 0 (joint is better), otherwise **inconclusive** — "
+        f"always inconclusive with fewer than {MIN_PAIRED_SEEDS} paired seeds. Target accuracy is pooled "
+        "over the test samples of the task classes."))
     if analysis.hypothesis:
         blocks += [Heading("Paired results", level + 1),
-                   _comparison_table(analysis.hypothesis, "sequential", "joint", "H: sequential > joint"),
+                   _comparison_table(analysis.hypothesis),
                    Heading("Per-seed values", level + 1), _per_seed_table(analysis.hypothesis)]
     blocks += [Heading("With both sides tuned, per retention method", level + 1),
                Paragraph("Each retention method's sequential tuned variant against its joint tuned variant (the knob "
@@ -202,50 +184,29 @@ def hypothesis_blocks(analysis: agg.Analysis, level: int = 1, with_verdict: bool
                          "same difference, CI and verdict rule as above. " + analysis.selection.text())]
     if analysis.tuned_hypothesis:
         blocks += [Bullets(tuned_verdict_lines(analysis)),
-                   _comparison_table(analysis.tuned_hypothesis, "sequential (tuned)", "joint (tuned)",
-                                     "H: sequential > joint"),
+                   _comparison_table(analysis.tuned_hypothesis, "sequential (tuned)", "joint (tuned)"),
                    _per_seed_table(analysis.tuned_hypothesis)]
     else:
         blocks.append(Paragraph(tuned_verdict_lines(analysis)[0] + "."))
-    base_rows = [r for r in analysis.comparisons if r["reference"] == analysis.baseline_label]
     if analysis.tuned:
         blocks.append(Paragraph("The comparisons below cover the naive, tuned and merging variants; the grid points "
                                 "of a tuned knob are in the summary table."))
-    joint_rows = [r for r in analysis.comparisons if r["reference"] != analysis.baseline_label]
     note = ("Exploratory: many comparisons, no multiple-testing correction. Difference = variant − reference "
             "(positive favours the variant); verdict as above for H: variant > reference.")
-    blocks.append(Heading("Every variant vs the pretrained baseline", level + 1))
-    if base_rows:
-        blocks += [Paragraph(note + " The baseline of each seed is the `baseline` block of the variant's own "
-                             "job (the model it started from), else the per-seed baseline of the summary table."),
-                   _comparison_table(base_rows, "variant", "reference", "H: variant > baseline")]
-    else:
-        blocks.append(Paragraph("No baseline metrics found."))
-    blocks.append(Heading("Every variant vs joint", level + 1))
-    if joint_rows:
-        blocks += [Paragraph(note), _comparison_table(joint_rows, "variant", "reference", "H: variant > joint")]
-    else:
-        blocks.append(Paragraph("No finished plain joint variant to compare against."))
+    base = [r for r in analysis.comparisons if r["reference"] == analysis.baseline_label]
+    joint = [r for r in analysis.comparisons if r["reference"] != analysis.baseline_label]
+    for vs, ref, rows, extra, missing in (
+            ("the pretrained baseline", "baseline", base, " The baseline of each seed is the `baseline` block of the "
+             "variant's own job (the model it started from), else the per-seed baseline of the summary table.",
+             "No baseline metrics found."),
+            ("joint", "joint", joint, "", "No finished plain joint variant to compare against.")):
+        blocks.append(Heading(f"Every variant vs {vs}", level + 1))
+        blocks += ([Paragraph(note + extra), _comparison_table(rows, "variant", "reference", f"H: variant > {ref}")]
+                   if rows else [Paragraph(missing)])
     return blocks
 
 
-def _number(x: Any, fmt: str = ".3g") -> str:
-    return DASH if x is None or not isinstance(x, (int, float)) or not math.isfinite(x) else format(x, fmt)
-
-
-def _mib(x: Any) -> str:
-    return DASH if x is None or not math.isfinite(x) else f"{x / 2 ** 20:.2f}"
-
-
-def _choices_text(choices: Any) -> str:
-    """``s0: 100, s1: 1e+04*`` (``*`` = fallback: no setting kept retained accuracy within δ)."""
-    return ", ".join(f"s{int(r.seed)}: {_number(r.chosen, 'g') if not isinstance(r.chosen, str) else r.chosen}"
-                     f"{'*' if r.fallback else ''}" for r in choices.sort_values("seed").itertuples(index=False))
-
-
 def _grid_text(grid: str) -> str:
-    import json
-
     try:
         values = json.loads(grid)
     except (TypeError, ValueError):
@@ -258,23 +219,22 @@ def tuned_table(analysis: agg.Analysis) -> Table:
     chosen per seed, test overall/target/retained ``mean ± std [95% CI]`` and training cost."""
     lookup = _summary_lookup(analysis)
     cost = agg.cost_table(analysis).set_index("variant")
-    header = ["variant", "knob", "grid", "chosen per seed (* = fallback)", "n", "test overall (%)",
-              "test target (%)", "test retained (%)", "train FLOPs", "train wall (s)"]
     rows = []
-    synthetic = analysis.baseline_label == agg.BASELINE_LABEL and not analysis.baseline.empty
-    for v in ([agg.BASELINE_LABEL] if synthetic else []) + list(analysis.shown):
-        ch = analysis.choices[analysis.choices["variant"] == v] if not analysis.choices.empty else None
+    for v in _with_baseline(analysis, analysis.shown):
+        ch = analysis.choices[analysis.choices["variant"] == v] if not analysis.choices.empty else []
         knob, grid, chosen = DASH, DASH, DASH
-        if ch is not None and len(ch):
+        if len(ch):
             knob = ch["knob"].iloc[0] if ch["kind"].iloc[0] == "knob" else "λ (chosen in-run)"
-            grid, chosen = _grid_text(ch["grid"].iloc[0]), _choices_text(ch)
-        ns = [lookup[(v, m)]["n"] for m in agg.HEADLINE_METRICS if (v, m) in lookup]
-        flops = cost[agg.TRAIN_FLOPS].get(v) if v in cost.index else None
-        wall = cost[agg.TRAIN_WALL].get(v) if v in cost.index else None
-        rows.append([code(v), knob, grid, chosen, str(max(ns) if ns else 0),
-                     *[cell(lookup.get((v, m))) for m in agg.HEADLINE_METRICS], _number(flops), _number(wall, ".1f")])
-    return Table(header, rows, "**Tuned variants and their references** (test, %)",
-                 align=["l", "l", "l", "l"] + ["r"] * 6)
+            grid = _grid_text(ch["grid"].iloc[0])
+            chosen = ", ".join(  # s0: 100, s1: 1e+04* (* = fallback: no setting kept retained accuracy within δ)
+                f"s{int(r.seed)}: {_number(r.chosen, 'g') if not isinstance(r.chosen, str) else r.chosen}"
+                f"{'*' if r.fallback else ''}" for r in ch.sort_values("seed").itertuples(index=False))
+        flops, wall = (cost[c].get(v) if v in cost.index else None for c in (agg.TRAIN_FLOPS, agg.TRAIN_WALL))
+        rows.append([code(v), knob, grid, chosen, *_stats_cells(lookup, v, agg.HEADLINE_METRICS), _number(flops),
+                     _number(wall, ".1f")])
+    return Table(["variant", "knob", "grid", "chosen per seed (* = fallback)", "n", "test overall (%)",
+                  "test target (%)", "test retained (%)", "train FLOPs", "train wall (s)"], rows,
+                 "**Tuned variants and their references** (test, %)", align=["l", "l", "l", "l"] + ["r"] * 6)
 
 
 def cost_blocks(analysis: agg.Analysis) -> list[Block]:
@@ -286,8 +246,9 @@ def cost_blocks(analysis: agg.Analysis) -> list[Block]:
               "train wall (s)", "device", "whole grid: train FLOPs", "whole grid: wall (s)"]
     body = [[code(r["variant"]), str(r["n"]), _number(r["cost/optimizer_steps"], ".6g"),
              _number(r["cost/train_samples"], ".6g"), _number(r[agg.TRAIN_FLOPS]), _number(r["cost/eval_flops"]),
-             _mib(r["cost/extra_memory_bytes"]), _number(r[agg.TRAIN_WALL], ".2f"), r[agg.DEVICE] or DASH,
-             _number(r[agg.GRID_FLOPS]), _number(r[agg.GRID_WALL], ".1f")] for _, r in cost.iterrows()]
+             _number(r["cost/extra_memory_bytes"] / 2 ** 20, ".2f"), _number(r[agg.TRAIN_WALL], ".2f"),
+             r[agg.DEVICE] or DASH, _number(r[agg.GRID_FLOPS]), _number(r[agg.GRID_WALL], ".1f")]
+            for _, r in cost.iterrows()]
     return [
         Paragraph("Means over seeds of each job's `cost/*` (metrics.json: counted FLOPs and samples of fine-tuning, "
                   "pretraining excluded; run_info.json: wall time and device, which vary from run to run). FLOPs are "
@@ -300,21 +261,20 @@ def cost_blocks(analysis: agg.Analysis) -> list[Block]:
 
 
 def best_blocks(analysis: agg.Analysis) -> list[Block]:
-    """The best fine-tuning method under the selection rule, its test numbers and cost, and the
-    candidates it was chosen from (mean calibration metrics)."""
+    """The best method under the selection rule, its test numbers and cost, and the candidates it was chosen from."""
     best = analysis.best
     if best is None:
         return [Paragraph("**Best method**: none can be named: no naive, tuned or merging variant has calibration "
                           "metrics (and, for `target_at_retained`, a baseline calibration retained accuracy).")]
-    v = best["variant"]
-    lookup = _summary_lookup(analysis)
+    v, lookup = best["variant"], _summary_lookup(analysis)
     cost = agg.cost_table(analysis).set_index("variant")
     c = cost.loc[v] if v in cost.index else None
     numbers = "; ".join(f"{agg.metric_name(m)} {cell(lookup.get((v, m)))}" for m in agg.HEADLINE_METRICS)
     spend = DASH if c is None else (
         f"train FLOPs {_number(c[agg.TRAIN_FLOPS])}, train wall {_number(c[agg.TRAIN_WALL], '.2f')} s "
         f"({c[agg.DEVICE] or 'device unknown'})"
-        + (f"; tuning its knob (whole grid) cost {_number(c[agg.GRID_FLOPS])} FLOPs" if math.isfinite(c[agg.GRID_FLOPS]) else ""))
+        + (f"; tuning its knob (whole grid) cost {_number(c[agg.GRID_FLOPS])} FLOPs"
+           if math.isfinite(c[agg.GRID_FLOPS]) else ""))
     how = ("highest mean calibration overall accuracy" if analysis.selection.rule == "overall" else
            f"highest mean calibration target accuracy among variants whose mean calibration retained accuracy is at "
            f"least {pct(best['baseline_retained'])} % − {100 * analysis.selection.delta:g} pp (the mean baseline's)")
@@ -330,20 +290,19 @@ def best_blocks(analysis: agg.Analysis) -> list[Block]:
                   "settings chosen on the same split, so they are optimistic next to untuned variants' (its test "
                   "numbers are not)."),
         Table(["variant", "calibration overall (%)", "calibration target (%)", "calibration retained (%)",
-               "retained within δ", ""], rows, "**Candidates of the best-method choice** (calibration, mean over seeds)",
+               "retained within δ", ""], rows,
+              "**Candidates of the best-method choice** (calibration, mean over seeds)",
               align=["l", "r", "r", "r", "l", "l"]),
     ]
 
 
 def _pareto_text(analysis: agg.Analysis) -> str:
-    """The points on the trade-off plot's Pareto front, best target first; the grid points of one
-    curve are listed together."""
+    """The points on the trade-off plot's Pareto front, best target first, a curve's grid points together."""
     data = agg.tradeoff_frame(analysis)
     if data.empty or not data["pareto"].any():
         return ""
-    front = data[data["pareto"]].sort_values(["y", "x"], ascending=[False, True])
     items: dict[tuple[str, str], list[Any]] = {}
-    for r in front.itertuples(index=False):
+    for r in data[data["pareto"]].sort_values(["y", "x"], ascending=[False, True]).itertuples(index=False):
         items.setdefault((r.kind if r.kind == "point" else "grid", r.series), []).append(r)
     text = []
     for (kind, series), rs in items.items():
@@ -355,84 +314,69 @@ def _pareto_text(analysis: agg.Analysis) -> str:
     return "On the Pareto front of the test means (target / retained %): " + "; ".join(text) + "."
 
 
-def answer_blocks(analysis: agg.Analysis, plots: Sequence[Any]) -> list[Block]:
-    """The answer first: best method, trade-off figure, tuned table, verdicts, cost."""
-    blocks: list[Block] = [Heading("Answer", 2), Paragraph(analysis.selection.text()), *best_blocks(analysis)]
-    blocks += [b for p in plots if p.section == "answer" for b in _plot(p, 3)]
-    pareto = _pareto_text(analysis)
-    if pareto:
-        blocks.append(Paragraph(pareto))
-    blocks += [Heading("Tuned variants", 3),
-               Paragraph("Nested selection: for each retention method's knob curve and each seed, the grid point picked "
-                         "by the selection rule from the jobs' final calibration metrics; the tuned variant reports "
-                         "that job's test metrics and cost. Merging methods chose λ in-run by the rule their jobs ran "
-                         "with (`lambda_selection` in metrics.json). Rows without a knob are the untuned references"
-                         + (" (the optimizer-state row: `method.reset_optimizer=false`, Adam's moments kept across "
-                            "stages)." if any("method.reset_optimizer=false" in v for v in analysis.shown) else ".")),
-               tuned_table(analysis),
-               Heading("Verdict: sequential vs joint", 3),
-               Paragraph(f"Hypothesis: **{HYPOTHESIS.lower()}**. Naive pair:"),
-               Bullets(verdict_lines(analysis)),
-               Paragraph("Each retention method with both sides tuned:"),
-               Bullets(tuned_verdict_lines(analysis)),
-               Heading("Cost", 3), *cost_blocks(analysis)]
-    blocks += [b for p in plots if p.section == "cost" for b in _plot(p, 4)]
+def _plots_in(plots: Sequence[Any], section: str, level: int) -> list[Block]:
+    """The figures of ``section`` in order, each under a heading; a skipped figure becomes a one-line note."""
+    blocks: list[Block] = []
+    for p in plots:
+        if p.section == section:
+            blocks.append(Heading(p.title, level))
+            blocks.append(Image(Path(p.path), p.caption) if p.path is not None and Path(p.path).is_file()
+                          else Paragraph(f"Skipped: {p.note or 'nothing to plot'}."))
     return blocks
 
 
+def answer_blocks(analysis: agg.Analysis, plots: Sequence[Any]) -> list[Block]:
+    pareto = _pareto_text(analysis)
+    reset = any("method.reset_optimizer=false" in v for v in analysis.shown)
+    return [
+        Heading("Answer", 2), Paragraph(analysis.selection.text()), *best_blocks(analysis),
+        *_plots_in(plots, "answer", 3), *([Paragraph(pareto)] if pareto else []),
+        Heading("Tuned variants", 3),
+        Paragraph("Nested selection: for each retention method's knob curve and each seed, the grid point picked "
+                  "by the selection rule from the jobs' final calibration metrics; the tuned variant reports "
+                  "that job's test metrics and cost. Merging methods chose λ in-run by the rule their jobs ran "
+                  "with (`lambda_selection` in metrics.json). Rows without a knob are the untuned references"
+                  + (" (the optimizer-state row: `method.reset_optimizer=false`, Adam's moments kept across "
+                     "stages)." if reset else ".")),
+        tuned_table(analysis),
+        Heading("Verdict: sequential vs joint", 3),
+        Paragraph(f"Hypothesis: **{HYPOTHESIS.lower()}**. Naive pair:"), Bullets(verdict_lines(analysis)),
+        Paragraph("Each retention method with both sides tuned:"), Bullets(tuned_verdict_lines(analysis)),
+        Heading("Cost", 3), *cost_blocks(analysis), *_plots_in(plots, "cost", 4),
+    ]
+
+
 def jobs_blocks(analysis: agg.Analysis) -> list[Block]:
-    """Which jobs were read; failed and unfinished jobs with their reason."""
-    counts: dict[str, int] = {}
-    for j in analysis.finished:
-        v = analysis.labels[j.rel]
-        counts[v] = counts.get(v, 0) + 1
+    counts = Counter(analysis.labels[j.rel] for j in analysis.finished)
     blocks: list[Block] = [
         Heading("Jobs", 2),
         Paragraph(f"{len(analysis.jobs)} job dir(s) read: {len(analysis.finished)} finished, "
                   f"{len(analysis.failed)} failed or unfinished."),
     ]
     if analysis.failed:
-        blocks.append(Paragraph("**Failed or unfinished jobs** (excluded from every statistic):"))
-        blocks.append(Table(["job dir", "status", "variant", "seed", "reason"],
-                            [[code(j.rel), j.status, code(analysis.labels[j.rel]),
-                              DASH if j.seed is None else str(j.seed), j.reason] for j in analysis.failed],
-                            align=["l"] * 5))
+        blocks += [Paragraph("**Failed or unfinished jobs** (excluded from every statistic):"),
+                   Table(["job dir", "status", "variant", "seed", "reason"],
+                         [[code(j.rel), j.status, code(analysis.labels[j.rel]), DASH if j.seed is None else str(j.seed),
+                           j.reason] for j in analysis.failed], align=["l"] * 5)]
     else:
         blocks.append(Paragraph("No failed or unfinished jobs."))
     inactive = sorted({(analysis.labels[j.rel], str(j.metrics.get("retention_inactive")))
                        for j in analysis.finished if (j.metrics or {}).get("retention_inactive")})
     if inactive:
-        blocks.append(Paragraph("**Retention that could not act** (these variants equal their plain "
-                                "counterpart, by construction):"))
-        blocks.append(Table(["variant", "why"], [[code(v), why] for v, why in inactive], align=["l", "l"]))
+        blocks += [Paragraph("**Retention that could not act** (these variants equal their plain "
+                             "counterpart, by construction):"),
+                   Table(["variant", "why"], [[code(v), why] for v, why in inactive], align=["l", "l"])]
     if counts:
+        seeds = {v: sorted({j.seed for j in analysis.finished if analysis.labels[j.rel] == v and j.seed is not None})
+                 for v in analysis.variants}
         blocks.append(Table(["variant", "finished jobs", "seeds"],
-                            [[code(v), str(counts.get(v, 0)), ", ".join(
-                                str(s) for s in sorted({j.seed for j in analysis.finished
-                                                        if analysis.labels[j.rel] == v and j.seed is not None}))]
-                             for v in analysis.variants],
+                            [[code(v), str(counts[v]), ", ".join(map(str, seeds[v]))] for v in analysis.variants],
                             caption="**Finished jobs per variant**", align=["l", "r", "l"]))
     return blocks
 
 
-def _plot(p: Any, level: int) -> list[Block]:
-    if p.path is not None and Path(p.path).is_file():
-        return [Heading(p.title, level), Image(Path(p.path), p.caption)]
-    return [Heading(p.title, level), Paragraph(f"Skipped: {p.note or 'nothing to plot'}.")]
-
-
-def plot_blocks(plots: Sequence[Any]) -> list[Block]:
-    """Figures of the "plots" section in order; skipped figures become a one-line note."""
-    blocks: list[Block] = [Heading("Plots", 2)]
-    for p in plots:
-        if getattr(p, "section", "plots") == "plots":
-            blocks += _plot(p, 3)
-    return blocks
-
-
 def report_blocks(analysis: agg.Analysis, sweep_dir: Path, plots: Sequence[Any]) -> list[Block]:
-    """Full report, readable top to bottom: the answer (best method, trade-off, tuned variants,
-    verdicts, cost), then jobs, tables, comparisons, plots."""
+    """Full report: the answer first, then jobs, tables, comparisons, plots."""
     return [
         Heading(f"Sweep comparison: {sweep_dir.name}", 1),
         Paragraph(f"Sweep folder: `{sweep_dir}`. Hypothesis under test: **{HYPOTHESIS.lower()}**."),
@@ -440,30 +384,23 @@ def report_blocks(analysis: agg.Analysis, sweep_dir: Path, plots: Sequence[Any])
         *jobs_blocks(analysis),
         *summary_blocks(analysis),
         *hypothesis_blocks(analysis, level=2, with_verdict=False),
-        *plot_blocks(plots),
+        Heading("Plots", 2), *_plots_in(plots, "plots", 3),
     ]
 
 
-# --------------------------------------------------------------------------- writing
-
 def write_outputs(analysis: agg.Analysis, sweep_dir: Path, out_dir: Path, plots: Sequence[Any]) -> dict[str, Path]:
     """Write every text output atomically; returns ``{name: path}``."""
-    out_dir = Path(out_dir)
+    out_dir, sweep_dir = Path(out_dir), Path(sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-
     knob_keys = list(dict.fromkeys(c.key for c in analysis.curves))
     csv = agg.summary_csv_frame(analysis.frame, analysis.task_classes, knob_keys)
-    paths["summary.csv"] = atomic_write_text(out_dir / "summary.csv", csv.to_csv(index=False, float_format="%.10g"))
     tuned = analysis.choices if not analysis.choices.empty else pd.DataFrame(columns=TUNED_COLUMNS)
-    paths["tuned.csv"] = atomic_write_text(out_dir / "tuned.csv", tuned.to_csv(index=False, float_format="%.10g"))
-
-    summary_doc = [Heading(f"Summary: {sweep_dir.name}", 1), *summary_blocks(analysis)[1:]]
-    paths["summary.md"] = atomic_write_text(out_dir / "summary.md", to_markdown(summary_doc, out_dir))
-    paths["hypothesis.md"] = atomic_write_text(out_dir / "hypothesis.md",
-                                               to_markdown(hypothesis_blocks(analysis), out_dir))
-    blocks = report_blocks(analysis, Path(sweep_dir), plots)
-    paths["report.md"] = atomic_write_text(out_dir / "report.md", to_markdown(blocks, out_dir))
-    paths["report.html"] = atomic_write_text(out_dir / "report.html",
-                                             to_html(blocks, f"Sweep comparison: {Path(sweep_dir).name}"))
-    return paths
+    summary = [Heading(f"Summary: {sweep_dir.name}", 1), *summary_blocks(analysis)[1:]]
+    blocks = report_blocks(analysis, sweep_dir, plots)
+    texts = {"summary.csv": csv.to_csv(index=False, float_format="%.10g"),
+             "tuned.csv": tuned.to_csv(index=False, float_format="%.10g"),
+             "summary.md": to_markdown(summary, out_dir),
+             "hypothesis.md": to_markdown(hypothesis_blocks(analysis), out_dir),
+             "report.md": to_markdown(blocks, out_dir),
+             "report.html": to_html(blocks, f"Sweep comparison: {sweep_dir.name}")}
+    return {name: atomic_write_text(out_dir / name, text) for name, text in texts.items()}

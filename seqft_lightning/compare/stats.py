@@ -98,13 +98,9 @@ def t_errorbar(bounds: tuple[float, float] | None = None,
 def t_interval_groups(values: "pd.DataFrame", by: list[str], column: str, confidence: float = 0.95,
                       bounds: tuple[float, float] | None = None) -> "pd.DataFrame":
     """:func:`t_interval` of ``column`` for every group of ``by`` at once (NaNs dropped): a frame with
-    the ``by`` columns and ``n``, ``mean``, ``std``, ``ci_low``, ``ci_high``, for line plots with many
-    points (a training curve has one group per step)."""
-    import pandas as pd
-
-    clean = values.dropna(subset=[column])
-    g = clean.groupby(by, sort=True)[column]
-    out = pd.DataFrame({"n": g.count(), "mean": g.mean(), "std": g.std(ddof=1)}).reset_index()
+    the ``by`` columns and ``n``, ``mean``, ``std``, ``ci_low``, ``ci_high``."""
+    g = values.dropna(subset=[column]).groupby(by, sort=True)[column]
+    out = g.agg(n="count", mean="mean", std="std").reset_index()
     n = out["n"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         q = np.where(n >= 2, sps.t.ppf(0.5 + confidence / 2.0, np.maximum(n - 1, 1)), np.nan)
@@ -112,26 +108,18 @@ def t_interval_groups(values: "pd.DataFrame", by: list[str], column: str, confid
     low, high = out["mean"].to_numpy() - half, out["mean"].to_numpy() + half
     if bounds is not None:
         low, high = np.clip(low, *bounds), np.clip(high, *bounds)
-    out["std"] = np.where(n >= 2, out["std"], np.nan)
-    out["ci_low"], out["ci_high"] = np.where(n >= 2, low, np.nan), np.where(n >= 2, high, np.nan)
-    return out
+    defined = n >= 2
+    return out.assign(std=np.where(defined, out["std"], np.nan), ci_low=np.where(defined, low, np.nan),
+                      ci_high=np.where(defined, high, np.nan))
 
 
 def verdict(ci_low: float, ci_high: float, n: int, min_n: int = MIN_PAIRED_SEEDS) -> str:
-    """Verdict on "a beats b" from the CI of the paired difference ``a - b``.
-
-    - ``"supported"``: n >= min_n and the whole CI is > 0,
-    - ``"not supported"``: n >= min_n and the whole CI is < 0 (b is better),
-    - ``"inconclusive"``: fewer than ``min_n`` pairs, an undefined CI, or a CI that
-      contains 0.
-    """
+    """Verdict on "a beats b" from the CI of the paired difference ``a - b``: ``"supported"`` when
+    n >= min_n and the whole CI is > 0, ``"not supported"`` when n >= min_n and the whole CI is < 0
+    (b is better), else ``"inconclusive"`` (too few pairs, an undefined CI, or a CI that contains 0)."""
     if n < min_n or not (math.isfinite(ci_low) and math.isfinite(ci_high)):
         return INCONCLUSIVE
-    if ci_low > 0:
-        return SUPPORTED
-    if ci_high < 0:
-        return NOT_SUPPORTED
-    return INCONCLUSIVE
+    return SUPPORTED if ci_low > 0 else NOT_SUPPORTED if ci_high < 0 else INCONCLUSIVE
 
 
 def _paired_t_pvalue(a: np.ndarray, b: np.ndarray, diffs: np.ndarray) -> float:
@@ -161,31 +149,19 @@ def _wilcoxon_pvalue(diffs: np.ndarray) -> float:
 def paired_arrays(a: Iterable[float], b: Iterable[float], confidence: float = 0.95,
                   seeds: tuple = ()) -> PairedResult:
     """Paired statistics of equal-length arrays (pairs with a NaN are dropped)."""
-    a_arr = np.asarray(list(a), dtype=float)
-    b_arr = np.asarray(list(b), dtype=float)
+    a_arr, b_arr = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
     if a_arr.shape != b_arr.shape:
         raise ValueError(f"paired arrays differ in length: {a_arr.size} vs {b_arr.size}")
     keep = np.isfinite(a_arr) & np.isfinite(b_arr)
     a_arr, b_arr = a_arr[keep], b_arr[keep]
-    if seeds:
-        seeds = tuple(s for s, k in zip(seeds, keep) if k)
     diffs = a_arr - b_arr
     s = t_interval(diffs, confidence)
-    return PairedResult(
-        n=s.n,
-        seeds=tuple(seeds),
-        mean_diff=s.mean,
-        std_diff=s.std,
-        ci_low=s.ci_low,
-        ci_high=s.ci_high,
-        t_pvalue=_paired_t_pvalue(a_arr, b_arr, diffs),
-        wilcoxon_pvalue=_wilcoxon_pvalue(diffs),
-        verdict=verdict(s.ci_low, s.ci_high, s.n),
-    )
+    return PairedResult(s.n, tuple(x for x, k in zip(seeds, keep) if k), s.mean, s.std, s.ci_low, s.ci_high,
+                        _paired_t_pvalue(a_arr, b_arr, diffs), _wilcoxon_pvalue(diffs),
+                        verdict(s.ci_low, s.ci_high, s.n))
 
 
 def paired_by_seed(a: Mapping, b: Mapping, confidence: float = 0.95) -> PairedResult:
     """Pair ``{seed: value}`` mappings on their shared seeds; ``diff = a[seed] - b[seed]``."""
     shared = sorted(set(a) & set(b), key=lambda s: (str(type(s)), s))
-    return paired_arrays([a[s] for s in shared], [b[s] for s in shared], confidence,
-                         seeds=tuple(shared))
+    return paired_arrays([a[s] for s in shared], [b[s] for s in shared], confidence, seeds=tuple(shared))

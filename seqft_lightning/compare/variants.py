@@ -1,35 +1,26 @@
-"""Pure labelling of method variants.
+"""Pure labelling of method variants (nothing here touches the file system).
 
-A *variant* is a group of jobs whose composed configs are identical once the seed and the keys
-that do not affect results (:func:`seqft_lightning.contract.affects_results`: output paths, Hydra,
-loggers, callbacks, console switches) are removed; the accelerator counts, so a GPU run is a
-variant of its own. Its label is readable and unique within a sweep::
+A *variant* is a group of jobs whose composed configs are identical once the seed and the keys that do not
+affect results (:func:`seqft_lightning.contract.affects_results`: output paths, Hydra, loggers, callbacks,
+console switches) are removed; the accelerator counts, so a GPU run is a variant of its own. Its label, readable
+and unique within a sweep, is ``method.name [+<retention>] [key=value ...]``, where ``key=value`` lists every
+remaining config leaf whose value differs between jobs that share the method name and retention.
 
-    method.name [+<retention>] [key=value ...]
-
-where ``key=value`` lists every remaining config leaf whose value differs between jobs
-that share the same method name and retention (so two stage orders of ``sequential``
-get distinct labels, while a hyper-parameter that only the EWC jobs carry does not
-clutter the plain label). Nothing here touches the file system.
-
-A *knob curve* (:func:`knob_curves`) is a set of variants of one method and retention method whose
-configs differ only in one retention knob (``retention.lambda_``, ``retention.alpha``, ...): the
-grid points of that knob. compare picks one point per seed on the calibration split and reports
-the result as the *tuned* variant ``method+retention (tuned)``.
+A *knob curve* (:func:`knob_curves`) is a set of variants of one method and retention method whose configs
+differ only in one retention knob (``retention.lambda_``, ...): the grid points of that knob. compare picks one
+point per seed on the calibration split and reports it as the *tuned* variant ``method+retention (tuned)``.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from seqft_lightning.contract import affects_results, flatten
+from seqft_lightning.contract import NO_RETENTION, affects_results, flatten, retention_name
 
 #: The name the pipeline writes as ``retention`` in metrics.json for plain fine-tuning.
-NO_RETENTION = "none"
 #: Method families, in report order: naive (plus retention variants of these) and merging.
 NAIVE_METHODS = ("baseline", "joint", "sequential")
 MERGING_METHODS = ("task_arithmetic", "ties", "dare", "average", "task_negation")
@@ -53,16 +44,6 @@ def method_name(cfg: Mapping[str, Any]) -> str:
     """``method.name`` of a config (``"unknown"`` when absent)."""
     method = cfg.get("method")
     return str(method.get("name") or "unknown") if isinstance(method, Mapping) else "unknown"
-
-
-def retention_name(cfg: Mapping[str, Any]) -> str:
-    """Lower-case class name of ``retention._target_`` (``seqft_lightning.retention.EWC`` -> ``"ewc"``),
-    the name the pipeline writes in metrics.json; the no-op base class ``Retention``
-    (``retention=none``) and an absent group are ``"none"``."""
-    retention = cfg.get("retention")
-    target = retention.get("_target_") if isinstance(retention, Mapping) else None
-    name = str(target or "").rsplit(".", 1)[-1].lower()
-    return NO_RETENTION if name in ("", "retention") else name
 
 
 def format_value(value: Any) -> str:
@@ -89,44 +70,23 @@ def variant_labels(configs: Sequence[Mapping[str, Any]]) -> list[str]:
     """
     flats = [variant_config(c) for c in configs]
     heads = [(method_name(c), retention_name(c)) for c in configs]
-
     differing: dict[tuple[str, str], list[str]] = {}
     for head in set(heads):
         members = [f for f, h in zip(flats, heads) if h == head]
-        keys = sorted({k for f in members for k in f})
-        differing[head] = [
-            k for k in keys
-            if len({_freeze({"v": f[k]}) if k in f else "<missing>" for f in members}) > 1
-        ]
+        differing[head] = [k for k in sorted({k for f in members for k in f})
+                           if len({_freeze({"v": f[k]}) if k in f else "<missing>" for f in members}) > 1]
+    frozen = [_freeze(f) for f in flats]
+    label_of: dict[str, str] = {}  # frozen config -> label
+    for flat, key, (method, retention) in zip(flats, frozen, heads):
+        if key not in label_of:
+            label = " ".join([method if retention == NO_RETENTION else f"{method}+{retention}",
+                              *(f"{k}={format_value(flat[k])}" for k in differing[(method, retention)] if k in flat)])
+            base, i = label, 2
+            while label in label_of.values():
+                label, i = f"{base} #{i}", i + 1
+            label_of[key] = label
+    return [label_of[key] for key in frozen]
 
-    labels: list[str] = []
-    label_of_config: dict[str, str] = {}
-    used: set[str] = set()
-    for flat, (method, retention) in zip(flats, heads):
-        frozen = _freeze(flat)
-        if frozen in label_of_config:
-            labels.append(label_of_config[frozen])
-            continue
-        label = method if retention == NO_RETENTION else f"{method}+{retention}"
-        extras = [f"{k}={format_value(flat[k])}" for k in differing[(method, retention)] if k in flat]
-        if extras:
-            label = " ".join([label, *extras])
-        base, i = label, 2
-        while label in used:
-            label, i = f"{base} #{i}", i + 1
-        used.add(label)
-        label_of_config[frozen] = label
-        labels.append(label)
-    return labels
-
-
-def slugify(label: str) -> str:
-    """File-name-safe version of a variant label."""
-    slug = re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_")
-    return slug or "variant"
-
-
-# --------------------------------------------------------------------------- knob curves
 
 TUNED_SUFFIX = "(tuned)"
 
@@ -150,11 +110,8 @@ def knob_sort_key(value: Any) -> tuple:
 
 @dataclass(frozen=True)
 class KnobCurve:
-    """Variants of one ``method``+``retention`` that differ only in ``key``.
-
-    ``points`` is ``((value, variant label), ...)`` in candidate order (:func:`knob_sort_key`);
-    ``label`` is the tuned variant's label.
-    """
+    """Variants of one ``method``+``retention`` that differ only in ``key``: ``points`` are
+    ``((value, variant label), ...)`` in candidate order (:func:`knob_sort_key`); ``label`` is the tuned label."""
 
     label: str
     method: str
@@ -172,28 +129,19 @@ class KnobCurve:
 
 
 def knob_curves(configs: Mapping[str, Mapping[str, Any]]) -> list[KnobCurve]:
-    """Knob curves among variants, ``configs`` = ``{variant label: a job's config}``.
-
-    For each method and retention method (not ``none``) and each retention knob key, variants whose
-    configs (seed and non-result keys removed, :func:`variant_config`) are equal but for that key
-    form one curve when they hold at least two values of it. The tuned label is
-    ``method+retention [key=value ...] (tuned)``, with the keys that tell curves of the same
-    method and retention apart (and the knob key itself when a head has curves over several knobs).
-    """
+    """Knob curves among variants, ``configs`` = ``{variant label: a job's config}``: per method, retention
+    method (not ``none``) and knob key, variants whose :func:`variant_config` are equal but for that key and hold
+    at least two values of it. The tuned label is ``method+retention [key=value ...] (tuned)``, with the keys that
+    tell curves of one method and retention apart (and ``over <key>`` when it has curves over several knobs)."""
     flats = {label: variant_config(cfg) for label, cfg in configs.items()}
     heads = {label: (method_name(cfg), retention_name(cfg)) for label, cfg in configs.items()}
     found: list[tuple[tuple[str, str], str, dict[str, Any], list[tuple[Any, str]]]] = []
-    for head in sorted(set(heads.values())):
-        if head[1] == NO_RETENTION:
-            continue
+    for head in sorted(h for h in set(heads.values()) if h[1] != NO_RETENTION):
         members = [label for label in configs if heads[label] == head]
-        keys = sorted({k for label in members for k in flats[label] if is_knob_key(k)})
-        for key in keys:
+        for key in sorted({k for label in members for k in flats[label] if is_knob_key(k)}):
             groups: dict[str, list[str]] = {}
-            for label in members:
-                if key in flats[label]:
-                    rest = {k: v for k, v in flats[label].items() if k != key}
-                    groups.setdefault(_freeze(rest), []).append(label)
+            for label in [m for m in members if key in flats[m]]:
+                groups.setdefault(_freeze({k: v for k, v in flats[label].items() if k != key}), []).append(label)
             for frozen, labels in groups.items():
                 points = sorted(((flats[label][key], label) for label in labels),
                                 key=lambda p: (knob_sort_key(p[0]), p[1]))
@@ -204,9 +152,7 @@ def knob_curves(configs: Mapping[str, Mapping[str, Any]]) -> list[KnobCurve]:
         siblings = [f for f in found if f[0] == head]
         differing = sorted(k for k in {k for f in siblings for k in f[2]} if k != key and any(
             _freeze({"v": f[2].get(k)}) != _freeze({"v": rest.get(k)}) for f in siblings))
-        label = head[0] if head[1] == NO_RETENTION else f"{head[0]}+{head[1]}"
         extras = [f"{k}={format_value(rest[k])}" for k in differing if k in rest]
-        if len({f[1] for f in siblings}) > 1:
-            extras.append(f"over {key}")
-        curves.append(KnobCurve(" ".join([label, *extras, TUNED_SUFFIX]), head[0], head[1], key, tuple(points)))
+        extras += [f"over {key}"] if len({f[1] for f in siblings}) > 1 else []
+        curves.append(KnobCurve(" ".join([f"{head[0]}+{head[1]}", *extras, TUNED_SUFFIX]), *head, key, tuple(points)))
     return curves

@@ -103,7 +103,9 @@ class Anchored(Retention):
             return None
         params = dict(net.named_parameters())
         device = params[next(iter(self.anchor))].device
-        for attr in self.stored:
-            setattr(self, attr, {n: t.to(device) for n, t in getattr(self, attr).items()})
+        for attr in self.stored:  # a no-op on every step but the first after a move
+            stored = getattr(self, attr)
+            if any(t.device != device for t in stored.values()):
+                setattr(self, attr, {n: t.to(device) for n, t in stored.items()})
         total = sum(self._weight(n, (params[n] - a).pow(2)).sum() for n, a in self.anchor.items())
         return 0.5 * getattr(self, self.strength) * total

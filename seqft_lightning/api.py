@@ -22,7 +22,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     """
     plan = plan_run(cfg)
     if cfg.get("resume"):
-        done = completed_run(plan.run_dir, plan.config_hash)
+        done = completed_run(plan.run_dir, plan.config_hash, plan.code_version)
         if done is not None:
             return done, {}
     from seqft_lightning.pipeline import run

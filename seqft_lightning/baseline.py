@@ -25,19 +25,23 @@ from seqft_lightning.io import atomic_torch_save
 log = logging.getLogger(__name__)
 
 
-def baseline_key(cfg: DictConfig, task_classes: list[int], device: torch.device, threads: int) -> str:
+def baseline_key(cfg: DictConfig, task_classes: list[int], device: torch.device, threads: int, code_version: str) -> str:
     """Hash of everything that determines the pretrained weights' bits.
 
-    The config's data split, model, pretraining, trainer and seed (less what does not affect
-    results, :func:`seqft_lightning.contract.affects_results`), the held-out task classes, and what
-    the config does not pin: the device type the baseline trains on (a CUDA baseline is not a
-    CPU baseline) and, on CPU, the intra-op thread count in force (float sums, hence the bits,
-    depend on it).
+    The config's data split, model, pretraining, trainer (its ``accelerator`` string aside) and
+    seed (less what does not affect results, :func:`seqft_lightning.contract.affects_results`), the
+    CPU kernel choice, the held-out task classes, the training code (``code_version``), and what
+    the config does not pin: the device type the baseline trained on (``accelerator=auto`` and
+    ``trainer=gpu`` on one GPU share a baseline; a CUDA baseline is not a CPU one) and, on CPU, the
+    intra-op thread count and the kernel path in force (float sums, hence the bits, depend on them).
     """
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    parts = result_config({k: resolved.get(k) for k in ("data", "model", "pretrain", "trainer", "seed")})
-    machine = {"device": device.type, "cpu_threads": int(threads) if device.type == "cpu" else None}
-    return stable_hash({"task_classes": task_classes, **parts, **machine})
+    parts = result_config({k: resolved.get(k) for k in ("data", "model", "pretrain", "trainer", "seed", "cpu_kernels")})
+    parts["trainer"] = {k: v for k, v in (parts.get("trainer") or {}).items() if k != "accelerator"}
+    cpu = device.type == "cpu"
+    machine = {"device": device.type, "cpu_threads": int(threads) if cpu else None,
+               "cpu_capability": torch.backends.cpu.get_cpu_capability() if cpu else None}
+    return stable_hash({"task_classes": task_classes, **parts, **machine, "code_version": code_version})
 
 
 def _ddp_child() -> bool:
@@ -92,7 +96,8 @@ class BaselineCache:
             if entry is not None:
                 log.info("baseline cache hit: %s", path)
                 return {"history": entry["history"], "steps": entry["steps"], "cached": True}
-            log.info("baseline cache miss: pretraining into %s", path)
+            log.info("baseline cache miss (no baseline of this split, model, pretraining, seed, device and code "
+                     "version): pretraining into %s", path)
             result = train()
             state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
             atomic_torch_save(path, {"state_dict": state, "history": result["history"], "steps": int(result["steps"]), "key": key})

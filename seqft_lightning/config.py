@@ -24,6 +24,7 @@ from seqft_lightning.selection import check_rule
 class DataSchema:
     samples_per_task: Optional[int] = 1000
     calibration_size: int = 5000
+    estimation_size: int = 0
     split_seed: int = 0
     eval_batch_size: int = 1000
 
@@ -58,6 +59,8 @@ class RootSchema:
     resume: bool = False
     optimized_metric: str = "calibration/selection_score"
     torch_threads: Optional[int] = None
+    cpu_kernels: str = "avx2"
+    divergence_loss: float = 25.0
 
 
 SECTION_SCHEMAS = {"data": DataSchema, "model": ModelSchema, "pretrain": PretrainSchema, "method": MethodSchema, None: RootSchema}
@@ -115,6 +118,9 @@ def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
     _require(cfg.seed >= 0, f"seed={cfg.seed} must be >= 0")
     threads = cfg.get("torch_threads")
     _require(threads is None or threads >= 1, f"torch_threads={threads} must be >= 1, or null for torch's default")
+    _require(str(cfg.get("cpu_kernels", "avx2")) in ("avx2", "native"), f"cpu_kernels={cfg.get('cpu_kernels')} is unknown; choose avx2 or native")
+    divergence = cfg.get("divergence_loss", 25.0)
+    _require(divergence > 0, f"divergence_loss={divergence} must be > 0 (nats per sample; chance is ln 10 = 2.3)")
     method = cfg.method
     _require(method.name in known_methods, f"method.name={method.name!r} is unknown; choose one of {sorted(known_methods)} (e.g. `method=sequential`)")
     num_classes = int(cfg.model.num_classes)
@@ -125,6 +131,7 @@ def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
         ("pretrain.epochs", cfg.pretrain.epochs, 0),
         ("pretrain.batch_size", cfg.pretrain.batch_size, 1),
         ("data.calibration_size", cfg.data.calibration_size, 0),
+        ("data.estimation_size", cfg.data.get("estimation_size", 0), 0),
         ("data.eval_batch_size", cfg.data.get("eval_batch_size", 1), 1),
     ]:
         _require(value >= minimum, f"{key}={value} must be >= {minimum}")

@@ -2,8 +2,8 @@
 ``compare.py`` reads, and the one rule for which config keys do not change a result.
 
 Importable without torch or Lightning (``train.py`` checks resume with it before the heavy
-imports, ``compare.py`` reads runs with it). README.md, "Output contract", is the prose view of
-this module; docstrings elsewhere point here instead of copying it.
+imports, ``compare.py`` reads runs with it). README.md, "Outputs of a run (the contract)", is the prose view
+of this module; docstrings elsewhere point here instead of copying it.
 
 Units and signs, once for the whole project:
 
@@ -52,7 +52,7 @@ def confusion_file(stage: int) -> str:
 #: ``stages.csv``: ``evaluated`` is ``all``, ``target``, ``retained``, ``class_<k>`` or ``task_<j>``;
 #: ``trained_classes`` is ``"3"``, ``"3+4+7"``, ``"pretrain"``, ``"merged"`` or ``"negated"``.
 #: ``forgetting`` is filled on ``task_<j>`` rows once task j has been trained and followed by a
-#: stage (see :func:`seqft_lightning.cl_metrics.forgetting_after_stages`), empty otherwise.
+#: stage (see :func:`seqft_lightning.cl_metrics.forgetting_matrix`), empty otherwise.
 STAGE_COLUMNS = ("stage", "trained_classes", "evaluated", "acc", "precision", "recall", "f1", "loss", "forgetting")
 CURVE_COLUMNS = ("stage", "epoch", "step", "split", "metric", "value")
 #: ``calibration.csv`` of merging methods (``lambda_test.csv`` has the same columns, on test);
@@ -62,6 +62,12 @@ TRAINED_PRETRAIN, TRAINED_MERGED, TRAINED_NEGATED = "pretrain", "merged", "negat
 
 # -- metric keys (metrics.json "baseline", "final" and "per_stage" entries) --------------------
 TEST, VAL = "test", "val"
+#: The two parts of the held-out calibration split, as metric prefixes: every choice reads the
+#: selection part (``calibration/...``); the estimation part (``estimation/...``) is read by none.
+SELECTION_PART, ESTIMATION_PART = "calibration", "estimation"
+#: metrics.json top-level key: ``null``, or the first diverged training epoch
+#: (``stage``, ``epoch``, ``train_loss``, ``reason``).
+DIVERGENCE = "divergence"
 GROUP_METRICS = ("acc", "precision", "recall", "f1", "loss", "acc_target", "acc_retained")
 CL_AVG_ACC, CL_FORGETTING, CL_BWT = "cl/avg_acc", "cl/forgetting", "cl/bwt"
 

@@ -55,25 +55,37 @@ def tensor_bytes(tensors) -> int:
 
 
 @dataclass
-class Cost:
-    """Running totals of one run's fine-tuning (stage 0, pretraining, excluded)."""
+class Work:
+    """What a run's fine-tuning did, in counts, as the runner recorded it (stage 0, pretraining,
+    only as ``pretrain_steps``). Every count is over the whole run and, under DDP, over all ranks.
 
-    optimizer_steps: int = 0
-    train_samples: int = 0  # samples through forward and backward (replayed samples included)
-    eval_samples: int = 0  # calibration samples through an inference forward (curves, λ search); test is reporting
-    extra_flops: float = 0.0  # retention's own work (teacher forwards, Fisher estimates)
-    train_wall_s: float = 0.0
+    Counted once each: a training step's samples (replayed ones included); a calibration sample
+    through an inference forward that the method needed (the validation pass after every training
+    epoch, a λ search, negation's reference). Not counted: test evaluations (reporting), the
+    estimation part (reporting), and the calibration evaluation a stage's record reads, which is
+    the model the last validation epoch (or the λ search) has just evaluated.
+    """
+
     pretrain_steps: int = 0
+    optimizer_steps: int = 0
+    train_samples: int = 0
+    calibration_samples: int = 0
+    train_wall_s: float = 0.0
 
-    def metrics(self, train_per_sample: float, forward_per_sample: float, extra_memory_bytes: int) -> dict[str, float]:
-        """The deterministic ``cost/...`` entries of ``metrics.json``."""
-        train = self.train_samples * train_per_sample + self.extra_flops
-        return {
-            "cost/optimizer_steps": self.optimizer_steps,
-            "cost/train_samples": self.train_samples,
-            "cost/train_flops": train,
-            "cost/eval_flops": self.eval_samples * forward_per_sample,
-            "cost/total_flops": train + self.eval_samples * forward_per_sample,
-            "cost/extra_memory_bytes": int(extra_memory_bytes),
-            "cost/pretrain_steps": self.pretrain_steps,
-        }
+
+def cost_metrics(work: Work, train_per_sample: float, forward_per_sample: float, retention_flops: float,
+                 extra_memory_bytes: int) -> dict[str, float]:
+    """The deterministic ``cost/...`` entries of ``metrics.json``: a pure function of the recorded
+    ``work``, the FLOPs of one training step and one inference forward per sample, the retention
+    strategy's own FLOPs (teacher forwards, Fisher gradients) and the extra bytes it and the method keep."""
+    train = work.train_samples * train_per_sample + retention_flops
+    evaluation = work.calibration_samples * forward_per_sample
+    return {
+        "cost/optimizer_steps": work.optimizer_steps,
+        "cost/train_samples": work.train_samples,
+        "cost/train_flops": train,
+        "cost/eval_flops": evaluation,
+        "cost/total_flops": train + evaluation,
+        "cost/extra_memory_bytes": int(extra_memory_bytes),
+        "cost/pretrain_steps": work.pretrain_steps,
+    }

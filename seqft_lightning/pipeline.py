@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import gc
 import logging
+import math
 import os
 import time
 import warnings
@@ -24,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqft_lightning.baseline import BaselineCache, baseline_key
 from seqft_lightning.cl_metrics import continual_summary
-from seqft_lightning.contract import FINAL_CHECKPOINT, TRAINED_PRETRAIN, flatten, result_config
-from seqft_lightning.cost import flops_per_sample
+from seqft_lightning.contract import DIVERGENCE, FINAL_CHECKPOINT, TRAINED_PRETRAIN, flatten, result_config
+from seqft_lightning.cost import cost_metrics, flops_per_sample
 from seqft_lightning.loggers import end_run
 from seqft_lightning.methods.base import MethodResult
 from seqft_lightning.models.classifier import ClassifierModule
@@ -90,7 +91,8 @@ def build_runner(plan: RunPlan, device: torch.device) -> Runner:
     module = ClassifierModule(instantiate(cfg.model), log_every_n_steps=cfg.trainer.get("log_every_n_steps", 50))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     recorder = RunRecorder(plan.run_dir, plan.task_classes)
-    return Runner(cfg.trainer, cfg.get("callbacks"), datamodule, module, recorder, loggers, plan.retention, plan.task_classes)
+    return Runner(cfg.trainer, cfg.get("callbacks"), datamodule, module, recorder, loggers, plan.retention, plan.task_classes,
+                  divergence_loss=float(cfg.get("divergence_loss") or math.inf))
 
 
 def obtain_baseline(plan: RunPlan, runner: Runner) -> None:
@@ -107,7 +109,7 @@ def obtain_baseline(plan: RunPlan, runner: Runner) -> None:
         return {"history": runner.recorder.curves(), "steps": steps}
 
     cache = BaselineCache(plan.cfg.paths.cache_dir, enabled=p.get("cache", True))
-    key = baseline_key(plan.cfg, plan.task_classes, runner.datamodule.device, torch.get_num_threads())
+    key = baseline_key(plan.cfg, plan.task_classes, runner.datamodule.device, torch.get_num_threads(), plan.code_version)
     entry = cache.get_or_train(key, runner.net, pretrain)
     if entry["cached"]:
         runner.adopt_pretraining(entry["history"], entry["steps"])
@@ -124,13 +126,13 @@ def selection_score(plan: RunPlan, baseline: dict[str, float], final: dict[str, 
 
 
 def run_cost(runner: Runner, result: MethodResult) -> dict[str, float]:
-    """The deterministic ``cost/...`` entries of ``metrics.json`` (see :mod:`seqft_lightning.cost`)."""
+    """The deterministic ``cost/...`` entries of ``metrics.json`` (:func:`seqft_lightning.cost.cost_metrics`
+    of what the runner recorded; nothing is accumulated here, so calling it twice gives the same)."""
     dm = runner.datamodule
     probe = slice(0, 64)
     train_ps, forward_ps = flops_per_sample(runner.net, dm.test_x[probe], dm.test_y[probe])
     extra_memory = runner.retention.extra_memory_bytes() + result.extra_memory_bytes
-    runner.cost.extra_flops += runner.retention.extra_flops(forward_ps, train_ps)
-    return runner.cost.metrics(train_ps, forward_ps, extra_memory)
+    return cost_metrics(runner.work, train_ps, forward_ps, runner.retention.extra_flops(forward_ps, train_ps), extra_memory)
 
 
 def log_hparams(loggers: list, plan: RunPlan, final: dict[str, float]) -> None:
@@ -203,6 +205,8 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
         "final": final,
         "per_stage": [r.metrics for r in recorder.stages()[1:]],
         "config_hash": plan.config_hash,
+        "code_version": plan.code_version,
+        DIVERGENCE: runner.divergence,
         "cost": run_cost(runner, result),
         **result.fields,
     }
@@ -213,7 +217,9 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
     device = runner.datamodule.device
     recorder.write_run_info({
         "device": str(device), "torch_threads": torch.get_num_threads(), "wall_time_s": round(time.perf_counter() - started, 3),
-        "cost/device": str(device), "cost/train_wall_s": round(runner.cost.train_wall_s, 3),
+        "cpu_kernels": cfg.get("cpu_kernels"), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "code_version": plan.code_version,
+        "cost/device": str(device), "cost/train_wall_s": round(runner.work.train_wall_s, 3),
     })
     recorder.finish(metrics)
     return metrics, {"datamodule": runner.datamodule, "module": runner.module, "runner": runner}

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from seqft_lightning.config import show_value, instantiate_checked, result_hash, task_classes, validate_config, validate_stages
 from seqft_lightning.errors import ConfigError
 from seqft_lightning.methods import METHODS, Method, get_method
+from seqft_lightning.provenance import code_version, pin_cpu_kernels
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class RunPlan:
     retention_inactive: str | None  # why the retention strategy cannot act in this run (None: it can)
     config_hash: str  # hash of every result-relevant config value (resume compares it)
     run_dir: Path
+    code_version: str = ""  # fingerprint of the training code (resume and the baseline key compare it)
 
 
 def build_retention(cfg: DictConfig) -> Any:
@@ -122,12 +124,14 @@ def check_data(data: DictConfig, targets: list[int]) -> None:
     from seqft_lightning.data.splits import check_split_sizes
 
     raw = ensure_mnist_raw(data.vendored_dir, data.data_dir)
-    check_split_sizes(train_label_counts(raw), targets, data.samples_per_task, int(data.calibration_size))
+    check_split_sizes(train_label_counts(raw), targets, data.samples_per_task, int(data.calibration_size),
+                      int(data.get("estimation_size", 0)))
 
 
 def plan_run(cfg: DictConfig) -> RunPlan:
     """Validate ``cfg`` completely and resolve it into a :class:`RunPlan` (no data, no training)."""
     validate_config(cfg, set(METHODS))
+    pin_cpu_kernels(cfg.get("cpu_kernels"))  # before anything below may import torch
     method = get_method(cfg.method.name)
     method.validate(cfg)  # before the generic stage check: e.g. negation's stages derive from `forget`
     stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
@@ -150,4 +154,4 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         log.warning("retention=%s cannot act in this run (%s): it equals retention=none; metrics.json marks it", retention.name, inactive)
     return RunPlan(cfg=cfg, method_name=str(cfg.method.name), method=method, stages=stages, task_classes=targets,
                    train_groups=train_groups, retention=retention, retention_inactive=inactive,
-                   config_hash=result_hash(cfg), run_dir=Path(cfg.paths.output_dir))
+                   config_hash=result_hash(cfg), run_dir=Path(cfg.paths.output_dir), code_version=code_version())

@@ -96,9 +96,10 @@ class SweepProgress(Callback):
         eta = sum(durations) / len(durations) * (total - len(done)) / workers
         head = f"[{len(done)}/{total}] {name} · {elapsed:.1f} s"
         if job_return.status == JobStatus.COMPLETED:
-            acc = _final_test_acc(job_dir)
+            acc, divergence = _final_result(job_dir)
             acc_text = "" if acc is None or math.isnan(acc) else f" · acc {100 * acc:.1f} %"
-            line = f"{head}{acc_text} · ETA {_duration(eta)}"
+            diverged = f" · DIVERGED: {divergence['reason']} (left out of compare's means)" if divergence else ""
+            line = f"{head}{acc_text}{diverged} · ETA {_duration(eta)}"
         else:
             error = str(job_return._return_value).splitlines()[0] if job_return._return_value is not None else "unknown error"
             line = f"{head} · FAILED: {error} (see {job_dir / TRAIN_LOG_FILE})"
@@ -106,8 +107,15 @@ class SweepProgress(Callback):
         sys.stderr.flush()
 
 
-def _final_test_acc(job_dir: Path) -> float | None:
+def _final_result(job_dir: Path) -> tuple[float | None, dict | None]:
+    """The job's final test accuracy (a fraction) and its ``divergence`` entry (None: it did not diverge)."""
     try:
-        return float(json.loads((job_dir / METRICS_FILE).read_text())["final"]["test/acc"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        metrics = json.loads((job_dir / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None, None
+    try:
+        acc = float(metrics["final"]["test/acc"])
+    except (KeyError, TypeError, ValueError):
+        acc = None
+    divergence = metrics.get("divergence") if isinstance(metrics, dict) else None
+    return acc, divergence if isinstance(divergence, dict) else None

@@ -1,7 +1,7 @@
 """Collects one run's evaluations and curves and writes its result files.
 
 The files, their columns and units are defined in :mod:`seqft_lightning.contract` (and README.md,
-"Output contract"). Every file is written atomically; ``metrics.json`` is written last, so an
+"Outputs of a run (the contract)"). Every file is written atomically; ``metrics.json`` is written last, so an
 interrupted run never leaves a folder that looks complete.
 """
 

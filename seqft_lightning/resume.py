@@ -15,14 +15,22 @@ from seqft_lightning.contract import METRICS_FILE
 log = logging.getLogger(__name__)
 
 
-def completed_run(run_dir: str | Path, config_hash: str) -> dict | None:
-    """The metrics of a finished run in ``run_dir`` whose ``config_hash`` matches, else ``None``."""
+def completed_run(run_dir: str | Path, config_hash: str, code_version: str) -> dict | None:
+    """The metrics of a finished run in ``run_dir`` computed from the same config (``config_hash``)
+    by the same training code (``code_version``), else ``None``; the log says why a run is redone."""
     path = Path(run_dir) / METRICS_FILE
     try:
         metrics = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not (isinstance(metrics, dict) and metrics.get("config_hash") == config_hash):
+    if not isinstance(metrics, dict):
         return None
-    log.info("resume: %s is complete with the same config; skipping", run_dir)
+    if metrics.get("config_hash") != config_hash:
+        log.info("resume: %s holds results of another config; recomputing", run_dir)
+        return None
+    if metrics.get("code_version") != code_version:
+        log.info("resume: %s was computed by other training code (version %s, now %s); recomputing",
+                 run_dir, metrics.get("code_version"), code_version)
+        return None
+    log.info("resume: %s is complete with the same config and code; skipping", run_dir)
     return metrics

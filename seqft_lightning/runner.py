@@ -8,17 +8,19 @@ hooks, the test evaluation after every stage) live here once.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import lightning.pytorch as pl
 import torch
+import torch.distributed as dist
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig
 
-from seqft_lightning.cost import Cost
+from seqft_lightning.cost import Work
 from seqft_lightning.data.datamodule import TaskDataModule
 from seqft_lightning.evaluation import Evaluation, evaluate
 from seqft_lightning.models.classifier import ClassifierModule, Penalty
@@ -46,9 +48,14 @@ class Runner:
     loggers: list
     retention: Retention
     target_classes: list[int]
+    #: a training epoch whose mean cross-entropy (nats per sample) is above this, or not finite,
+    #: marks the run as diverged (chance level is ln(num_classes), 2.3 nats for 10 classes)
+    divergence_loss: float = math.inf
     steps_done: int = 0  # optimizer steps so far: the x axis every curve and logger shares
     trained_stages: list[list[int]] = field(default_factory=list)  # groups trained by train_stages, in order
-    cost: Cost = field(default_factory=Cost)
+    work: Work = field(default_factory=Work)  # what the fine-tuning did, for its cost
+    #: the first training epoch that diverged: ``{"stage", "epoch", "train_loss", "reason"}``, else None
+    divergence: dict | None = None
 
     @property
     def net(self) -> torch.nn.Module:
@@ -86,16 +93,38 @@ class Runner:
         trainer.fit(self.module, train_dataloaders=loader, val_dataloaders=self.datamodule.val_dataloader())
         steps = trainer.global_step
         self.steps_done += steps
-        self.recorder.add_curves(self.module.take_curves())
+        curves = self.module.take_curves()
+        self.recorder.add_curves(curves)
+        self._check_divergence(curves)
         samples, calibration_samples = self.module.take_samples()
+        if dist.is_available() and dist.is_initialized():  # each rank saw its shard: count them all
+            local = torch.tensor([samples], device=self.datamodule.device)
+            dist.all_reduce(local)
+            samples = int(local.item())
         if stage == 0:
-            self.cost.pretrain_steps += steps
+            self.work.pretrain_steps += steps
         else:
-            self.cost.optimizer_steps += steps
-            self.cost.train_samples += samples
-            self.cost.eval_samples += calibration_samples  # the calibration curve after every epoch
-            self.cost.train_wall_s += time.perf_counter() - started
+            self.work.optimizer_steps += steps
+            self.work.train_samples += samples
+            self.work.calibration_samples += calibration_samples  # the validation pass after every epoch (global)
+            self.work.train_wall_s += time.perf_counter() - started
         return steps
+
+    def _check_divergence(self, curves: Sequence[dict]) -> None:
+        """Keep the first training epoch whose mean loss is not finite or above :attr:`divergence_loss`."""
+        if self.divergence is not None:
+            return
+        for row in curves:
+            if row["split"] != "train" or row["metric"] != "loss":
+                continue
+            loss = float(row["value"])
+            if not math.isfinite(loss) or loss > self.divergence_loss:
+                reason = (f"training loss {loss:.3g} nats in stage {row['stage']}, epoch {row['epoch']}"
+                          f" ({'not finite' if not math.isfinite(loss) else f'above {self.divergence_loss:g}'})")
+                self.divergence = {"stage": int(row["stage"]), "epoch": int(row["epoch"]),
+                                   "train_loss": loss if math.isfinite(loss) else None, "reason": reason}
+                log.warning("diverged: %s; metrics.json marks the run and compare leaves it out of means", reason)
+                return
 
     def train_stages(self, stages: Sequence[Sequence[int]], epochs: int, batch_size: int, optimizer: Callable,
                      steps_per_stage: int | None = None, reset_optimizer: bool = True) -> list[dict[str, float]]:
@@ -121,24 +150,32 @@ class Runner:
             per_stage.append(self.record_stage(stage, classes))
         return per_stage
 
-    def evaluate(self, net: torch.nn.Module | None = None, split: str = "test") -> Evaluation:
-        """Evaluate ``net`` (default: the one being trained) on the ``test`` or ``calibration`` split."""
+    def evaluate(self, net: torch.nn.Module | None = None, split: str = "test", counted: bool = True) -> Evaluation:
+        """Evaluate ``net`` (default: the one being trained) on the ``test``, ``calibration`` (the
+        selection part) or ``estimation`` split. A calibration evaluation counts as the method's
+        work (:class:`~seqft_lightning.cost.Work`) unless ``counted`` is False; test and estimation
+        evaluations are reporting and never count."""
         dm = self.datamodule
-        loader = dm.test_dataloader() if split == "test" else dm.calibration_dataloader()
+        loaders = {"test": dm.test_dataloader, "calibration": dm.calibration_dataloader, "estimation": dm.estimation_dataloader}
         net = self.net if net is None else net
-        evaluation = evaluate(net.to(dm.device), loader, self.module.num_classes)
-        if split != "test":  # test evaluations are reporting, not work a method needs
-            self.cost.eval_samples += int(evaluation.confusion.sum())
+        evaluation = evaluate(net.to(dm.device), loaders[split](), self.module.num_classes)
+        if split == "calibration" and counted:
+            self.work.calibration_samples += int(evaluation.confusion.sum())
         return evaluation
 
     def record_stage(self, stage: int, trained: Sequence[int] | str, net: torch.nn.Module | None = None) -> dict[str, float]:
-        """Evaluate ``net`` on the test split (and the calibration split, whose ``calibration/...``
-        metrics are what every selection reads), record it as ``stage`` and log it; return its
-        metrics."""
+        """Evaluate ``net`` on the test split, the calibration split (its ``calibration/...``
+        metrics are what every selection reads) and the estimation part (``estimation/...``, read
+        by no choice), record it as ``stage`` and log it; return its metrics.
+
+        The calibration evaluation is not counted as work: the model recorded is the one the
+        stage's last validation epoch, or the λ search that chose it, has just evaluated (and the
+        baseline's, stage 0, belongs to pretraining)."""
         evaluation = self.evaluate(net)
         metrics = evaluation.metrics(self.target_classes)
-        if len(self.datamodule.calib_y):
-            metrics.update(self.evaluate(net, split="calibration").metrics(self.target_classes, prefix="calibration"))
+        for split, labels in (("calibration", self.datamodule.calib_y), ("estimation", self.datamodule.estim_y)):
+            if len(labels):
+                metrics.update(self.evaluate(net, split=split, counted=False).metrics(self.target_classes, prefix=split))
         self.recorder.record_stage(stage, trained, metrics, evaluation)
         for logger in self.loggers:
             logger.log_metrics({k: v for k, v in metrics.items() if "_class_" not in k or "/acc_class" in k}, step=self.steps_done)
@@ -148,8 +185,9 @@ class Runner:
         """Continue from a cached baseline: its pretraining curve and ``steps`` optimizer steps
         become this run's stage 0, in the result files and in the loggers alike."""
         self.recorder.add_curves(curves)
+        self._check_divergence(curves)
         self.steps_done = int(steps)
-        self.cost.pretrain_steps = int(steps)
+        self.work.pretrain_steps = int(steps)
         for row in curves:
             for logger in self.loggers:
                 logger.log_metrics({f"{row['split']}/{row['metric']}": row["value"]}, step=row["step"])

@@ -10,12 +10,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 import pytest
 
 import seqft_lightning  # noqa: F401  (registers the `project_root` resolver before any compose)
+from seqft_lightning.provenance import KERNEL_ENVIRONMENTS
+
+# The default `cpu_kernels=avx2` is pinned before torch loads; tests call train() in this process.
+os.environ.update(KERNEL_ENVIRONMENTS["avx2"])
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"

@@ -136,14 +136,14 @@ def test_samples_per_task_null_takes_every_remaining_sample(mnist_dm, mnist_trai
         assert len(s.tasks[c]) == int(counts[c] - calib[c])
     pre_labels = set(mnist_train_labels[s.pretrain].tolist())
     assert pre_labels == set(range(10)) - set(TASKS)
-    assert len(s.pretrain) + len(s.calibration) + sum(len(t) for t in s.tasks.values()) == 60000
+    assert len(s.pretrain) + len(s.calibration) + len(s.estimation) + sum(len(t) for t in s.tasks.values()) == 60000
 
 
 def test_samples_per_task_null_passes_through_the_datamodule():
     dm = SyntheticTaskDataModule(task_classes=[2, 5], samples_per_task=None, calibration_size=100, train_size=600)
     dm.setup()
-    # 60 images per class, 10 of each in calibration -> 50 held out per task class
-    assert len(dm.task_data([2])[1]) == 50 and len(dm.task_data([5])[1]) == 50
+    # 60 images per class, 10 of each in the selection part, 10 in the estimation part -> 40 held out per task class
+    assert len(dm.task_data([2])[1]) == 40 and len(dm.task_data([5])[1]) == 40
     assert not ({2, 5} & set(dm.pretrain_y.tolist()))
 
 

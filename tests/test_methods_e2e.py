@@ -104,7 +104,7 @@ def test_lambda_grid_default_range_and_method_default():
     assert lambda_grid([0.5, 0.1], [0.3]) == [0.1, 0.3, 0.5]
 
 
-GRID = "method.lambda_grid=[0.0,0.25,0.5,0.75,1.0]"
+GRID = "method.lambda_grid=[0.0,0.02,0.05,0.1,0.25,0.5,1.0]"  # fine near 0, where the two rules part
 TARGET = [3, 4, 7]
 RETAINED = [c for c in range(10) if c not in TARGET]
 
@@ -155,7 +155,7 @@ def test_task_arithmetic_writes_outputs(merge_runs):
     final = {k: v for k, v in metrics["final"].items() if k != "calibration/selection_score"}  # a run-level score
     assert len(metrics["per_stage"]) == 4 and final == metrics["per_stage"][-1]
     curve = _read_csv(run / "calibration.csv")
-    assert [float(r["lambda"]) for r in curve] == [0.0, 0.25, 0.3, 0.5, 0.75, 1.0]  # grid + merger.lambda_
+    assert [float(r["lambda"]) for r in curve] == [0.0, 0.02, 0.05, 0.1, 0.25, 0.3, 0.5, 1.0]  # grid + merger.lambda_
     assert (run / "confusion" / "stage_4.csv").is_file()
     vectors = torch.load(run / "checkpoints" / "task_vectors.pt", weights_only=True)
     assert list(vectors) == ["3", "4", "7"]

@@ -79,9 +79,12 @@ def test_base_is_noop_and_describes_itself():
     "name, cls", [("none", Retention), ("replay", Replay), ("ewc", EWC), ("lwf", LwF), ("l2sp", L2SP), ("freeze", Freeze)]
 )
 def test_configs_instantiate(name, cls):
-    obj = instantiate(OmegaConf.load(CONF_DIR / f"{name}.yaml"))
+    # the node as it sits in the composed config, where `${seed}` is the run seed
+    obj = instantiate(OmegaConf.create({"seed": 7, "node": OmegaConf.load(CONF_DIR / f"{name}.yaml")}).node)
     assert type(obj) is cls
     assert obj.name == name
+    if hasattr(obj, "seed"):
+        assert obj.seed == 7  # the memory draw and the Fisher subset follow the run seed
 
 
 # --------------------------------------------------------------------------- replay
@@ -220,24 +223,44 @@ def test_ewc_online_update_and_empty_pool():
     dm = SimpleNamespace(pretrain_x=torch.empty(0, 784), pretrain_y=torch.empty(0, dtype=torch.long),
                          task_data=FakeDataModule().task_data)
     net = TinyNet()
-    ewc = EWC(lambda_=1.0, decay=0.5, fisher_samples=20)
+    ewc = EWC(lambda_=1.0, decay=0.5, fisher_samples=30, fisher="empirical", normalize=False)
     ewc.on_finetune_start(net, dm)
     perturb(net)
     x = torch.randn(2, 784)
     assert ewc.penalty(net, x, None, net(x)).item() == 0.0  # F = 0 without a pool
 
-    ewc.on_stage_end(net, 0, [3, 4], dm)
+    ewc.on_stage_end(net, 1, [3, 4], dm)  # the anchor moves now; stage 1's Fisher waits for stage 2
+    assert ewc.penalty(net, x, None, net(x)).item() == 0.0  # anchor moved to θ_stage1
+    ewc.on_stage_start(net, 2, [5])  # estimated on stage 1's task data, the net as stage 1 left it
     f1 = {n: f.clone() for n, f in ewc.fisher.items()}
+    x34, y34 = dm.task_data([3, 4])
+    for n, f in empirical_fisher(net, x34, y34, list(f1), 64).items():
+        torch.testing.assert_close(f1[n], f)
     assert sum(f.sum() for f in f1.values()) > 0
-    assert ewc.penalty(net, x, None, net(x)).item() == 0.0  # anchor moved to θ_stage0
     perturb(net)
     assert ewc.penalty(net, x, None, net(x)).item() > 0
 
-    ewc.on_stage_end(net, 1, [5], dm)
+    used = ewc.fisher_samples_used
+    ewc.on_stage_end(net, 2, [5], dm)  # were stage 2 the last, no Fisher would be computed
+    assert ewc.fisher_samples_used == used
+    ewc.on_stage_start(net, 3, [6])
     x5, y5 = dm.task_data([5])
-    f_new = empirical_fisher(net, x5, y5, list(f1), 64)  # all 12 samples < fisher_samples
+    f_new = empirical_fisher(net, x5, y5, list(f1), 64)  # all 12 samples (< fisher_samples)
     for n in f1:
         torch.testing.assert_close(ewc.fisher[n], 0.5 * f1[n] + f_new[n])
+
+
+def test_ewc_damping_is_a_floor_under_every_weight():
+    net = TinyNet()
+    plain, damped = EWC(lambda_=2.0, damping=0.0), EWC(lambda_=2.0, damping=0.5)
+    for ewc in (plain, damped):
+        ewc.anchor = {n: p.detach().clone() for n, p in net.named_parameters()}
+        ewc.fisher = {n: torch.zeros_like(p) for n, p in ewc.anchor.items()}  # no parameter moved any image
+    perturb(net)
+    x = torch.randn(2, 784)
+    distance = sum(((p - plain.anchor[n]) ** 2).sum() for n, p in net.named_parameters())
+    assert plain.penalty(net, x, None, net(x)).item() == 0.0  # F = 0: free to move at any λ
+    assert damped.penalty(net, x, None, net(x)).item() == pytest.approx(0.5 * 2.0 * 0.5 * distance.item(), rel=1e-5)
 
 
 # ------------------------------------------------------------------------------ LwF

@@ -122,5 +122,6 @@ def test_size_check_from_counts_agrees_with_the_split(samples, calibration):
             check_split_sizes(counts, [0], samples, calibration)
         assert str(info.value) == str(err)
     else:
-        quotas = check_split_sizes(counts, [0], samples, calibration)
+        quotas, estimation = check_split_sizes(counts, [0], samples, calibration)
+        assert estimation == [0, 0, 0]
         assert quotas == torch.bincount(LABELS[s.calibration], minlength=3).tolist()

@@ -165,10 +165,11 @@ def _truncated_baseline(tmp: Path, overrides: list[str]) -> Path:
     from seqft_lightning.baseline import BaselineCache, baseline_key
     from seqft_lightning.models.components import MLP
     from seqft_lightning.plan import plan_run
+    from seqft_lightning.provenance import code_version
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*COMMON, *overrides, f"paths.output_dir={tmp / 'unused'}"])
-    path = BaselineCache(tmp / "cache").path(baseline_key(cfg, plan_run(cfg).task_classes, torch.device("cpu"), cfg.torch_threads))
+    path = BaselineCache(tmp / "cache").path(baseline_key(cfg, plan_run(cfg).task_classes, torch.device("cpu"), cfg.torch_threads, code_version()))
     path.parent.mkdir(parents=True)
     torch.save({"state_dict": MLP().state_dict(), "history": [], "steps": 1}, path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a crash mid-copy, a full disk
@@ -468,11 +469,24 @@ def test_the_baseline_key_covers_what_changes_the_bits():
 
     from seqft_lightning.baseline import baseline_key
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*COMMON, "paths.output_dir=/tmp/unused"])
-    cpu1 = baseline_key(cfg, [3, 4, 7], torch.device("cpu"), 1)
-    assert cpu1 == baseline_key(cfg, [3, 4, 7], torch.device("cpu"), 1)
-    assert cpu1 != baseline_key(cfg, [3, 4, 7], torch.device("cpu"), 2)  # CPU sums depend on threads
-    assert cpu1 != baseline_key(cfg, [3, 4, 7], torch.device("cuda", 0), 1)  # a CUDA baseline differs
-    assert baseline_key(cfg, [3, 4, 7], torch.device("cuda", 0), 1) == baseline_key(cfg, [3, 4, 7], torch.device("cuda", 0), 8)
-    assert cpu1 != baseline_key(cfg, [3, 4], torch.device("cpu"), 1)
+    def key(overrides=(), classes=(3, 4, 7), device="cpu", threads=1, code="v1"):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[*COMMON, *overrides, "paths.output_dir=/tmp/unused"])
+        return baseline_key(cfg, list(classes), torch.device(device), threads, code)
+
+    cpu1 = key()
+    assert cpu1 == key()
+    assert cpu1 != key(threads=2)  # CPU sums depend on threads
+    assert cpu1 != key(device="cuda")  # a CUDA baseline differs
+    assert key(device="cuda", threads=1) == key(device="cuda", threads=8)
+    assert cpu1 != key(classes=(3, 4))
+    assert cpu1 != key(code="v2")  # other training code
+    # what makes the pretrained weights: pretraining, model, split, seed, kernels
+    for changed in (["pretrain.epochs=2"], ["pretrain.optimizer.lr=0.01"], ["model.hidden_dims=[32]"], ["data.split_seed=5"],
+                    ["data.calibration_size=90"], ["seed=1"], ["cpu_kernels=native"]):
+        assert key(changed) != cpu1, changed
+    # what does not: the fine-tuning method and its settings, the accelerator string (the resolved
+    # device is in the key), loggers, paths, resume
+    for same in (["method=joint"], ["method.epochs_per_stage=7"], ["retention=ewc"], ["trainer=cpu"],
+                 ["trainer.accelerator=cpu"], ["logger=none"], ["resume=true"], ["selection.delta=0.05"]):
+        assert key(same) == cpu1, same

@@ -8,6 +8,16 @@ Nested selection, "choose on calibration, report test": a *tuned* variant (:func
 seed, the job of its knob curve (:func:`~.variants.knob_curves`) that :func:`seqft_lightning.selection.select`
 picks from the jobs' final **calibration** metrics; its test metrics and cost are that job's. Test metrics are
 never read by a choice: the candidates handed to ``select`` are built from ``calibration/*`` keys only.
+
+The held-out calibration data has two disjoint parts. ``calibration/*`` is the *selection part*: every choice
+(a knob per seed, a merging λ in-run, the best method) is made on it. ``estimation/*`` is the *estimation part*:
+no choice reads it, so the chosen variant's mean estimation metrics estimate its accuracy without the optimism of
+having been picked on the same numbers (:func:`best_method`). Runs older than the split have no ``estimation/*``
+keys (NaN here).
+
+Jobs whose metrics.json records a divergence are left out of every mean, CI, choice and verdict (they keep their
+row in ``summary.csv``, ``diverged`` True) unless :func:`analyse` is told ``include_diverged``. The verdicts of a
+family of paired tests are corrected with Holm's step-down method (:func:`with_holm`).
 """
 
 from __future__ import annotations
@@ -22,12 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from seqft_lightning.compare.load import Job, is_finite_number
-from seqft_lightning.compare.stats import paired_by_seed, t_interval
+from seqft_lightning.compare.load import Job, divergence_text, is_finite_number
+from seqft_lightning.compare.stats import holm, paired_by_seed, t_interval, verdict
 from seqft_lightning.compare.variants import (FAMILIES, MERGING_METHODS, NAIVE_METHODS, NO_RETENTION, KnobCurve,
                                               format_value, knob_curves, variant_family, variant_labels)
-from seqft_lightning.contract import (CL_AVG_ACC, CL_BWT, CL_FORGETTING, GROUP_METRICS, TEST, class_metric_key,
-                                      flatten, metric_key)
+from seqft_lightning.contract import (CL_AVG_ACC, CL_BWT, CL_FORGETTING, ESTIMATION_PART, GROUP_METRICS, SELECTION_PART,
+                                      TEST, class_metric_key, flatten, metric_key)
 from seqft_lightning.errors import SeqftError
 from seqft_lightning.selection import RULES, check_rule, select
 
@@ -50,12 +60,17 @@ COMPARISON_METRICS = (TARGET, RETAINED, ACC)
 #: Metrics of the bar chart.
 HEADLINE_METRICS = (ACC, TARGET, RETAINED)
 
+#: Metric prefixes of the two disjoint parts of the calibration data: the selection part (every choice) and the
+#: estimation part (no choice; an unbiased estimate of what was chosen).
 CAL_ACC, CAL_TARGET, CAL_RETAINED, CAL_SCORE = (
-    metric_key("calibration", m) for m in ("acc", "acc_target", "acc_retained", "selection_score"))
+    metric_key(SELECTION_PART, m) for m in ("acc", "acc_target", "acc_retained", "selection_score"))
 #: The candidate keys :func:`seqft_lightning.selection.select` reads, from the calibration columns.
 SELECT_KEYS = {"acc": CAL_ACC, "acc_target": CAL_TARGET, "acc_retained": CAL_RETAINED}
 #: Final calibration metrics of a job (summary.csv): what every choice is made from.
 CALIBRATION_METRICS = (CAL_ACC, CAL_TARGET, CAL_RETAINED, CAL_SCORE)
+#: The same metrics on the estimation part, under the names of :data:`SELECT_KEYS` (never read by a choice).
+ESTIMATE_KEYS = {k: metric_key(ESTIMATION_PART, k) for k in SELECT_KEYS}
+ESTIMATION_METRICS = tuple(ESTIMATE_KEYS.values())
 #: The reference of the ``target_at_retained`` rule (the baseline's calibration retained accuracy).
 BASE_CAL_RETAINED = f"baseline/{CAL_RETAINED}"
 
@@ -69,6 +84,20 @@ GRID_FLOPS, GRID_WALL = "cost/grid_train_flops", "cost/grid_train_wall_s"
 #: left out of the tuned table and of the best-method choice.
 OWN_RULE_METHODS = ("task_negation",)
 CHOSEN_FOR = "chosen_for"
+#: summary.csv: whether the job's metrics.json records a divergence (:attr:`~.load.Job.divergence`).
+DIVERGED = "diverged"
+#: Families of Holm's correction (:func:`with_holm`): every "sequential beats joint" test the report shows (the
+#: naive pairs and every tuned pair, both metrics), and the comparisons of each variant with a reference.
+HYPOTHESIS_FAMILY = "every sequential-vs-joint test"
+REFERENCE_FAMILY = "every variant-vs-reference comparison"
+
+#: Knob values that end a knob's range by construction, ``(knob, value, why)``: a choice there is at a grid edge
+#: that no wider grid could move, so it is named rather than flagged as censored (:func:`grid_edge`).
+LIMIT_POINTS = (
+    ("lambda", 0.0, "λ = 0 is the pretrained baseline itself"),
+    ("retention.trainable", ["output"], "only the output layer trains: the smallest trainable set; training less is "
+                                        "the baseline"),
+)
 
 METRIC_NAMES = {
     "test/acc": "accuracy", "test/precision": "precision (macro)", "test/recall": "recall (macro)",
@@ -110,7 +139,8 @@ class SelectionRule:
             f"the baseline's minus δ = {100 * self.delta:g} pp; when none qualifies, the best retained accuracy "
             "(flagged as a fallback)")
         return (f"Selection rule: `{self.rule}`, δ = {self.delta:g} ({what}; ties go to the smaller knob value), "
-                f"always on the calibration split, never on test. Rule from {self.source}.")
+                "always on the selection part of the calibration split (`calibration/*`), never on its estimation "
+                f"part (`estimation/*`) or on test. Rule from {self.source}.")
 
 
 @dataclass
@@ -120,6 +150,8 @@ class Analysis:
     ``tuned`` are the tuned variants (one per knob curve with a choice); ``shown`` the variants of the headline
     views: every variant except the grid points of a tuned curve, plus the tuned variants. ``rows`` is ``frame``
     plus, per tuned variant and seed, the chosen job's row under the tuned label (``seeds`` serves both alike).
+    ``frame`` holds every job; statistics use only :attr:`finished` (diverged jobs left out unless
+    ``include_diverged``).
     """
 
     jobs: list[Job]
@@ -145,6 +177,7 @@ class Analysis:
     tuned_hypothesis: list[dict[str, Any]] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
+    include_diverged: bool = False
 
     @property
     def all_variants(self) -> list[str]:
@@ -157,14 +190,30 @@ class Analysis:
         return [j for j in self.jobs if not j.ok]
 
     @property
+    def diverged(self) -> list[Job]:
+        """Finished jobs whose metrics.json records a divergence (included or not)."""
+        return [j for j in self.jobs if j.diverged]
+
+    @property
+    def excluded(self) -> list[Job]:
+        """The diverged jobs left out of every statistic (none with ``include_diverged``)."""
+        return [] if self.include_diverged else self.diverged
+
+    @property
     def finished(self) -> list[Job]:
-        return [j for j in self.jobs if j.ok]
+        """The finished jobs that enter the statistics."""
+        return [j for j in self.jobs if counted(j, self.include_diverged)]
 
     def family(self, variant: str) -> str:
         """``naive``, ``retention`` or ``merging`` (the pretrained baseline row is naive)."""
         if variant not in self.variant_method:
             return FAMILIES[0]
         return variant_family(self.variant_method[variant], self.variant_retention[variant])
+
+
+def counted(job: Job, include_diverged: bool = False) -> bool:
+    """Whether ``job`` enters the statistics: finished, and not diverged unless ``include_diverged``."""
+    return job.ok and (include_diverged or not job.diverged)
 
 
 def task_classes_of(jobs: Iterable[Job]) -> list[int]:
@@ -196,21 +245,27 @@ def _metric_row(d: Mapping[str, Any] | None, task_classes: Sequence[int]) -> dic
     return row
 
 
-def jobs_frame(jobs: Sequence[Job], labels: Mapping[str, str], task_classes: Sequence[int]) -> pd.DataFrame:
+def jobs_frame(jobs: Sequence[Job], labels: Mapping[str, str], task_classes: Sequence[int],
+               include_diverged: bool = False) -> pd.DataFrame:
     """One row per job: identity, status, final metrics as fractions (all ten class accuracies, for the heatmap;
-    :func:`summary_csv_frame` selects the published columns), baseline and calibration metrics, and cost."""
+    :func:`summary_csv_frame` selects the published columns), baseline metrics, the calibration metrics of both
+    parts (selection: ``calibration/*``, estimation: ``estimation/*``) and the baseline's, and cost.
+    ``diverged`` (with the divergence as ``reason``) marks a run that diverged; ``excluded`` (internal) marks the
+    rows left out of the statistics (:func:`counted`)."""
     rows = []
     for job in jobs:
         m = job.metrics or {}
         final, base = _mapping(m, "final"), _mapping(m, "baseline")
         rows.append({
-            "job": job.rel, "status": job.status, "reason": job.reason, "method": job.method,
+            "job": job.rel, "status": job.status, DIVERGED: job.diverged,
+            "reason": divergence_text(job.divergence) if job.diverged else job.reason, "method": job.method,
             "retention": job.retention, "variant": labels[job.rel], "seed": pd.NA if job.seed is None else job.seed,
             "stages": json.dumps(m.get("stages")) if m.get("stages") is not None else "",
             **_metric_row(final, task_classes), **{k: _num(final, k) for k in CL_METRICS},
             "lambda": _num(m, "lambda"), **{f"baseline/{k}": _num(base, k) for k in HEADLINE_METRICS},
-            **{k: _num(final, k) for k in CALIBRATION_METRICS},
-            **{f"baseline/{k}": _num(base, k) for k in SELECT_KEYS.values()}, **_cost_row(m, job.run_info)})
+            **{k: _num(final, k) for k in (*CALIBRATION_METRICS, *ESTIMATION_METRICS)},
+            **{f"baseline/{k}": _num(base, k) for k in (*SELECT_KEYS.values(), *ESTIMATION_METRICS)},
+            **_cost_row(m, job.run_info), "excluded": job.diverged and not include_diverged})
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame["seed"] = frame["seed"].astype("Int64")
@@ -233,21 +288,28 @@ def cost_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def summary_csv_frame(frame: pd.DataFrame, task_classes: Sequence[int], knob_keys: Sequence[str] = ()) -> pd.DataFrame:
-    """Columns of ``summary.csv``: identity, headline metrics, task-class accuracies,
-    ``cl/*`` and ``lambda`` only where any job has them, the baseline reference, the final
-    calibration metrics and the baseline's, every ``cost/*``, the knob columns of the sweep's knob
-    curves (``retention.lambda_``, ...) and ``chosen_for`` (the tuned variants that chose the job)."""
-    cols = ["job", "status", "reason", "method", "retention", "variant", "seed", "stages",
+    """Columns of ``summary.csv``: identity (``diverged``: True for a run that diverged, its ``reason`` says where),
+    headline metrics, task-class accuracies, ``cl/*`` and ``lambda`` only where any job has them, the baseline
+    reference, the final calibration metrics of the selection part and the baseline's, the same of the estimation
+    part, every ``cost/*``, the knob columns of the sweep's knob curves (``retention.lambda_``, ...) and
+    ``chosen_for`` (the tuned variants that chose the job)."""
+    cols = ["job", "status", DIVERGED, "reason", "method", "retention", "variant", "seed", "stages",
             *BASE_METRICS, *[class_metric(k) for k in task_classes], CLASS_MEAN,
             *[c for c in (*CL_METRICS, "lambda") if c in frame and frame[c].notna().any()],
             *[f"baseline/{k}" for k in HEADLINE_METRICS], *CALIBRATION_METRICS,
-            *[f"baseline/{k}" for k in SELECT_KEYS.values()], *cost_columns(frame), *knob_keys, CHOSEN_FOR]
+            *[f"baseline/{k}" for k in SELECT_KEYS.values()], *ESTIMATION_METRICS,
+            *[f"baseline/{k}" for k in ESTIMATION_METRICS], *cost_columns(frame), *knob_keys, CHOSEN_FOR]
     return frame[[c for c in cols if c in frame.columns]]
 
 
+def _used(frame: pd.DataFrame) -> pd.Series:
+    """Mask of the rows that enter the statistics: finished jobs not left out as diverged (:func:`counted`)."""
+    return (frame["status"] == "ok") & ~frame["excluded"].astype(bool)
+
+
 def _done(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of finished jobs with a seed."""
-    return frame[(frame["status"] == "ok") & frame["seed"].notna()]
+    """The rows of the jobs that enter the statistics, with a seed."""
+    return frame[_used(frame) & frame["seed"].notna()]
 
 
 def _by_seed(values: pd.Series) -> dict[int, float]:
@@ -282,8 +344,8 @@ def baseline_per_seed(jobs: Sequence[Job], frame: pd.DataFrame,
                       task_classes: Sequence[int]) -> tuple[pd.DataFrame, str]:
     """Per-seed pretrained-baseline metrics (index seed) and where they came from: the ``final`` metrics of jobs
     of the ``baseline`` method when present, else the ``baseline`` block of every finished job with the study's
-    task classes, averaged per seed (they should agree)."""
-    base_jobs = frame[(frame["method"] == BASELINE_METHOD) & (frame["status"] == "ok")] if not frame.empty else frame
+    task classes, averaged per seed (they should agree). ``jobs`` are those that enter the statistics."""
+    base_jobs = frame[(frame["method"] == BASELINE_METHOD) & _used(frame)] if not frame.empty else frame
     if len(base_jobs):
         rows = base_jobs[["seed", *(c for c in frame.columns if c.startswith("test/"))]].dropna(subset=["seed"])
         source = "jobs of the baseline method (their final metrics)"
@@ -354,6 +416,18 @@ def hypothesis_tests(analysis: Analysis, tuned: bool = False) -> list[dict[str, 
             for s, j, extra in pairs for m in HYPOTHESIS_METRICS]
 
 
+def with_holm(rows: Sequence[dict[str, Any]], family: str) -> list[dict[str, Any]]:
+    """``rows`` (paired comparisons, :func:`_paired_row`) as one family of tests: each gains ``holm_pvalue`` (its
+    paired-t p-value adjusted by Holm's step-down method over the family, :func:`~.stats.holm`), ``family`` and
+    ``family_size`` (the tests with a defined p-value), and its verdict becomes :func:`~.stats.verdict` of its CI
+    *and* ``holm_pvalue``: supported (not supported) when the whole CI is above (below) 0 and the adjusted p < 0.05,
+    else inconclusive."""
+    adjusted = holm([r["t_pvalue"] for r in rows])
+    size = int(np.isfinite(adjusted).sum())
+    return [{**r, "holm_pvalue": float(p), "family": family, "family_size": size,
+             "verdict": verdict(r["ci_low"], r["ci_high"], r["n"], pvalue=float(p))} for r, p in zip(rows, adjusted)]
+
+
 def reference_comparisons(analysis: Analysis) -> list[dict[str, Any]]:
     """Every shown variant vs the pretrained baseline and vs each plain joint variant, ``diff = variant − reference``
     (positive favours the variant). The baseline of a seed is the ``baseline`` block of the variant's own job(s)
@@ -404,9 +478,29 @@ def _chosen_value(value: Any) -> Any:
     return value if is_finite_number(value) else format_value(value)
 
 
+def limit_point(knob: str, value: Any) -> str:
+    """Why ``value`` of ``knob`` ends the knob's range by construction (:data:`LIMIT_POINTS`), else ``""``."""
+    for key, limit, why in LIMIT_POINTS:
+        if key == knob and (math.isclose(value, limit, abs_tol=1e-12) if is_finite_number(value)
+                            and is_finite_number(limit) else format_value(value) == format_value(limit)):
+            return why
+    return ""
+
+
+def grid_edge(knob: str, value: Any, index: int, size: int) -> dict[str, Any]:
+    """Where the chosen ``value`` (position ``index`` of a seed's ``size`` grid values, in candidate order) lies:
+    ``on_edge`` (the smallest or largest value of the grid, so the best setting may lie beyond it), ``edge``
+    (``"low"``, ``"high"``, else ``""``; a grid of one value is ``"low"``) and ``limit_point`` (on an edge that is
+    the knob's natural end, :func:`limit_point`: why; else ``""``)."""
+    edge = "" if size < 1 else "low" if index == 0 else "high" if index == size - 1 else ""
+    return {"on_edge": bool(edge), "edge": edge, "limit_point": limit_point(knob, value) if edge else ""}
+
+
 def _choice_row(frame: pd.DataFrame, row: pd.Series, base: float, **ident: Any) -> dict[str, Any]:
-    """A row of tuned.csv: ``ident``, the reference ``base``, the chosen job's calibration and test metrics and cost."""
-    keys = [*SELECT_KEYS.values(), *HEADLINE_METRICS, *(c for c in cost_columns(frame) if c in row.index)]
+    """A row of tuned.csv: ``ident``, the reference ``base``, the chosen job's calibration metrics of both parts
+    (selection, estimation; the estimation part's also of its baseline), test metrics and cost."""
+    keys = [*SELECT_KEYS.values(), *ESTIMATION_METRICS, *(f"baseline/{c}" for c in ESTIMATION_METRICS),
+            *HEADLINE_METRICS, *(c for c in cost_columns(frame) if c in row.index)]
     return {**ident, BASE_CAL_RETAINED: base, **{c: row[c] for c in keys}}
 
 
@@ -415,8 +509,9 @@ def tune_curves(frame: pd.DataFrame, curves: Sequence[KnobCurve], rule: Selectio
 
     Candidates are the curve's finished jobs of that seed in knob order, each as its final calibration ``acc``,
     ``acc_target``, ``acc_retained`` (no calibration metrics: no candidate); the reference of ``target_at_retained``
-    is the seed's ``baseline["calibration/acc_retained"]``. The row carries the chosen job's calibration and test
-    metrics and cost, and the whole grid's training cost (``cost/grid_train_flops``, ``cost/grid_train_wall_s``).
+    is the seed's ``baseline["calibration/acc_retained"]``. The row carries where the choice lies in the seed's
+    grid of candidates (:func:`grid_edge`), the chosen job's calibration (both parts) and test metrics and cost, and
+    the whole grid's training cost (``cost/grid_train_flops``, ``cost/grid_train_wall_s``).
     """
     rows = []
     for curve in curves:
@@ -451,7 +546,8 @@ def tune_curves(frame: pd.DataFrame, curves: Sequence[KnobCurve], rule: Selectio
             value, job = candidates[chosen.index]
             rows.append({**_choice_row(
                 frame, job, spread[0], variant=curve.label, kind="knob", knob=curve.key, grid=grid, seed=int(seed),
-                chosen=_chosen_value(value), fallback=bool(chosen.fallback), n_candidates=len(candidates),
+                chosen=_chosen_value(value), fallback=bool(chosen.fallback),
+                **grid_edge(curve.key, value, chosen.index, len(candidates)), n_candidates=len(candidates),
                 job=job["job"], rule=rule.rule, delta=rule.delta),
                 GRID_FLOPS: float(group[TRAIN_FLOPS].sum(min_count=1)),
                 GRID_WALL: float(group[TRAIN_WALL].sum(min_count=1))})
@@ -463,7 +559,8 @@ def tune_curves(frame: pd.DataFrame, curves: Sequence[KnobCurve], rule: Selectio
 
 def merging_choices(jobs: Sequence[Job], frame: pd.DataFrame) -> pd.DataFrame:
     """The λ each merging job chose in-run (by the same rule, on calibration), in the rows of
-    :func:`tune_curves`; methods with their own rule (task negation) and without λ are left out."""
+    :func:`tune_curves` (its grid: the λ of its calibration.csv); methods with their own rule (task negation) and
+    without λ are left out. ``jobs`` are those that enter the statistics."""
     by_job = frame.set_index("job") if not frame.empty else frame
     rows = []
     for job in jobs:
@@ -473,20 +570,28 @@ def merging_choices(jobs: Sequence[Job], frame: pd.DataFrame) -> pd.DataFrame:
             continue
         how = _mapping(m, "lambda_selection") or {}
         grid = sorted(job.calibration["lambda"].dropna().tolist()) if job.calibration is not None else []
-        row = by_job.loc[job.rel]
+        row, lam = by_job.loc[job.rel], float(m["lambda"])
+        at = int(np.argmin(np.abs(np.asarray(grid) - lam))) if grid else 0  # the grid point it chose
         rows.append(_choice_row(
             frame, row, row[BASE_CAL_RETAINED], variant=row["variant"], kind="merging (in-run)", knob="lambda",
-            grid=json.dumps(grid), seed=int(job.seed), chosen=float(m["lambda"]),
-            fallback=bool(how.get("fallback", False)), n_candidates=len(grid), job=job.rel,
+            grid=json.dumps(grid), seed=int(job.seed), chosen=lam, fallback=bool(how.get("fallback", False)),
+            **grid_edge("lambda", lam, at, len(grid)), n_candidates=len(grid), job=job.rel,
             rule=how.get("rule", ""), delta=how.get("delta", math.nan)))
     return pd.DataFrame(rows)
 
 
 def best_method(analysis: Analysis) -> dict[str, Any] | None:
     """The best fine-tuning method under the selection rule: :func:`select` over the shown variants' (not the
-    baseline, not task negation) mean final calibration metrics over seeds, in report order, with the mean baseline
-    calibration retained accuracy as reference. The tuned variants' calibration numbers are optimistic next to
-    untuned ones (picked twice on one split); the test numbers reported beside them are not."""
+    baseline, not task negation) mean final calibration metrics over seeds on the *selection part*, in report order,
+    with the mean baseline calibration retained accuracy as reference.
+
+    The chosen variant's selection-part numbers are biased upwards (a tuned variant's were picked twice on them:
+    its knob, then the best method), so its reported estimate is from the disjoint *estimation part*, which no
+    choice reads: ``estimate`` = mean over seeds of ``estimation/acc``, ``acc_target``, ``acc_retained`` (NaN for
+    runs without them), ``selected`` = the same on the selection part (the candidate row), and ``optimism`` = the
+    mean over the seeds that have both of estimation − selection (fractions; **negative: the selection part
+    flattered the choice**). Keys of each: ``acc``, ``acc_target``, ``acc_retained``; ``n_estimate``: the seeds
+    with an estimate."""
     table = [{"variant": v, **{k: analysis.seeds.mean(col, v) for k, col in SELECT_KEYS.items()}}
              for v in analysis.shown if analysis.variant_method[v] not in (BASELINE_METHOD, *OWN_RULE_METHODS)]
     table = [r for r in table if all(math.isfinite(r[k]) for k in SELECT_KEYS)]
@@ -502,8 +607,12 @@ def best_method(analysis: Analysis) -> dict[str, Any] | None:
     chosen = select(table, base, rule, delta)
     for r in table:
         r["qualifies"] = rule == "overall" or r["acc_retained"] >= base - delta - 1e-12
-    return {"variant": table[chosen.index]["variant"], "fallback": chosen.fallback, "baseline_retained": base,
-            "candidates": table}
+    v, get = table[chosen.index]["variant"], analysis.seeds.get
+    estimate = {k: analysis.seeds.mean(col, v) for k, col in ESTIMATE_KEYS.items()}
+    optimism = {k: paired_by_seed(get(ESTIMATE_KEYS[k], v), get(col, v)).mean_diff for k, col in SELECT_KEYS.items()}
+    return {"variant": v, "fallback": chosen.fallback, "baseline_retained": base, "candidates": table,
+            "selected": {k: table[chosen.index][k] for k in SELECT_KEYS}, "estimate": estimate, "optimism": optimism,
+            "n_estimate": min(len(get(col, v)) for col in ESTIMATE_KEYS.values())}
 
 
 def cost_table(analysis: Analysis) -> pd.DataFrame:
@@ -513,7 +622,7 @@ def cost_table(analysis: Analysis) -> pd.DataFrame:
     numeric = [c for c in cost_columns(analysis.frame) if c != DEVICE]
     out = []
     for v in analysis.shown:
-        sel = rows[(rows["status"] == "ok") & (rows["variant"] == v)]
+        sel = rows[_used(rows) & (rows["variant"] == v)]
         grid = choices[choices["variant"] == v] if not choices.empty else pd.DataFrame()
         out.append({"variant": v, "n": int(sel["seed"].nunique()),
                     **{c: analysis.seeds.mean(c, v) for c in numeric},
@@ -523,13 +632,15 @@ def cost_table(analysis: Analysis) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["variant", "n", *numeric, DEVICE, GRID_FLOPS, GRID_WALL])
 
 
-def analyse(jobs: Sequence[Job], rule: str | None = None, delta: float | None = None) -> Analysis:
-    """Build the full :class:`Analysis` of a sweep; ``rule``/``delta`` override the jobs' selection rule."""
+def analyse(jobs: Sequence[Job], rule: str | None = None, delta: float | None = None,
+            include_diverged: bool = False) -> Analysis:
+    """Build the full :class:`Analysis` of a sweep; ``rule``/``delta`` override the jobs' selection rule;
+    ``include_diverged`` lets diverged runs into the statistics (by default they only keep their summary.csv row)."""
     jobs = list(jobs)
     labels = dict(zip([j.rel for j in jobs], variant_labels([j.config for j in jobs])))
     classes = task_classes_of(jobs)
-    frame = jobs_frame(jobs, labels, classes)
-    done = [j for j in jobs if j.ok]
+    frame = jobs_frame(jobs, labels, classes, include_diverged)
+    done = [j for j in jobs if counted(j, include_diverged)]
     info = {labels[j.rel]: (j.method, j.retention) for j in done}
     selection = selection_rule(jobs, rule, delta)
     curves = knob_curves({v: next(j.config for j in done if labels[j.rel] == v) for v in info})
@@ -537,7 +648,7 @@ def analyse(jobs: Sequence[Job], rule: str | None = None, delta: float | None = 
     for key in dict.fromkeys(c.key for c in curves):  # the knob columns: the job's value where it has that key
         frame[key] = [_chosen_value(flat[rel][key]) if key in flat[rel] else None for rel in frame["job"]]
     knob = tune_curves(frame, curves, selection)
-    choices = pd.concat([knob, merging_choices(jobs, frame)], ignore_index=True)
+    choices = pd.concat([knob, merging_choices(done, frame)], ignore_index=True)
     tuned_info = {c.label: (c.method, c.retention) for c in curves if c.label in set(knob.get("variant", []))}
     for c in curves:
         if c.label not in tuned_info:
@@ -551,7 +662,7 @@ def analyse(jobs: Sequence[Job], rule: str | None = None, delta: float | None = 
                                                .assign(variant=knob["variant"].tolist())], ignore_index=True)
     in_tuned_curve = {v for c in curves if c.label in tuned_info for v in c.variants}
     all_info = {**info, **tuned_info}
-    baseline, source = baseline_per_seed(jobs, frame, classes)
+    baseline, source = baseline_per_seed(done, frame, classes)
     has_baseline_method = any(m == BASELINE_METHOD for m, _ in info.values())
     metrics = ["test/acc", "test/precision", "test/recall", "test/f1", *map(class_metric, classes), CLASS_MEAN,
                TARGET, RETAINED, *(m for m in ("cl/forgetting", "cl/bwt") if m in frame and frame[m].notna().any())]
@@ -564,13 +675,15 @@ def analyse(jobs: Sequence[Job], rule: str | None = None, delta: float | None = 
         table_metrics=metrics, summary=summary_table(seeds, order_variants(all_info), metrics,
                                                      None if has_baseline_method else baseline),
         selection=selection, curves=curves, tuned=order_variants(tuned_info), choices=choices,
-        shown=order_variants({v: all_info[v] for v in all_info if v not in in_tuned_curve}), rows=rows, seeds=seeds)
+        shown=order_variants({v: all_info[v] for v in all_info if v not in in_tuned_curve}), rows=rows, seeds=seeds,
+        include_diverged=include_diverged)
     counts = _done(frame).groupby(["variant", "seed"]).size() if not frame.empty else pd.Series(dtype=int)
     for (variant, seed), n in counts[counts > 1].items():
         log.warning("variant %s has %d finished jobs with seed %s; their metrics are averaged", variant, n, seed)
-    analysis.hypothesis = hypothesis_tests(analysis)
-    analysis.tuned_hypothesis = hypothesis_tests(analysis, tuned=True)
-    analysis.comparisons = reference_comparisons(analysis)
+    naive, tuned = hypothesis_tests(analysis), hypothesis_tests(analysis, tuned=True)
+    family = with_holm([*naive, *tuned], HYPOTHESIS_FAMILY)  # one family: every sequential-vs-joint test shown
+    analysis.hypothesis, analysis.tuned_hypothesis = family[:len(naive)], family[len(naive):]
+    analysis.comparisons = with_holm(reference_comparisons(analysis), REFERENCE_FAMILY)
     analysis.best = best_method(analysis)
     return analysis
 
@@ -593,7 +706,7 @@ def shown_jobs(analysis: Analysis) -> list[tuple[str, Job]]:
     """``(variant, job)`` of every shown variant (a tuned variant: its chosen jobs)."""
     by_rel, rows = {j.rel: j for j in analysis.jobs}, analysis.rows
     return [(v, by_rel[rel]) for v in analysis.shown
-            for rel in rows.loc[(rows["status"] == "ok") & (rows["variant"] == v), "job"]]
+            for rel in rows.loc[_used(rows) & (rows["variant"] == v), "job"]]
 
 
 def _tidy(parts: Iterable[tuple[str, Job, pd.DataFrame | None]], columns: list[str], subset: list[str],

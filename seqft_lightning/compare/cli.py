@@ -1,8 +1,9 @@
-"""Command line: ``python compare.py [SWEEP_DIR] [--outputs DIR] [--rule RULE] [--delta D]``.
+"""Command line: ``python compare.py [SWEEP_DIR] [--outputs DIR] [--rule RULE] [--delta D] [--include-diverged]``.
 
 Writes ``<SWEEP_DIR>/compare/`` (summary.csv, tuned.csv, summary.md, hypothesis.md, plots/*.png, report.md,
-report.html). Knobs are chosen per seed on the calibration split by the jobs' selection rule (which must agree),
-or by ``--rule``/``--delta``. Exit status 0 = report written; bad input (:class:`~seqft_lightning.errors.SeqftError`)
+report.html). Knobs are chosen per seed on the selection part of the calibration split by the jobs' selection rule
+(which must agree), or by ``--rule``/``--delta``. Runs that diverged are left out of every statistic unless
+``--include-diverged``. Exit status 0 = report written; bad input (:class:`~seqft_lightning.errors.SeqftError`)
 gives one line ``error: ...`` on stderr and exit :data:`~seqft_lightning.errors.EXIT_USER_ERROR` (2).
 """
 
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--delta", type=float, default=None, metavar="D",
                         help="the rule's tolerance on calibration retained accuracy, a fraction (0.01 = 1 pp; "
                              "default: the jobs' selection.delta)")
+    parser.add_argument("--include-diverged", action="store_true",
+                        help="let runs whose metrics.json records a divergence into every mean, CI, choice and verdict "
+                             "(default: they are listed in the report and kept in summary.csv only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (one line per job read)")
     return parser
 
@@ -70,9 +74,10 @@ def resolve_sweep_dir(sweep_dir: Path | None, outputs: Path) -> Path:
     return found
 
 
-def run(sweep_dir: Path, rule: str | None = None, delta: float | None = None) -> Path:
+def run(sweep_dir: Path, rule: str | None = None, delta: float | None = None, include_diverged: bool = False) -> Path:
     """Analyse ``sweep_dir`` and write its comparison; returns the path of report.md. ``rule``/``delta``
-    override the jobs' selection rule (:func:`~.aggregate.selection_rule`)."""
+    override the jobs' selection rule (:func:`~.aggregate.selection_rule`); ``include_diverged`` lets diverged runs
+    into the statistics."""
     from seqft_lightning.compare.load import find_job_dirs, load_jobs
 
     if not find_job_dirs(sweep_dir):
@@ -82,11 +87,15 @@ def run(sweep_dir: Path, rule: str | None = None, delta: float | None = None) ->
     from seqft_lightning.compare.plots import make_all_plots
     from seqft_lightning.compare.report import write_outputs
 
-    analysis = analyse(jobs, rule, delta)
+    analysis = analyse(jobs, rule, delta, include_diverged)
+    if analysis.diverged:
+        log.warning("%d run(s) diverged; %s", len(analysis.diverged), "included (--include-diverged)"
+                    if include_diverged else "left out of every statistic (--include-diverged lets them in)")
     log.info("%d variant(s), %d tuned on calibration (%s)", len(analysis.variants), len(analysis.tuned),
              analysis.selection.short())
     if not analysis.finished:
-        log.warning("no job of %s has finished; the report only lists the failures", sweep_dir)
+        log.warning("no job of %s has finished%s; the report only lists the failures", sweep_dir,
+                    " without diverging" if analysis.excluded else "")
     out_dir = sweep_dir / "compare"
     plots = make_all_plots(analysis, out_dir / "plots")
     for p in plots:
@@ -104,8 +113,10 @@ def run(sweep_dir: Path, rule: str | None = None, delta: float | None = None) ->
     for (variant, reference), texts in verdicts.items():
         log.info("hypothesis (%s vs %s): %s", variant, reference, ", ".join(texts))
     if analysis.best is not None:
-        log.info("best method under the selection rule: %s%s", analysis.best["variant"],
-                 " (fallback)" if analysis.best["fallback"] else "")
+        estimate = analysis.best["estimate"]
+        log.info("best method under the selection rule: %s%s; estimate on the estimation part: target %.2f %%, "
+                 "retained %.2f %%", analysis.best["variant"], " (fallback)" if analysis.best["fallback"] else "",
+                 100 * estimate["acc_target"], 100 * estimate["acc_retained"])
     return paths["report.md"]
 
 
@@ -113,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns 0, or exits with status 2 and one ``error: ...`` line on bad input."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    report = run_or_exit(lambda: run(resolve_sweep_dir(args.sweep_dir, args.outputs), args.rule, args.delta))
+    report = run_or_exit(lambda: run(resolve_sweep_dir(args.sweep_dir, args.outputs), args.rule, args.delta,
+                                     args.include_diverged))
     log.info("report: %s", report)
     return 0

@@ -6,8 +6,11 @@ tail is searched for the error line). The other files that are missing or unread
 never fatal: a job without ``stages.csv`` simply has no stage table.
 
 ``.hydra/config.yaml`` is parsed with libyaml and OmegaConf's number rules; OmegaConf itself (ten times slower)
-resolves interpolations only when a key that affects results holds one, so a sweep of hundreds of jobs reads
-in seconds.
+resolves interpolations only when a key that affects results holds one (seeds such as ``retention.seed: ${seed}``
+do not count: no label reads them, :func:`~.variants.is_seed_key`), so a sweep of hundreds of jobs reads in seconds.
+
+A finished job whose ``metrics.json`` has a ``divergence`` entry other than ``null`` diverged
+(:attr:`Job.divergence`); it is still ``"ok"`` here, and :mod:`.aggregate` decides whether it counts.
 """
 
 from __future__ import annotations
@@ -28,14 +31,15 @@ import pandas as pd
 
 from seqft_lightning.contract import (CALIBRATION_COLUMNS, CALIBRATION_FILE, CONFIG_FILE, CURVE_COLUMNS,
                                       CURVES_FILE, LAMBDA_TEST_FILE, METRICS_FILE, RUN_INFO_FILE, STAGE_COLUMNS,
-                                      STAGES_FILE, TRAIN_LOG_FILE, affects_results, confusion_file, flatten)
-from seqft_lightning.compare.variants import method_name, retention_name
+                                      STAGES_FILE, TRAIN_LOG_FILE, DIVERGENCE, affects_results, confusion_file, flatten)
+from seqft_lightning.compare.variants import is_seed_key, method_name, retention_name
 
 log = logging.getLogger(__name__)
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_UNFINISHED = "unfinished"
+#: metrics.json's top-level key of a diverged run: ``null``, else ``{"stage", "epoch", "train_loss", "reason"}``.
 
 _EXC_LINE = re.compile(r"^\s*(\w[\w.]*(Error|Exception|Interrupt|Exit)\b.*)$")
 _ERR_LINE = re.compile(r"(Traceback|\bERROR\b|CRITICAL|out of memory|Killed|Segmentation fault|"
@@ -69,6 +73,31 @@ class Job:
     @property
     def ok(self) -> bool:
         return self.status == STATUS_OK
+
+    @property
+    def divergence(self) -> dict[str, Any] | None:
+        """metrics.json's ``divergence``: None when training stayed finite and bounded (and for runs older than the
+        key), else ``{"stage": int, "epoch": int, "train_loss": float or None, "reason": str}`` (an entry that is
+        not an object becomes ``{"reason": its text}``)."""
+        value = (self.metrics or {}).get(DIVERGENCE)
+        if value is None:
+            return None
+        return dict(value) if isinstance(value, dict) else {"reason": str(value)}
+
+    @property
+    def diverged(self) -> bool:
+        """Whether metrics.json records a divergence (:attr:`divergence` is not None)."""
+        return self.divergence is not None
+
+
+def divergence_text(divergence: dict[str, Any]) -> str:
+    """One line for a :attr:`Job.divergence`: ``diverged in stage 2, epoch 3 (train loss nan): <reason>``."""
+    where = ", ".join(f"{k} {divergence[k]}" for k in ("stage", "epoch") if divergence.get(k) is not None)
+    loss = divergence.get("train_loss")
+    detail = " ".join(filter(None, [f"in {where}" if where else "", f"(train loss {loss:.4g})"
+                                    if isinstance(loss, (int, float)) and not isinstance(loss, bool) else ""]))
+    reason = str(divergence.get("reason") or "").strip()
+    return " ".join(filter(None, ["diverged", detail])) + (f": {reason}" if reason else "")
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, list[str], bool]]:
@@ -135,14 +164,14 @@ def _has_interpolation(value: Any) -> bool:
 
 def read_config(path: Path) -> dict[str, Any]:
     """Composed Hydra config as plain containers (interpolations resolved when possible; those under
-    keys that never affect results, such as ``paths`` and ``logger``, may stay unresolved)."""
+    keys that never affect results, such as ``paths`` and ``logger``, and seed keys may stay unresolved)."""
     import yaml
 
     with open(path, encoding="utf-8") as fh:
         data = yaml.load(fh, Loader=_yaml_loader())  # noqa: S506 (a safe loader)
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a mapping")
-    if not any(affects_results(k) and _has_interpolation(v) for k, v in flatten(data).items()):
+    if not any(affects_results(k) and not is_seed_key(k) and _has_interpolation(v) for k, v in flatten(data).items()):
         return data
 
     from omegaconf import OmegaConf

@@ -3,6 +3,9 @@
 Tables show accuracies in percent (``91.23``) and differences in percentage points (``+1.20 pp``); ``summary.csv``
 keeps the raw fractions. Every paired difference is ``variant − reference`` (for the hypothesis: sequential −
 joint), so a positive value favours the first-named side. Every text output states the selection rule and δ.
+Each verdict shows the raw paired-t p, its Holm-adjusted p and the family it was corrected in; a Wilcoxon p-value
+is shown only where the exact test can reach p < 0.05 (else ``n/a (n = 5 cannot reach p < 0.05)``; no CSV
+carries Wilcoxon p-values).
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ import pandas as pd
 from seqft_lightning.compare import aggregate as agg
 from seqft_lightning.compare.document import (Block, Bullets, Heading, Image, Paragraph, Table,
                                               to_html, to_markdown)
-from seqft_lightning.compare.stats import MIN_PAIRED_SEEDS
+from seqft_lightning.compare.stats import ALPHA, MIN_PAIRED_SEEDS, t_interval, wilcoxon_min_pairs
 from seqft_lightning.io import atomic_write_text
 
 HYPOTHESIS = "Sequential fine-tuning beats joint fine-tuning"
@@ -28,8 +32,8 @@ CLIPPING = ("CIs of accuracies, precision, recall and F1 are clipped to [0, 100]
             "tables and in the plots alike; CIs of loss, forgetting, BWT and of paired differences are not.")
 DASH = "–"
 #: Columns of an empty ``tuned.csv`` (a sweep without knob curves or merging λ).
-TUNED_COLUMNS = ["variant", "kind", "knob", "grid", "seed", "chosen", "fallback", "n_candidates", "job", "rule",
-                 "delta"]
+TUNED_COLUMNS = ["variant", "kind", "knob", "grid", "seed", "chosen", "fallback", "on_edge", "edge", "limit_point",
+                 "n_candidates", "job", "rule", "delta"]
 
 
 def pct(x: float, digits: int = 2) -> str:
@@ -51,6 +55,21 @@ def pvalue(p: float, name: str = "p") -> str:
     undefined; ``name=""`` gives the table cell (``"< 0.001"``, ``"0.0123"``, ``"n/a"``)."""
     text = "= n/a" if p is None or not math.isfinite(p) else "< 0.001" if p < 1e-3 else f"= {p:.3g}"
     return f"{name} {text}" if name else text.removeprefix("= ")
+
+
+def wilcoxon_text(r: dict[str, Any], name: str = "p") -> str:
+    """The Wilcoxon p-value as :func:`pvalue` writes it, or ``n/a (n = 5 cannot reach p < 0.05)`` where the exact
+    test cannot reach significance (:func:`~.stats.wilcoxon_min_pairs`)."""
+    return f"n/a ({r['wilcoxon_note']})" if r.get("wilcoxon_note") else pvalue(r["wilcoxon_pvalue"], name)
+
+
+def family_text(rows: Sequence[dict[str, Any]]) -> str:
+    """``Holm's step-down correction over one family: every sequential-vs-joint test in this report (m = 6)``
+    (``""`` without rows)."""
+    if not rows:
+        return ""
+    first = rows[0]
+    return f"Holm's step-down correction over one family: {first['family']} in this report (m = {first['family_size']})"
 
 
 def cell(row: Any) -> str:
@@ -103,7 +122,8 @@ def summary_blocks(analysis: agg.Analysis) -> list[Block]:
                   "accuracy on all other classes. Forgetting is positive when accuracy was lost; BWT is negative "
                   "when accuracy was lost (both in percentage points)."),
         Paragraph(f"Baseline row: {analysis.baseline_source}. {len(analysis.finished)} finished job(s), "
-                  f"{len(analysis.failed)} failed or unfinished (not included)."),
+                  f"{len(analysis.failed)} failed or unfinished (not included)"
+                  + (f", {len(analysis.excluded)} diverged (not included)." if analysis.excluded else ".")),
         Paragraph(analysis.selection.text() + (
             " A `(tuned)` row holds, per seed, the grid point chosen by this rule; the grid points themselves "
             "follow it." if analysis.tuned else "")),
@@ -114,12 +134,12 @@ def summary_blocks(analysis: agg.Analysis) -> list[Block]:
 
 def _comparison_table(rows: Sequence[dict[str, Any]], first: str = "sequential", second: str = "joint",
                       hypothesis: str = "H: sequential > joint") -> Table:
-    header = [first, second, "metric", "n", "mean diff (pp)", "95% CI (pp)", "paired t p", "Wilcoxon p",
+    header = [first, second, "metric", "n", "mean diff (pp)", "95% CI (pp)", "paired t p", "Holm p", "Wilcoxon p",
               f"verdict ({hypothesis})"]
     body = [[code(r["variant"]), code(r["reference"]), agg.metric_name(r["metric"]), str(r["n"]),
-             pp(r["mean_diff"]), f"[{pp(r['ci_low'])}, {pp(r['ci_high'])}]",
-             pvalue(r["t_pvalue"], ""), pvalue(r["wilcoxon_pvalue"], ""), f"**{r['verdict']}**"] for r in rows]
-    return Table(header, body, align=["l", "l", "l"] + ["r"] * 5 + ["l"])
+             pp(r["mean_diff"]), f"[{pp(r['ci_low'])}, {pp(r['ci_high'])}]", pvalue(r["t_pvalue"], ""),
+             pvalue(r["holm_pvalue"], ""), wilcoxon_text(r, ""), f"**{r['verdict']}**"] for r in rows]
+    return Table(header, body, align=["l", "l", "l"] + ["r"] * 6 + ["l"])
 
 
 def _verdict_line(r: dict[str, Any], who: str) -> str:
@@ -127,8 +147,8 @@ def _verdict_line(r: dict[str, Any], who: str) -> str:
         detail = "no seed has both a finished sequential and a finished joint job"
     else:
         detail = (f"sequential − joint = {pp(r['mean_diff'])} pp, 95% CI [{pp(r['ci_low'])}, {pp(r['ci_high'])}] pp, "
-                  f"n = {r['n']} paired seed(s), paired t {pvalue(r['t_pvalue'])}, "
-                  f"Wilcoxon {pvalue(r['wilcoxon_pvalue'])}")
+                  f"n = {r['n']} paired seed(s), paired t {pvalue(r['t_pvalue'])}, Holm {pvalue(r['holm_pvalue'])} "
+                  f"(family of {r['family_size']}), Wilcoxon {wilcoxon_text(r)}")
         if r["n"] < MIN_PAIRED_SEEDS:
             detail += f" (fewer than {MIN_PAIRED_SEEDS} paired seeds)"
     return f"{who}{agg.metric_name(r['metric'])}: **{r['verdict']}** — {detail}"
@@ -165,15 +185,20 @@ def hypothesis_blocks(analysis: agg.Analysis, level: int = 1, with_verdict: bool
         Heading(f"Hypothesis: {HYPOTHESIS.lower()}", level), Paragraph("**Verdict**"), Bullets(verdict_lines(analysis)),
         Paragraph("**Verdict with both sides tuned**"), Bullets(tuned_verdict_lines(analysis)),
     ] if with_verdict else [Heading("Hypothesis test and comparisons", level)]
+    family = [*analysis.hypothesis, *analysis.tuned_hypothesis]
     blocks.append(Paragraph(
         "Jobs are paired by seed: the plain sequential variant (retention none) against the plain joint "
         "variant with the same seed. The difference is **sequential − joint**, so a "
         "positive value favours sequential. The 95% CI of the mean difference uses the t-distribution "
-        "(n−1 degrees of freedom); p-values are two-sided (paired t-test, Wilcoxon signed-rank; with n ≤ 5 "
-        "the Wilcoxon test cannot reach p < 0.05). Verdict rule: **supported** when the whole CI is above 0, "
-        "**not supported** when it is entirely below 0 (joint is better), otherwise **inconclusive** — "
-        f"always inconclusive with fewer than {MIN_PAIRED_SEEDS} paired seeds. Target accuracy is pooled "
-        "over the test samples of the task classes."))
+        "(n−1 degrees of freedom); p-values are two-sided (paired t-test, exact Wilcoxon signed-rank). "
+        f"The Wilcoxon test over n non-zero differences cannot go below p = 2/2^n, so it is shown only from "
+        f"n = {wilcoxon_min_pairs()} (n/a below). "
+        + (f"{family_text(family)}: the naive pair(s) and every tuned pair, on both metrics; each test's paired-t p "
+           "is adjusted (Holm p). " if family else "")
+        + f"Verdict rule: **supported** when the whole CI is above 0 and the Holm-adjusted p < {ALPHA:g}, "
+        f"**not supported** when the whole CI is below 0 (joint is better) and the Holm-adjusted p < {ALPHA:g}, "
+        f"otherwise **inconclusive** — always inconclusive with fewer than {MIN_PAIRED_SEEDS} paired seeds. Target "
+        "accuracy is pooled over the test samples of the task classes."))
     if analysis.hypothesis:
         blocks += [Heading("Paired results", level + 1),
                    _comparison_table(analysis.hypothesis),
@@ -191,8 +216,9 @@ def hypothesis_blocks(analysis: agg.Analysis, level: int = 1, with_verdict: bool
     if analysis.tuned:
         blocks.append(Paragraph("The comparisons below cover the naive, tuned and merging variants; the grid points "
                                 "of a tuned knob are in the summary table."))
-    note = ("Exploratory: many comparisons, no multiple-testing correction. Difference = variant − reference "
-            "(positive favours the variant); verdict as above for H: variant > reference.")
+    note = (f"{family_text(analysis.comparisons)}, both tables together, apart from the sequential-vs-joint family. "
+            "Difference = variant − reference (positive favours the variant); verdict as above (CI and Holm p) for "
+            "H: variant > reference.")
     base = [r for r in analysis.comparisons if r["reference"] == analysis.baseline_label]
     joint = [r for r in analysis.comparisons if r["reference"] != analysis.baseline_label]
     for vs, ref, rows, extra, missing in (
@@ -214,6 +240,37 @@ def _grid_text(grid: str) -> str:
     return ", ".join(_number(v, "g") if isinstance(v, (int, float)) else str(v) for v in values)
 
 
+def _value_text(value: Any) -> str:
+    """A chosen knob value as the tables write it (numbers ``%g``, lists as their text)."""
+    return value if isinstance(value, str) else _number(value, "g")
+
+
+def _choices_text(choices: pd.DataFrame, what: Callable[[Any], str]) -> str:
+    """Rows of tuned.csv as one text, a variant's seeds together: ``<variant> (<knob>): s1: 10000 (high), s2: ...;
+    ...``, where ``what(row)`` is the text after each value."""
+    parts = [f"{code(v)} ({g['knob'].iloc[0]}): " + ", ".join(
+        f"s{int(r.seed)}: {_value_text(r.chosen)} {what(r)}" for r in g.sort_values("seed").itertuples(index=False))
+        for v, g in choices.groupby("variant", sort=False)]
+    return "; ".join(parts)
+
+
+def edge_blocks(analysis: agg.Analysis) -> list[Block]:
+    """The choices at a grid edge (tuned.csv ``on_edge``): flagged when the edge is no limit point (the rule's best
+    setting may lie beyond the grid, so the tuned numbers may be censored), named with why when it is one."""
+    ch = analysis.choices
+    if ch.empty:
+        return []
+    edge = ch[ch["on_edge"].astype(bool)]
+    censored, limits = edge[edge["limit_point"] == ""], edge[edge["limit_point"] != ""]
+    blocks = [Paragraph("**Choices on a grid edge** (the smallest or largest value of that seed's grid, not a limit "
+                        "point: the best setting may lie beyond the grid, so widen it): "
+                        + (_choices_text(censored, lambda r: f"({r.edge})") if len(censored) else "none") + ".")]
+    if len(limits):
+        blocks.append(Paragraph("**Limit points** (an edge that ends the knob's range by construction, not a "
+                                "censored search): " + _choices_text(limits, lambda r: f"— {r.limit_point}") + "."))
+    return blocks
+
+
 def tuned_table(analysis: agg.Analysis) -> Table:
     """The shown variants (naive and untuned references, tuned, merging): knob and grid, the value
     chosen per seed, test overall/target/retained ``mean ± std [95% CI]`` and training cost."""
@@ -227,8 +284,8 @@ def tuned_table(analysis: agg.Analysis) -> Table:
             knob = ch["knob"].iloc[0] if ch["kind"].iloc[0] == "knob" else "λ (chosen in-run)"
             grid = _grid_text(ch["grid"].iloc[0])
             chosen = ", ".join(  # s0: 100, s1: 1e+04* (* = fallback: no setting kept retained accuracy within δ)
-                f"s{int(r.seed)}: {_number(r.chosen, 'g') if not isinstance(r.chosen, str) else r.chosen}"
-                f"{'*' if r.fallback else ''}" for r in ch.sort_values("seed").itertuples(index=False))
+                f"s{int(r.seed)}: {_value_text(r.chosen)}{'*' if r.fallback else ''}"
+                for r in ch.sort_values("seed").itertuples(index=False))
         flops, wall = (cost[c].get(v) if v in cost.index else None for c in (agg.TRAIN_FLOPS, agg.TRAIN_WALL))
         rows.append([code(v), knob, grid, chosen, *_stats_cells(lookup, v, agg.HEADLINE_METRICS), _number(flops),
                      _number(wall, ".1f")])
@@ -260,8 +317,30 @@ def cost_blocks(analysis: agg.Analysis) -> list[Block]:
     ]
 
 
+def _seed_cell(analysis: agg.Analysis, column: str, variant: str) -> str:
+    """``mean ± std [95% CI]`` (percent, clipped) over seeds of ``column`` of ``variant``."""
+    return cell(asdict(t_interval(analysis.seeds.get(column, variant).values(), 0.95, (0.0, 1.0))))
+
+
+def estimate_table(analysis: agg.Analysis) -> Table:
+    """The best method's numbers on the selection part (biased: chosen on them), the estimation part (the reported
+    estimate), their difference (estimation − selection, pp; negative = the choice's optimism) and test."""
+    best, v = analysis.best, analysis.best["variant"]
+    keys = list(agg.SELECT_KEYS)
+    test = dict(zip(keys, agg.HEADLINE_METRICS))
+    return Table(["numbers of the best method", "overall (%)", "target (%)", "retained (%)"], [
+        ["selection part (`calibration/*`): chosen on it, biased",
+         *[_seed_cell(analysis, agg.SELECT_KEYS[k], v) for k in keys]],
+        ["**estimation part** (`estimation/*`): no choice reads it, **the estimate**",
+         *[_seed_cell(analysis, agg.ESTIMATE_KEYS[k], v) for k in keys]],
+        ["estimation − selection (pp; negative: optimism of the choice)", *[pp(best["optimism"][k]) for k in keys]],
+        ["test: reporting only", *[_seed_cell(analysis, test[k], v) for k in keys]],
+    ], "**The best method: estimate and optimism** (mean ± std [95% CI] over seeds)", align=["l", "r", "r", "r"])
+
+
 def best_blocks(analysis: agg.Analysis) -> list[Block]:
-    """The best method under the selection rule, its test numbers and cost, and the candidates it was chosen from."""
+    """The best method under the selection rule: its unbiased estimate (estimation part) beside its test numbers and
+    cost, the optimism of its selection-part numbers, how it was chosen, and the candidates it was chosen from."""
     best = analysis.best
     if best is None:
         return [Paragraph("**Best method**: none can be named: no naive, tuned or merging variant has calibration "
@@ -282,16 +361,23 @@ def best_blocks(analysis: agg.Analysis) -> list[Block]:
                 if best["fallback"] else "")
     rows = [[code(r["variant"]), pct(r["acc"]), pct(r["acc_target"]), pct(r["acc_retained"]),
              "yes" if r["qualifies"] else "no", "**chosen**" if r["variant"] == v else ""] for r in best["candidates"]]
+    estimate = ("; ".join(f"{agg.metric_name(m)} {pct(best['estimate'][k])}" for k, m in
+                          zip(agg.SELECT_KEYS, agg.HEADLINE_METRICS)) + f" (mean over {best['n_estimate']} seed(s))"
+                if best["n_estimate"] else "none: these runs have no estimation-part metrics (older than the split "
+                "of the calibration data); its test numbers are the unbiased ones")
     return [
-        Paragraph(f"**Best method under the selection rule: {code(v)}** — test (%, mean ± std [95% CI] over seeds): "
-                  f"{numbers}. Cost: {spend}.{fallback}"),
-        Paragraph(f"Chosen by `selection.select` ({how}) over the naive, tuned and merging variants' mean final "
-                  "calibration metrics; test numbers never enter. A tuned variant's calibration numbers are those of "
-                  "settings chosen on the same split, so they are optimistic next to untuned variants' (its test "
-                  "numbers are not)."),
+        Paragraph(f"**Best method under the selection rule: {code(v)}** — estimate on the estimation part (%): "
+                  f"{estimate}. Test (%, mean ± std [95% CI] over seeds): {numbers}. Cost: {spend}.{fallback}"),
+        Paragraph(f"How it was chosen: by `selection.select` ({how}) over the naive, tuned and merging variants' mean "
+                  "final metrics on the **selection part** of the calibration split (`calibration/*`), where every "
+                  "knob and merging λ was chosen too. Picked on those numbers (a tuned variant twice: its knob, then "
+                  "the best method), its selection-part numbers are optimistic; its reported estimate is from the "
+                  "disjoint **estimation part** (`estimation/*`), which no choice reads. Test numbers are for "
+                  "reporting only and never enter a choice."),
+        estimate_table(analysis),
         Table(["variant", "calibration overall (%)", "calibration target (%)", "calibration retained (%)",
                "retained within δ", ""], rows,
-              "**Candidates of the best-method choice** (calibration, mean over seeds)",
+              "**Candidates of the best-method choice** (selection part of calibration, mean over seeds)",
               align=["l", "r", "r", "r", "l", "l"]),
     ]
 
@@ -325,11 +411,24 @@ def _plots_in(plots: Sequence[Any], section: str, level: int) -> list[Block]:
     return blocks
 
 
+def _loss_text(loss: Any) -> str:
+    """A diverged run's train loss: ``nan`` and ``inf`` as such (they are the finding), en dash when unknown."""
+    return f"{loss:.4g}" if isinstance(loss, (int, float)) and not isinstance(loss, bool) else DASH
+
+
+def _diverged_text(analysis: agg.Analysis) -> str:
+    """``2 run(s) excluded as diverged`` (or ``included``), ``""`` when none diverged."""
+    n = len(analysis.diverged)
+    return "" if not n else f"{n} run(s) {'included' if analysis.include_diverged else 'excluded'} as diverged"
+
+
 def answer_blocks(analysis: agg.Analysis, plots: Sequence[Any]) -> list[Block]:
     pareto = _pareto_text(analysis)
     reset = any("method.reset_optimizer=false" in v for v in analysis.shown)
+    diverged = _diverged_text(analysis)
     return [
-        Heading("Answer", 2), Paragraph(analysis.selection.text()), *best_blocks(analysis),
+        Heading("Answer", 2), Paragraph(analysis.selection.text()),
+        *([Paragraph(f"**{diverged}** (listed under Jobs).")] if diverged else []), *best_blocks(analysis),
         *_plots_in(plots, "answer", 3), *([Paragraph(pareto)] if pareto else []),
         Heading("Tuned variants", 3),
         Paragraph("Nested selection: for each retention method's knob curve and each seed, the grid point picked "
@@ -338,7 +437,7 @@ def answer_blocks(analysis: agg.Analysis, plots: Sequence[Any]) -> list[Block]:
                   "with (`lambda_selection` in metrics.json). Rows without a knob are the untuned references"
                   + (" (the optimizer-state row: `method.reset_optimizer=false`, Adam's moments kept across "
                      "stages)." if reset else ".")),
-        tuned_table(analysis),
+        tuned_table(analysis), *edge_blocks(analysis),
         Heading("Verdict: sequential vs joint", 3),
         Paragraph(f"Hypothesis: **{HYPOTHESIS.lower()}**. Naive pair:"), Bullets(verdict_lines(analysis)),
         Paragraph("Each retention method with both sides tuned:"), Bullets(tuned_verdict_lines(analysis)),
@@ -348,10 +447,11 @@ def answer_blocks(analysis: agg.Analysis, plots: Sequence[Any]) -> list[Block]:
 
 def jobs_blocks(analysis: agg.Analysis) -> list[Block]:
     counts = Counter(analysis.labels[j.rel] for j in analysis.finished)
+    diverged = _diverged_text(analysis)
     blocks: list[Block] = [
         Heading("Jobs", 2),
-        Paragraph(f"{len(analysis.jobs)} job dir(s) read: {len(analysis.finished)} finished, "
-                  f"{len(analysis.failed)} failed or unfinished."),
+        Paragraph(f"{len(analysis.jobs)} job dir(s) read: {len(analysis.jobs) - len(analysis.failed)} finished"
+                  + (f" ({diverged})" if diverged else "") + f", {len(analysis.failed)} failed or unfinished."),
     ]
     if analysis.failed:
         blocks += [Paragraph("**Failed or unfinished jobs** (excluded from every statistic):"),
@@ -360,6 +460,16 @@ def jobs_blocks(analysis: agg.Analysis) -> list[Block]:
                            j.reason] for j in analysis.failed], align=["l"] * 5)]
     else:
         blocks.append(Paragraph("No failed or unfinished jobs."))
+    if diverged:
+        why = ("let into every statistic by `--include-diverged`" if analysis.include_diverged else
+               "left out of every mean, CI, choice and verdict; `--include-diverged` lets them in")
+        rows = [[code(j.rel), code(analysis.labels[j.rel]), DASH if j.seed is None else str(j.seed),
+                 *(_number(d.get(k), "g") for k in ("stage", "epoch")), _loss_text(d.get("train_loss")),
+                 str(d.get("reason") or DASH)]
+                for j in analysis.diverged for d in [j.divergence]]
+        blocks += [Paragraph(f"**{diverged}** ({why}; they keep their row in summary.csv, `diverged` True):"),
+                   Table(["job dir", "variant", "seed", "stage", "epoch", "train loss", "reason"], rows,
+                         align=["l", "l", "r", "r", "r", "r", "l"])]
     inactive = sorted({(analysis.labels[j.rel], str(j.metrics.get("retention_inactive")))
                        for j in analysis.finished if (j.metrics or {}).get("retention_inactive")})
     if inactive:

@@ -1,7 +1,8 @@
 """Pure labelling of method variants (nothing here touches the file system).
 
-A *variant* is a group of jobs whose composed configs are identical once the seed and the keys that do not
-affect results (:func:`seqft_lightning.contract.affects_results`: output paths, Hydra, loggers, callbacks,
+A *variant* is a group of jobs whose composed configs are identical once the seeds (:func:`is_seed_key`: the
+top-level ``seed`` and every ``*.seed`` / ``*_seed`` key, such as ``data.split_seed``, ``retention.seed`` and
+``method.merger.seed``, which default to ``${seed}``) and the keys that do not affect results (:func:`seqft_lightning.contract.affects_results`: output paths, Hydra, loggers, callbacks,
 console switches) are removed; the accelerator counts, so a GPU run is a variant of its own. Its label, readable
 and unique within a sweep, is ``method.name [+<retention>] [key=value ...]``, where ``key=value`` lists every
 remaining config leaf whose value differs between jobs that share the method name and retention.
@@ -35,9 +36,17 @@ def variant_family(method: str, retention: str) -> str:
     return "naive" if retention == NO_RETENTION else "retention"
 
 
+def is_seed_key(key: str) -> bool:
+    """Whether the dotted config ``key`` is a seed: its last part is ``seed`` or ends in ``_seed`` (the top-level
+    ``seed``, ``data.split_seed``, ``retention.seed``, ``method.merger.seed``). Seeds vary over the repeats of one
+    variant, resolved per seed or as the text ``${seed}``; they never tell variants or knobs apart."""
+    last = key.rsplit(".", 1)[-1]
+    return last == "seed" or last.endswith("_seed")
+
+
 def variant_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The flattened config without the seed and the keys that do not affect results."""
-    return {k: v for k, v in flatten(cfg).items() if k != "seed" and affects_results(k)}
+    """The flattened config without the seeds (:func:`is_seed_key`) and the keys that do not affect results."""
+    return {k: v for k, v in flatten(cfg).items() if not is_seed_key(k) and affects_results(k)}
 
 
 def method_name(cfg: Mapping[str, Any]) -> str:
@@ -92,8 +101,9 @@ TUNED_SUFFIX = "(tuned)"
 
 
 def is_knob_key(key: str) -> bool:
-    """A retention setting that a sweep may tune: any ``retention.*`` leaf except the class and seeds."""
-    return key.startswith("retention.") and key != "retention._target_" and not key.endswith("seed")
+    """A retention setting that a sweep may tune: any ``retention.*`` leaf except the class and the seeds
+    (:func:`is_seed_key`)."""
+    return key.startswith("retention.") and key != "retention._target_" and not is_seed_key(key)
 
 
 def knob_sort_key(value: Any) -> tuple:

@@ -31,8 +31,11 @@ class TaskDataModule(pl.LightningDataModule):
     Args:
         task_classes: classes held out for fine-tuning (the union of the method's stages).
         samples_per_task: training images held out per task class (``None``: all that remain).
-        calibration_size: images held out (stratified) for validation and model selection.
-        split_seed: seed of the split; independent of the training seed on purpose.
+        calibration_size: images held out (stratified) for validation and model selection: the
+            selection part, whose metrics carry the prefix ``calibration/``.
+        estimation_size: more held-out images (stratified), the estimation part (``estimation/``
+            metrics): no choice reads them, so they estimate a chosen model without bias.
+        split_seed: seed of the split (the configs set it to the training seed).
         eval_batch_size: batch size of the calibration and test loaders.
         mean, std: normalisation applied once to pixel values scaled to [0, 1].
     """
@@ -41,11 +44,12 @@ class TaskDataModule(pl.LightningDataModule):
 
     def __init__(self, task_classes: Sequence[int] = (3, 4, 7), samples_per_task: int | None = 1000,
                  calibration_size: int = 5000, split_seed: int = 0, eval_batch_size: int = 1000,
-                 mean: float = 0.1307, std: float = 0.3081):
+                 mean: float = 0.1307, std: float = 0.3081, estimation_size: int = 0):
         super().__init__()
         self.task_classes = sorted(int(c) for c in task_classes)
         self.samples_per_task = samples_per_task
         self.calibration_size = int(calibration_size)
+        self.estimation_size = int(estimation_size)
         self.split_seed = int(split_seed)
         self.eval_batch_size = int(eval_batch_size)
         self.mean, self.std = float(mean), float(std)
@@ -62,13 +66,15 @@ class TaskDataModule(pl.LightningDataModule):
         train_images, train_labels, test_images, test_labels = self.load_raw()
         train_x, test_x = self._normalised(train_images, test_images)
         self.splits = make_splits(train_labels, self.task_classes, self.samples_per_task, self.calibration_size,
-                                  self.split_seed, self.num_classes)
+                                  self.split_seed, self.num_classes, self.estimation_size)
         train_y, test_y = train_labels.long(), test_labels.long()
         self.pretrain_x, self.pretrain_y = train_x[self.splits.pretrain], train_y[self.splits.pretrain]
         self.calib_x, self.calib_y = train_x[self.splits.calibration], train_y[self.splits.calibration]
+        self.estim_x, self.estim_y = train_x[self.splits.estimation], train_y[self.splits.estimation]
         self.test_x, self.test_y = test_x, test_y
         self._task = {c: (train_x[idx], train_y[idx]) for c, idx in self.splits.tasks.items()}
-        log.info("splits: pretrain %d, calibration %d, tasks %s, test %d", len(self.pretrain_y), len(self.calib_y),
+        log.info("splits: pretrain %d, calibration %d (selection) + %d (estimation), tasks %s, test %d",
+                 len(self.pretrain_y), len(self.calib_y), len(self.estim_y),
                  {c: len(v[1]) for c, v in self._task.items()}, len(self.test_y))
 
     def _normalised(self, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -86,7 +92,7 @@ class TaskDataModule(pl.LightningDataModule):
     def to(self, device: torch.device | str) -> "TaskDataModule":
         """Move every split to ``device`` once, so batches never cross the bus."""
         self.device = torch.device(device)
-        for name in ("pretrain_x", "pretrain_y", "calib_x", "calib_y", "test_x", "test_y"):
+        for name in ("pretrain_x", "pretrain_y", "calib_x", "calib_y", "estim_x", "estim_y", "test_x", "test_y"):
             setattr(self, name, getattr(self, name).to(self.device))
         self._task = {c: (x.to(self.device), y.to(self.device)) for c, (x, y) in self._task.items()}
         return self
@@ -108,6 +114,9 @@ class TaskDataModule(pl.LightningDataModule):
 
     def calibration_dataloader(self) -> TensorBatchLoader:
         return TensorBatchLoader(self.calib_x, self.calib_y, self.eval_batch_size, shuffle=False)
+
+    def estimation_dataloader(self) -> TensorBatchLoader:
+        return TensorBatchLoader(self.estim_x, self.estim_y, self.eval_batch_size, shuffle=False)
 
     def val_dataloader(self) -> TensorBatchLoader | list:
         """Lightning's validation loop runs on the calibration split (none when it is empty)."""
@@ -162,6 +171,7 @@ class SyntheticTaskDataModule(TaskDataModule):
     def __init__(self, train_size: int = 600, test_size: int = 200, seed: int = 0, **kwargs):
         kwargs.setdefault("samples_per_task", 20)
         kwargs.setdefault("calibration_size", 100)
+        kwargs.setdefault("estimation_size", 100)
         super().__init__(**kwargs)
         self.train_size, self.test_size, self.seed = int(train_size), int(test_size), int(seed)
 

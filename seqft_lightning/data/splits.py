@@ -1,9 +1,13 @@
 """Deterministic, disjoint splits of the MNIST training set.
 
-Order of carving (all seeded by ``split_seed`` only, so every method and seed shares one split):
+Order of carving (all seeded by ``split_seed`` only; the study sets it to the training seed, so
+methods of one seed share one split and seeds differ in it):
 
 1. ``calibration``: ``calibration_size`` images stratified by class (largest-remainder rounding of
-   the class proportions). Used for validation curves and every model-selection choice.
+   the class proportions): the *selection part* of the held-out data. Validation curves and every
+   model-selection choice use it.
+1b. ``estimation``: ``estimation_size`` more images, stratified the same way: the *estimation part*.
+   No choice reads it; it gives an unbiased estimate of whatever was chosen on the selection part.
 2. ``tasks[c]``: for each task class ``c``, ``samples_per_task`` of the images of ``c`` left after
    step 1 (``None`` = all of them), held out for fine-tuning on that class alone.
 3. ``pretrain``: everything else, the pool the baseline is pretrained on.
@@ -29,6 +33,7 @@ class Splits:
     pretrain: torch.Tensor
     calibration: torch.Tensor
     tasks: dict[int, torch.Tensor]
+    estimation: torch.Tensor | None = None
 
 
 def stratified_quotas(counts: Sequence[int], total: int) -> list[int]:
@@ -47,26 +52,31 @@ def stratified_quotas(counts: Sequence[int], total: int) -> list[int]:
 
 
 def check_split_sizes(counts: Sequence[int], task_classes: Sequence[int], samples_per_task: int | None,
-                      calibration_size: int) -> list[int]:
+                      calibration_size: int, estimation_size: int = 0) -> tuple[list[int], list[int]]:
     """Refuse a split that cannot be carved from a training set with ``counts`` images per class
-    (:class:`DataError`); return the calibration quota of each class. Needs the counts only, so
-    ``plan_run`` checks it from the label file before any image is read."""
+    (:class:`DataError`); return the calibration and estimation quotas of each class. Needs the
+    counts only, so ``plan_run`` checks it from the label file before any image is read."""
     total = sum(int(c) for c in counts)
     if not 0 <= calibration_size < total:
         raise DataError(f"data.calibration_size={calibration_size} must be in [0, {total}); lower it")
+    if not 0 <= estimation_size < total - calibration_size:
+        raise DataError(f"data.estimation_size={estimation_size} must be in [0, {total - calibration_size}) "
+                        f"(the images left after data.calibration_size={calibration_size}); lower it")
     quotas = stratified_quotas(counts, calibration_size)
+    estimation = stratified_quotas(counts, estimation_size)
     for c in sorted(int(c) for c in task_classes):
-        left = int(counts[c]) - quotas[c]
+        left = int(counts[c]) - quotas[c] - estimation[c]
         if samples_per_task is not None and int(samples_per_task) > left:
             raise DataError(
                 f"data.samples_per_task={samples_per_task} exceeds the {left} training images of class {c} "
-                f"left after the calibration split; lower data.samples_per_task or data.calibration_size"
+                f"left after the calibration and estimation parts; lower data.samples_per_task, "
+                f"data.calibration_size or data.estimation_size"
             )
-    return quotas
+    return quotas, estimation
 
 
 def make_splits(labels: torch.Tensor, task_classes: Sequence[int], samples_per_task: int | None,
-                calibration_size: int, split_seed: int, num_classes: int = 10) -> Splits:
+                calibration_size: int, split_seed: int, num_classes: int = 10, estimation_size: int = 0) -> Splits:
     """Carve calibration, per-task and pretraining index sets out of ``labels``.
 
     Raises :class:`DataError` when a task class has fewer than ``samples_per_task`` images left
@@ -75,19 +85,21 @@ def make_splits(labels: torch.Tensor, task_classes: Sequence[int], samples_per_t
     import torch
 
     labels = labels.long().cpu()
-    quotas = check_split_sizes(torch.bincount(labels, minlength=num_classes).tolist(), task_classes, samples_per_task, calibration_size)
+    counts = torch.bincount(labels, minlength=num_classes).tolist()
+    quotas, est_quotas = check_split_sizes(counts, task_classes, samples_per_task, calibration_size, estimation_size)
     generator = torch.Generator().manual_seed(int(split_seed))
     perm = torch.randperm(len(labels), generator=generator)
 
-    calibration, pretrain, tasks = [], [], {}
+    calibration, estimation, pretrain, tasks = [], [], [], {}
     for c in range(num_classes):
         shuffled = perm[labels[perm] == c]
         calibration.append(shuffled[: quotas[c]])
-        rest = shuffled[quotas[c] :]
+        estimation.append(shuffled[quotas[c] : quotas[c] + est_quotas[c]])
+        rest = shuffled[quotas[c] + est_quotas[c] :]
         if c in task_classes:
             wanted = len(rest) if samples_per_task is None else int(samples_per_task)
             tasks[c] = torch.sort(rest[:wanted]).values
             rest = rest[wanted:]
         pretrain.append(rest)
     return Splits(pretrain=torch.sort(torch.cat(pretrain)).values, calibration=torch.sort(torch.cat(calibration)).values,
-                  tasks=tasks)
+                  tasks=tasks, estimation=torch.sort(torch.cat(estimation)).values)

@@ -266,8 +266,11 @@ def edge_blocks(analysis: agg.Analysis) -> list[Block]:
                         "point: the best setting may lie beyond the grid, so widen it): "
                         + (_choices_text(censored, lambda r: f"({r.edge})") if len(censored) else "none") + ".")]
     if len(limits):
+        named = [f"{code(v)} at {g['knob'].iloc[0]} = {_value_text(value)} on seed(s) "
+                 f"{', '.join(str(int(s)) for s in sorted(rows['seed']))} ({rows['limit_point'].iloc[0]})"
+                 for v, g in limits.groupby("variant", sort=False) for value, rows in g.groupby("chosen", sort=False)]
         blocks.append(Paragraph("**Limit points** (an edge that ends the knob's range by construction, not a "
-                                "censored search): " + _choices_text(limits, lambda r: f"— {r.limit_point}") + "."))
+                                "censored search): " + "; ".join(named) + "."))
     return blocks
 
 

@@ -162,9 +162,9 @@ def test_choices_on_a_grid_edge_are_flagged_limit_points_named(tmp_path):
             "best setting may lie beyond the grid, so widen it): `sequential+freeze (tuned)` (retention.trainable): "
             's1: [1,"output"] (high); `task_arithmetic` (lambda): s1: 1 (high).') in md
     assert ("**Limit points** (an edge that ends the knob's range by construction, not a censored search): "
-            '`sequential+freeze (tuned)` (retention.trainable): s0: ["output"] — only the output layer trains: the '
-            "smallest trainable set; training less is the baseline; `task_arithmetic` (lambda): s0: 0 — λ = 0 is "
-            "the pretrained baseline itself.") in md
+            '`sequential+freeze (tuned)` at retention.trainable = ["output"] on seed(s) 0 (only the output layer '
+            "trains: the smallest trainable set; training less is the baseline); `task_arithmetic` at lambda = 0 on "
+            "seed(s) 0 (λ = 0 is the pretrained baseline itself).") in md
 
 
 def test_interior_choices_are_not_on_an_edge(study, tmp_path):

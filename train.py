@@ -4,23 +4,35 @@
     python train.py -m method=sequential,joint seed=0,1,2
 """
 
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig, open_dict
 
 import seqft_lightning  # noqa: F401  (registers the config resolvers)
 from seqft_lightning.api import train
-from seqft_lightning.cli import in_sweep, run_or_exit
+from seqft_lightning.cli import in_sweep, misspelt_key, run_or_exit
+from seqft_lightning.errors import EXIT_USER_ERROR
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    if in_sweep():  # per-epoch bars only for single runs; a sweep shows one line per job
+    sweep = in_sweep()
+    if sweep:  # per-epoch bars only for single runs; a sweep shows one line per job
         with open_dict(cfg):
             cfg.trainer.enable_progress_bar = False
-    metrics, _ = run_or_exit(lambda: train(cfg))
+    # In a sweep a refused job is listed as failed and the other jobs run (see README, "Bad input").
+    result = run_or_exit(lambda: train(cfg), job_dir=cfg.paths.output_dir if sweep else None)
+    if result is None:
+        return float("nan")  # a sweeper (Optuna) records the trial as failed
     # What a sweeper optimises: a calibration metric (validated), never a test one.
-    return metrics["final"].get(cfg.optimized_metric)
+    return result[0]["final"].get(cfg.optimized_metric)
 
 
 if __name__ == "__main__":
+    # A misspelt key gets one line and exit 2 (Hydra's own refusal exits 1 with a `+key` hint).
+    if (typo := misspelt_key(sys.argv[1:], str(Path(__file__).resolve().parent / "conf"))) is not None:
+        sys.stderr.write(f"error: {typo}\n")
+        sys.exit(EXIT_USER_ERROR)
     main()

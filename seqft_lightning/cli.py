@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Callable, TypeVar
 
 from seqft_lightning.errors import EXIT_USER_ERROR, SeqftError
@@ -38,14 +39,79 @@ class ConsoleFilter(logging.Filter):
         return getattr(record, CONSOLE, True) and record.levelno >= self.min_level
 
 
-def run_or_exit(fn: Callable[[], T]) -> T:
-    """Call ``fn``; on a :class:`SeqftError` log ``error: <message>`` and exit with status 2."""
+def run_or_exit(fn: Callable[[], T], job_dir: str | Path | None = None) -> T | None:
+    """Call ``fn``; on a :class:`SeqftError` log ``error: <message>`` and exit with status 2.
+
+    Inside a sweep job (``job_dir`` given) a refusal does not end the sweep: the error goes to the
+    job's ``train.log`` and ``error.json`` (:data:`~seqft_lightning.contract.ERROR_FILE`), the
+    sweep's progress line shows it, the other jobs run, and the sweep ends with status 2
+    (:class:`~seqft_lightning.progress.SweepProgress`). Returns ``None`` for such a job.
+    """
+    if job_dir is not None:
+        from seqft_lightning.contract import ERROR_FILE
+
+        (Path(job_dir) / ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's refusal
     try:
         return fn()
     except SeqftError as err:
-        # The bare line on stderr for the user; the log record (kept off the console by
-        # ConsoleFilter) for the run's train.log.
         message = " ".join(str(err).split())  # one line, whatever the cause's text held
+        # The log record (kept off the console by ConsoleFilter) for the run's train.log.
         log.error("error: %s", message, extra={CONSOLE: False})
-        sys.stderr.write(f"error: {message}\n")
+        if job_dir is not None:
+            from seqft_lightning.contract import ERROR_FILE
+            from seqft_lightning.io import atomic_write_json
+
+            atomic_write_json(Path(job_dir) / ERROR_FILE, {"error": message, "exit_status": EXIT_USER_ERROR})
+            return None
+        sys.stderr.write(f"error: {message}\n")  # the bare line on stderr for the user
         sys.exit(EXIT_USER_ERROR)
+
+
+def misspelt_key(args: list[str], config_dir: str, config_name: str = "train") -> str | None:
+    """One line naming the first command-line override whose key the composed config lacks (or that
+    adds, with ``+``, a setting its instantiated node does not take), with the closest valid key and
+    the valid keys of that node; ``None`` when every key exists (or the line does not parse: Hydra
+    then says why).
+
+    Hydra refuses such a key itself, but with exit 1, a hint to add it with ``+`` and no valid keys;
+    ``train.py`` calls this first so that a typo gets the project's one line and exit 2.
+    """
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import DictConfig, OmegaConf
+
+    candidates = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(candidates)
+    except Exception:
+        return None
+    keyed = [o for o in parsed if "." in o.key_or_group and not o.key_or_group.startswith("hydra") and not o.is_delete()]
+    if not keyed:
+        return None
+    groups = [o for o in parsed if "." not in o.key_or_group and "/" not in o.key_or_group and not o.is_delete()]
+    first = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()), '') if o.is_sweep_override() else o.get_value_element_as_str()}"
+             for o in groups]
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=first, return_hydra_config=True)
+        choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    except Exception:
+        return None
+    for override in keyed:
+        key = override.key_or_group
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key, default=None)
+        if not isinstance(parent, DictConfig):
+            continue  # a missing group node: Hydra's own message names it
+        adds_to_target = override.is_add() and "_target_" in parent
+        if leaf in parent or (override.is_add() and not adds_to_target):
+            continue
+        keys = [k for k in parent if not str(k).startswith("_")]
+        close = difflib.get_close_matches(leaf, keys, n=1, cutoff=0.5)
+        where = f"{parent_key}={choices[parent_key]}" if choices.get(parent_key) else parent_key
+        hint = f"did you mean {parent_key}.{close[0]}? " if close else ""
+        return (f"{key.lstrip('+')} is not a setting of {where}: {hint}its settings are "
+                f"{', '.join(f'{parent_key}.{k}' for k in keys)}")
+    return None

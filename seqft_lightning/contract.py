@@ -35,6 +35,9 @@ CALIBRATION_FILE = "calibration.csv"  # merging / negation: the lambda curve on 
 #: report's trade-off plot only (selection never reads it).
 LAMBDA_TEST_FILE = "lambda_test.csv"
 RUN_INFO_FILE = "run_info.json"  # device, threads, wall time (kept out of metrics.json)
+#: a sweep job refused by a user error writes ``{"error": "<one line>", "exit_status": 2}`` here
+#: (and no metrics.json); the sweep goes on with its other jobs
+ERROR_FILE = "error.json"
 TRAIN_LOG_FILE = "train.log"
 CONFIG_FILE = ".hydra/config.yaml"
 CONFUSION_DIR = "confusion"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from seqft_lightning.contract import METRICS_FILE, TRAIN_LOG_FILE, result_overrides
+from seqft_lightning.contract import ERROR_FILE, METRICS_FILE, TRAIN_LOG_FILE, result_overrides
+from seqft_lightning.errors import EXIT_USER_ERROR
 
 PROGRESS_DIR = ".progress"
 
@@ -45,11 +47,42 @@ def _duration(seconds: float) -> str:
 
 
 def _workers(config: DictConfig, total: int) -> int:
-    n_jobs = config.hydra.launcher.get("n_jobs")
-    if n_jobs is None:  # basic launcher: one job at a time
-        return 1
+    launcher = config.hydra.launcher
+    n_jobs = launcher.get("n_jobs")
+    if n_jobs is None:
+        # submitit: every job of the array at once (up to array_parallelism); basic: one at a time
+        parallel = launcher.get("array_parallelism")
+        return max(1, min(total, int(parallel))) if parallel is not None else 1
     n_jobs, cores = int(n_jobs), os.cpu_count() or 1
     return max(1, min(total, cores + 1 + n_jobs if n_jobs < 0 else n_jobs))  # joblib: -1 = every core
+
+
+def _total(config: DictConfig, task_overrides: list[str]) -> tuple[int, list[str]]:
+    """Jobs (or trials) of the sweep and the swept keys: a search sweeper (Optuna) runs
+    ``n_trials`` trials over its ``params``; the basic sweeper the product of the sweep lists."""
+    sweeper = config.hydra.get("sweeper") or {}
+    if sweeper.get("n_trials") is not None:
+        return int(sweeper.n_trials), [str(k) for k in (sweeper.get("params") or {})]
+    return sweep_plan(task_overrides)
+
+
+def short_value(value: str) -> str:
+    """A number to 3 significant digits (``0.000123456`` -> ``0.000123``); anything else as given."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() and "e" not in value.lower() else f"{number:.3g}"
+
+
+def job_label(overrides: list[str]) -> str:
+    """The console name of a job: its result-relevant overrides, sorted as its folder name is
+    (:func:`seqft_lightning.resolvers.job_dirname`), numbers to 3 significant digits."""
+    parts = []
+    for override in sorted(result_overrides(overrides)):
+        key, _, value = override.partition("=")
+        parts.append(f"{key}={short_value(value)}")
+    return ",".join(parts)
 
 
 class SweepProgress(Callback):
@@ -67,10 +100,29 @@ class SweepProgress(Callback):
         progress.mkdir(parents=True, exist_ok=True)
         for stale in progress.glob("*.json"):
             stale.unlink()
-        total, swept = sweep_plan(list(config.hydra.overrides.task))
+        total, swept = _total(config, list(config.hydra.overrides.task))
         workers = _workers(config, total)
         (progress / "total").write_text(json.dumps({"jobs": total, "workers": workers, "swept": swept}))
-        sys.stderr.write(f"sweep: {total} jobs, {workers} at a time, into {config.hydra.sweep.dir}\n")
+        what = "trials" if config.hydra.get("sweeper", {}).get("n_trials") is not None else "jobs"
+        sys.stderr.write(f"sweep: {total} {what}, {workers} at a time, into {config.hydra.sweep.dir}\n")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Keep a copy of this sweep's ``multirun.yaml`` in ``.sweeps/`` (the next sweep into the folder
+        overwrites the file), and end
+        with status 2 when a job was refused, after every other job ran."""
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        current = sweep_dir / "multirun.yaml"
+        if current.is_file():
+            kept = sweep_dir / ".sweeps"
+            kept.mkdir(exist_ok=True)
+            shutil.copyfile(current, kept / f"multirun-{len(list(kept.glob('multirun-*.yaml'))):03d}.yaml")
+        records = [json.loads(p.read_text()) for p in sorted(self._dir(config).glob("*.json"))]
+        failed = [r for r in records if not r.get("ok", True)]
+        if failed:
+            sys.stderr.write(f"sweep: {len(failed)} of {len(records)} job(s) failed (listed above with their error and "
+                             f"log); the others finished\n")
+            sys.stderr.flush()
+            sys.exit(EXIT_USER_ERROR)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._started = time.perf_counter()
@@ -85,17 +137,23 @@ class SweepProgress(Callback):
         progress = self._dir(config)
         info = json.loads((progress / "total").read_text()) if (progress / "total").is_file() else {}
         job_dir = Path(str(config.hydra.runtime.output_dir))
-        swept = set(info.get("swept", []))
-        shown = [o for o in config.hydra.overrides.task if o.split("=", 1)[0] in swept]
-        name = ",".join(shown or result_overrides(list(config.hydra.overrides.task))) or job_dir.name
+        name = job_label(list(config.hydra.overrides.task)) or job_dir.name
+        refused = _refusal(job_dir)
+        ok = job_return.status == JobStatus.COMPLETED and refused is None
         mine = progress / f"{config.hydra.job.num}.json"
-        mine.write_text(json.dumps({"seconds": elapsed, "ok": job_return.status == JobStatus.COMPLETED}))
+        mine.write_text(json.dumps({"seconds": elapsed, "ok": ok}))
         done = sorted(progress.glob("*.json"))
         durations = [json.loads(p.read_text())["seconds"] for p in done]
         total, workers = max(info.get("jobs", 0), len(done)), info.get("workers", 1)
         eta = sum(durations) / len(durations) * (total - len(done)) / workers
         head = f"[{len(done)}/{total}] {name} · {elapsed:.1f} s"
-        if job_return.status == JobStatus.COMPLETED:
+        from seqft_lightning.resume import was_skipped
+
+        if refused is not None:
+            line = f"{head} · FAILED: {refused} (see {job_dir / TRAIN_LOG_FILE})"
+        elif job_return.status == JobStatus.COMPLETED and was_skipped(job_dir):
+            line = f"{head} · skipped: complete with the same config and code (resume=true) · ETA {_duration(eta)}"
+        elif job_return.status == JobStatus.COMPLETED:
             acc, divergence = _final_result(job_dir)
             acc_text = "" if acc is None or math.isnan(acc) else f" · acc {100 * acc:.1f} %"
             diverged = f" · DIVERGED: {divergence['reason']} (left out of compare's means)" if divergence else ""
@@ -105,6 +163,14 @@ class SweepProgress(Callback):
             line = f"{head} · FAILED: {error} (see {job_dir / TRAIN_LOG_FILE})"
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
+
+
+def _refusal(job_dir: Path) -> str | None:
+    """The one-line error of a job refused for bad input (its ``error.json``), else None."""
+    try:
+        return str(json.loads((job_dir / ERROR_FILE).read_text())["error"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _final_result(job_dir: Path) -> tuple[float | None, dict | None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 
 def project_root() -> str:
@@ -13,18 +13,20 @@ def project_root() -> str:
     return str(candidate if (candidate / "conf").is_dir() else Path.cwd())
 
 
-def singletons(classes) -> list[list[int]]:
-    """``[3, 7]`` -> ``[[3], [7]]``: one stage per class (e.g. the classes a model must forget)."""
-    return [[int(c)] for c in classes]
+def singletons(classes) -> ListConfig:
+    """``[3, 7]`` -> ``[[3], [7]]``: one stage per class (e.g. the classes a model must forget), as a
+    ListConfig (see :func:`grid`)."""
+    return ListConfig([[int(c)] for c in classes])
 
 
-def grid(start: float, stop: float, step: float) -> list[float]:
-    """``start, start+step, ..., stop`` (stop included), rounded to 9 decimals: e.g. a lambda grid."""
+def grid(start: float, stop: float, step: float) -> ListConfig:
+    """``start, start+step, ..., stop`` (stop included), rounded to 9 decimals: e.g. a lambda grid.
+    A ListConfig, not a list: ``--cfg job --resolve`` prints a resolved config only of config nodes."""
     start, stop, step = float(start), float(stop), float(step)
     if step <= 0 or stop < start:
         raise ValueError(f"grid({start}, {stop}, {step}) needs step > 0 and stop >= start")
     count = int(round((stop - start) / step)) + 1
-    return [round(start + i * step, 9) for i in range(count)]
+    return ListConfig([round(start + i * step, 9) for i in range(count)])
 
 
 _GLOB_SAFE = str.maketrans({"[": "(", "]": ")", "*": "x", "?": "_", "/": "_", " ": "", "'": "", '"': ""})

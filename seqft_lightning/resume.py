@@ -14,6 +14,14 @@ from seqft_lightning.contract import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
+#: Run folders this process skipped as complete (the sweep's progress line marks them).
+_SKIPPED: set[Path] = set()
+
+
+def was_skipped(run_dir: str | Path) -> bool:
+    """Whether this process skipped ``run_dir`` as complete (``resume=true``)."""
+    return Path(run_dir).resolve() in _SKIPPED
+
 
 def completed_run(run_dir: str | Path, config_hash: str, code_version: str) -> dict | None:
     """The metrics of a finished run in ``run_dir`` computed from the same config (``config_hash``)
@@ -33,4 +41,5 @@ def completed_run(run_dir: str | Path, config_hash: str, code_version: str) -> d
                  run_dir, metrics.get("code_version"), code_version)
         return None
     log.info("resume: %s is complete with the same config and code; skipping", run_dir)
+    _SKIPPED.add(Path(run_dir).resolve())
     return metrics

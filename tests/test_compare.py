@@ -764,9 +764,10 @@ def test_best_method_under_the_rule(study: Path):
     # mean calibration (target, retained): joint+ewc (tuned) (0.975, 0.954) and task_arithmetic
     # (0.94, 0.97) keep retained within 1 pp of the baseline's 0.96; joint+ewc has the higher target.
     assert best["variant"] == "joint+ewc (tuned)" and not best["fallback"]
+    assert best["candidates"][0]["variant"] == "baseline"  # "do not fine-tune" is a candidate, first
     assert best["baseline_retained"] == pytest.approx(0.96)
     qualifies = {r["variant"]: r["qualifies"] for r in best["candidates"]}
-    assert qualifies == {"joint": False, "sequential method.reset_optimizer=false": False,
+    assert qualifies == {"baseline": True, "joint": False, "sequential method.reset_optimizer=false": False,
                          "sequential method.reset_optimizer=true": False, "joint+ewc (tuned)": True,
                          "sequential+ewc (tuned)": False, "task_arithmetic": True}
     md = (study / "compare" / "report.md").read_text()

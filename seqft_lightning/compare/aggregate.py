@@ -580,10 +580,26 @@ def merging_choices(jobs: Sequence[Job], frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def baseline_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per seed, the pretrained baseline as a row of its own (variant :data:`BASELINE_LABEL`): the ``baseline/*``
+    columns of the seed's first counted job under their plain names, so that "do not fine-tune" can be a candidate of
+    the best-method choice in a sweep without jobs of the ``baseline`` method."""
+    done = _done(frame)
+    if done.empty:
+        return pd.DataFrame()
+    first = done.sort_values("job").groupby("seed", as_index=False).first()
+    renamed = {c: c[len("baseline/"):] for c in first.columns if c.startswith("baseline/")}
+    out = first[["seed", "status", "excluded", *renamed]].rename(columns=renamed)
+    return out.assign(variant=BASELINE_LABEL, job=[f"(baseline of {j})" for j in first["job"]], method=BASELINE_METHOD,
+                      retention=NO_RETENTION)
+
+
 def best_method(analysis: Analysis) -> dict[str, Any] | None:
-    """The best fine-tuning method under the selection rule: :func:`select` over the shown variants' (not the
-    baseline, not task negation) mean final calibration metrics over seeds on the *selection part*, in report order,
-    with the mean baseline calibration retained accuracy as reference.
+    """The best fine-tuning method under the selection rule: :func:`select` over the pretrained baseline ("do not
+    fine-tune", first, so a tie keeps it) and the shown variants' (not task negation) mean final calibration metrics
+    over seeds on the *selection part*, in report order, with the mean baseline calibration retained accuracy as
+    reference. Under ``target_at_retained`` the baseline always qualifies, so a method that loses more than δ of
+    retained accuracy is never crowned, and no fallback is.
 
     The chosen variant's selection-part numbers are biased upwards (a tuned variant's were picked twice on them:
     its knob, then the best method), so its reported estimate is from the disjoint *estimation part*, which no
@@ -592,8 +608,10 @@ def best_method(analysis: Analysis) -> dict[str, Any] | None:
     mean over the seeds that have both of estimation − selection (fractions; **negative: the selection part
     flattered the choice**). Keys of each: ``acc``, ``acc_target``, ``acc_retained``; ``n_estimate``: the seeds
     with an estimate."""
-    table = [{"variant": v, **{k: analysis.seeds.mean(col, v) for k, col in SELECT_KEYS.items()}}
-             for v in analysis.shown if analysis.variant_method[v] not in (BASELINE_METHOD, *OWN_RULE_METHODS)]
+    # the pretrained baseline first ("do not fine-tune"): a method must beat it under the rule to be crowned
+    base_label = next((v for v in analysis.shown if analysis.variant_method[v] == BASELINE_METHOD), BASELINE_LABEL)
+    candidates = [base_label, *(v for v in analysis.shown if analysis.variant_method[v] not in (BASELINE_METHOD, *OWN_RULE_METHODS))]
+    table = [{"variant": v, **{k: analysis.seeds.mean(col, v) for k, col in SELECT_KEYS.items()}} for v in candidates]
     table = [r for r in table if all(math.isfinite(r[k]) for k in SELECT_KEYS)]
     if not table:
         return None
@@ -666,6 +684,8 @@ def analyse(jobs: Sequence[Job], rule: str | None = None, delta: float | None = 
     has_baseline_method = any(m == BASELINE_METHOD for m, _ in info.values())
     metrics = ["test/acc", "test/precision", "test/recall", "test/f1", *map(class_metric, classes), CLASS_MEAN,
                TARGET, RETAINED, *(m for m in ("cl/forgetting", "cl/bwt") if m in frame and frame[m].notna().any())]
+    if not has_baseline_method and not frame.empty:
+        rows = pd.concat([rows, baseline_rows(frame)], ignore_index=True)  # the "don't fine-tune" candidate
     seeds = SeedTable(rows)
     analysis = Analysis(
         jobs=jobs, labels=labels, frame=frame, task_classes=classes, variants=order_variants(info),

@@ -78,11 +78,16 @@ def run(sweep_dir: Path, rule: str | None = None, delta: float | None = None, in
     """Analyse ``sweep_dir`` and write its comparison; returns the path of report.md. ``rule``/``delta``
     override the jobs' selection rule (:func:`~.aggregate.selection_rule`); ``include_diverged`` lets diverged runs
     into the statistics."""
-    from seqft_lightning.compare.load import find_job_dirs, load_jobs
+    from seqft_lightning.compare.load import find_job_dirs, load_jobs, report_jobs
 
     if not find_job_dirs(sweep_dir):
         raise SeqftError(f"no job dirs (folders with {CONFIG_FILE}) under {sweep_dir}: pass a sweep folder")
-    jobs = load_jobs(sweep_dir)
+    jobs = load_jobs(sweep_dir, report=False)
+    if not any(job.ok for job in jobs):  # one line, not one warning per failed job first
+        failed = "; ".join(f"{j.rel}: {j.reason}" for j in jobs[:2])
+        raise SeqftError(f"no job of {sweep_dir} has finished, nothing to compare ({len(jobs)} job(s), e.g. {failed}); "
+                         "fix and rerun the sweep (resume=true redoes only the unfinished jobs)")
+    report_jobs(jobs)
     from seqft_lightning.compare.aggregate import analyse
     from seqft_lightning.compare.plots import make_all_plots
     from seqft_lightning.compare.report import write_outputs
@@ -94,8 +99,8 @@ def run(sweep_dir: Path, rule: str | None = None, delta: float | None = None, in
     log.info("%d variant(s), %d tuned on calibration (%s)", len(analysis.variants), len(analysis.tuned),
              analysis.selection.short())
     if not analysis.finished:
-        log.warning("no job of %s has finished%s; the report only lists the failures", sweep_dir,
-                    " without diverging" if analysis.excluded else "")
+        log.warning("every finished job of %s diverged; the report only lists them (--include-diverged "
+                    "compares them)", sweep_dir)
     out_dir = sweep_dir / "compare"
     plots = make_all_plots(analysis, out_dir / "plots")
     for p in plots:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from seqft_lightning.contract import (CALIBRATION_COLUMNS, CALIBRATION_FILE, CONFIG_FILE, CURVE_COLUMNS,
                                       CURVES_FILE, LAMBDA_TEST_FILE, METRICS_FILE, RUN_INFO_FILE, STAGE_COLUMNS,
-                                      STAGES_FILE, TRAIN_LOG_FILE, DIVERGENCE, affects_results, confusion_file, flatten)
+                                      STAGES_FILE, TRAIN_LOG_FILE, DIVERGENCE, ERROR_FILE, affects_results, confusion_file, flatten)
 from seqft_lightning.compare.variants import is_seed_key, method_name, retention_name
 
 log = logging.getLogger(__name__)
@@ -280,6 +280,11 @@ def load_job(job_dir: Path, root: Path) -> Job:
               retention=retention_name(config), seed=int(seed) if is_finite_number(seed) else None)
     metrics_path = job_dir / METRICS_FILE
     if not metrics_path.is_file():
+        try:  # a job refused for bad input says why in error.json (seqft_lightning.cli.run_or_exit)
+            job.status, job.reason = STATUS_FAILED, f"refused: {_json_object(job_dir / ERROR_FILE)['error']}"
+            return job
+        except Exception:
+            job.status = STATUS_UNFINISHED
         for log_file in _log_files(job_dir):
             try:
                 error = find_error_line(_read_tail(log_file))
@@ -307,11 +312,18 @@ def load_job(job_dir: Path, root: Path) -> Job:
     return job
 
 
-def load_jobs(root: Path) -> list[Job]:
-    """Load every job dir under ``root``: one debug line per job, warnings for failed jobs and
-    skipped files, and one info line ``read N jobs (k failed)`` (k counts unfinished jobs too)."""
+def load_jobs(root: Path, report: bool = True) -> list[Job]:
+    """Load every job dir under ``root``; ``report``: log them (:func:`report_jobs`: one debug line per
+    job, warnings for failed jobs and skipped files, one info line ``read N jobs (k failed)``)."""
     root = Path(root)
     jobs = [load_job(job_dir, root) for job_dir in find_job_dirs(root)]
+    if report:
+        report_jobs(jobs)
+    return jobs
+
+
+def report_jobs(jobs: list[Job]) -> None:
+    """Log each job that did not finish (and its warnings), then one line with the counts."""
     for job in jobs:
         if job.ok:
             log.debug("read job %s: %s (retention=%s, seed=%s)", job.rel, job.method, job.retention, job.seed)
@@ -320,7 +332,6 @@ def load_jobs(root: Path) -> list[Job]:
         for w in job.warnings:
             log.warning("job %s: %s", job.rel, w)
     log.info("read %d jobs (%d failed)", len(jobs), sum(not j.ok for j in jobs))
-    return jobs
 
 
 def is_finite_number(value: Any) -> bool:

@@ -35,11 +35,15 @@ ACCURACIES = ("acc", "acc_target", "acc_retained")
 
 def _finetune_experts(runner: Runner, plan: RunPlan, stages: Sequence[Sequence[int]]) -> tuple[dict, dict, int]:
     """Fine-tune and record a copy of the baseline per class group as ``sequential`` would; save their
-    task vectors ``tau_t = theta_t - theta_0``. Returns the experts, the vectors and their bytes."""
+    task vectors ``tau_t = theta_t - theta_0``. Returns the experts, the vectors and their bytes.
+
+    The expert of ``method.stages[j]`` is recorded as stage ``j + 1`` whichever subset
+    ``method.vectors`` picks (README, "Numbering"): ``vectors=[0, 2]`` records stages 1 and 3."""
     m, net = plan.cfg.method, runner.net
     base_state = copy.deepcopy(net.state_dict())
     experts = {}
-    for stage, classes in enumerate(stages, start=1):
+    for classes in stages:
+        stage = plan.stages.index(list(classes)) + 1
         net.load_state_dict(base_state)
         loader = runner.datamodule.task_dataloader(classes, m.batch_size)
         runner.fit(loader, m.epochs_per_stage, instantiate(m.optimizer), stage=stage)
@@ -100,7 +104,7 @@ def run_merge(runner: Runner, plan: RunPlan) -> MethodResult:
     else:
         merged = merger.run(base, experts)
         fields["lambda"] = None
-    final = runner.record_stage(len(stages) + 1, contract.TRAINED_MERGED, net=merged)
+    final = runner.record_stage(len(plan.stages) + 1, contract.TRAINED_MERGED, net=merged)
     runner.recorder.save_net("merged.pt", merged)
     return MethodResult(final=final, fields=fields, net=merged, extra_memory_bytes=vectors_bytes)
 

@@ -5,6 +5,7 @@
 """
 
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -14,6 +15,11 @@ import seqft_lightning  # noqa: F401  (registers the config resolvers)
 from seqft_lightning.api import train
 from seqft_lightning.cli import in_sweep, misspelt_key, run_or_exit
 from seqft_lightning.errors import EXIT_USER_ERROR
+
+
+# conf/hydra/launcher/submitit_local.yaml deliberately takes the name of the submitit plugin's config
+# (same keys, our launcher class); Hydra validates it against that schema and notes the deprecation.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_local' is validated against ConfigStore schema")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from seqft_lightning.contract import ERROR_FILE, METRICS_FILE, TRAIN_LOG_FILE, result_overrides
 from seqft_lightning.errors import EXIT_USER_ERROR
+from seqft_lightning.io import atomic_write_json
 
 PROGRESS_DIR = ".progress"
 
@@ -50,9 +51,12 @@ def _workers(config: DictConfig, total: int) -> int:
     launcher = config.hydra.launcher
     n_jobs = launcher.get("n_jobs")
     if n_jobs is None:
-        # submitit: every job of the array at once (up to array_parallelism); basic: one at a time
-        parallel = launcher.get("array_parallelism")
-        return max(1, min(total, int(parallel))) if parallel is not None else 1
+        # submitit: every job at once (SLURM: up to array_parallelism); basic: one at a time
+        target = str(launcher.get("_target_", ""))
+        if "Submitit" in target or "submitit" in target:
+            parallel = launcher.get("array_parallelism")
+            return max(1, total if parallel is None else min(total, int(parallel)))
+        return 1
     n_jobs, cores = int(n_jobs), os.cpu_count() or 1
     return max(1, min(total, cores + 1 + n_jobs if n_jobs < 0 else n_jobs))  # joblib: -1 = every core
 
@@ -61,9 +65,14 @@ def _total(config: DictConfig, task_overrides: list[str]) -> tuple[int, list[str
     """Jobs (or trials) of the sweep and the swept keys: a search sweeper (Optuna) runs
     ``n_trials`` trials over its ``params``; the basic sweeper the product of the sweep lists."""
     sweeper = config.hydra.get("sweeper") or {}
-    if sweeper.get("n_trials") is not None:
+    if _is_search(config):
         return int(sweeper.n_trials), [str(k) for k in (sweeper.get("params") or {})]
     return sweep_plan(task_overrides)
+
+
+def _is_search(config: DictConfig) -> bool:
+    """A search sweeper (Optuna): it proposes ``n_trials`` trials, ``n_jobs`` at a time."""
+    return (config.hydra.get("sweeper") or {}).get("n_trials") is not None
 
 
 def short_value(value: str) -> str:
@@ -102,6 +111,9 @@ class SweepProgress(Callback):
             stale.unlink()
         total, swept = _total(config, list(config.hydra.overrides.task))
         workers = _workers(config, total)
+        if _is_search(config):  # trials come in batches of the sweeper's n_jobs
+            workers = min(workers, int(config.hydra.sweeper.get("n_jobs") or 1))
+            _quiet_optuna()
         (progress / "total").write_text(json.dumps({"jobs": total, "workers": workers, "swept": swept}))
         what = "trials" if config.hydra.get("sweeper", {}).get("n_trials") is not None else "jobs"
         sys.stderr.write(f"sweep: {total} {what}, {workers} at a time, into {config.hydra.sweep.dir}\n")
@@ -116,6 +128,8 @@ class SweepProgress(Callback):
             kept = sweep_dir / ".sweeps"
             kept.mkdir(exist_ok=True)
             shutil.copyfile(current, kept / f"multirun-{len(list(kept.glob('multirun-*.yaml'))):03d}.yaml")
+        if _is_search(config):
+            _search_summary(config, sweep_dir)
         records = [json.loads(p.read_text()) for p in sorted(self._dir(config).glob("*.json"))]
         failed = [r for r in records if not r.get("ok", True)]
         if failed:
@@ -141,9 +155,8 @@ class SweepProgress(Callback):
         refused = _refusal(job_dir)
         ok = job_return.status == JobStatus.COMPLETED and refused is None
         mine = progress / f"{config.hydra.job.num}.json"
-        mine.write_text(json.dumps({"seconds": elapsed, "ok": ok}))
-        done = sorted(progress.glob("*.json"))
-        durations = [json.loads(p.read_text())["seconds"] for p in done]
+        done = sorted({*progress.glob("*.json"), mine})
+        durations = [elapsed if p == mine else json.loads(p.read_text())["seconds"] for p in done]
         total, workers = max(info.get("jobs", 0), len(done)), info.get("workers", 1)
         eta = sum(durations) / len(durations) * (total - len(done)) / workers
         head = f"[{len(done)}/{total}] {name} · {elapsed:.1f} s"
@@ -161,8 +174,56 @@ class SweepProgress(Callback):
         else:
             error = str(job_return._return_value).splitlines()[0] if job_return._return_value is not None else "unknown error"
             line = f"{head} · FAILED: {error} (see {job_dir / TRAIN_LOG_FILE})"
+        # the record, written atomically, carries the line for launchers whose jobs print elsewhere (submitit)
+        atomic_write_json(mine, {"seconds": elapsed, "ok": ok, "line": line})
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
+
+
+def new_lines(progress: Path, shown: set[str]) -> list[str]:
+    """The progress lines of jobs that ended since the last call (``shown``: the record files already
+    echoed, updated here), in the order the jobs ended."""
+    records = sorted((p for p in progress.glob("*.json") if p.name not in shown), key=lambda p: p.stat().st_mtime_ns)
+    lines = []
+    for path in records:
+        try:
+            line = json.loads(path.read_text()).get("line")
+        except (OSError, ValueError):
+            continue  # not yet complete: next time
+        shown.add(path.name)
+        if line:
+            lines.append(line)
+    return lines
+
+
+def _quiet_optuna() -> None:
+    """Optuna prints its own coloured log lines (escape codes in a log file); its messages reach
+    the log through Python's logging like every other library's instead."""
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _search_summary(config: DictConfig, sweep_dir: Path) -> None:
+    """One line for the best trial of a search, saying what a negative selection score means."""
+    import yaml
+
+    try:
+        result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+        value, params = float(result["best_value"]), result["best_params"]
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return
+    metric = str(config.get("optimized_metric", "calibration/selection_score"))
+    meaning = ""
+    if metric.endswith("selection_score"):
+        meaning = (" (negative: no trial kept calibration retained accuracy within selection.delta of the baseline's; "
+                   "the value is the best trial's shortfall)" if value < 0 else
+                   " (the calibration target accuracy of a trial that kept retained accuracy within selection.delta)")
+    shown = ", ".join(f"{k}={short_value(str(v))}" for k, v in params.items())
+    sys.stderr.write(f"search: best {metric} = {short_value(str(value))}{meaning}, at {shown}; "
+                     f"all trials in {sweep_dir / 'optimization_results.yaml'}\n")
 
 
 def _refusal(job_dir: Path) -> str | None:

@@ -32,23 +32,37 @@ def grid(start: float, stop: float, step: float) -> ListConfig:
 _GLOB_SAFE = str.maketrans({"[": "(", "]": ")", "*": "x", "?": "_", "/": "_", " ": "", "'": "", '"': ""})
 
 
-def job_dirname(overrides, max_len: int = 120) -> str:
+def _short_number(value: str, digits: int = 6) -> str:
+    """``0.000703573702872`` -> ``0.000703574``; anything that is not a float with more digits, as given."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    short = f"{number:.{digits}g}"
+    return short if len(short) < len(value) and not number.is_integer() else value
+
+
+def job_dirname(overrides, max_len: int = 200) -> str:
     """A sweep job's folder name from its command-line overrides (Hydra's ``hydra.overrides.task``).
 
     Only overrides that affect results name the folder (:func:`seqft_lightning.contract.affects_results`),
     sorted, so a rerun with other paths, loggers or ``resume`` maps to the same folder. The
-    name is glob-safe (``[`` ``]`` become ``(`` ``)``: ``method.stages=((3,4),(7))``); long names are
-    shortened and suffixed with a hash of the full name.
+    name is glob-safe (``[`` ``]`` become ``(`` ``)``: ``method.stages=((3,4),(7))``). Numbers are
+    shown to 6 significant digits (a search sweeper's trial values), and a name that was rounded or
+    is longer than ``max_len`` ends in a hash of the full name, so two configs never share a folder.
     """
     import hashlib
 
     from seqft_lightning.contract import result_overrides
 
     kept = sorted(result_overrides(list(overrides)))  # as Hydra sorts override_dirname
-    name = ",".join(kept).translate(_GLOB_SAFE) or "default"
+    full = ",".join(kept).translate(_GLOB_SAFE) or "default"
+    parts = [f"{k}={_short_number(v)}" if sep else k for k, sep, v in (o.partition("=") for o in kept)]
+    name = ",".join(parts).translate(_GLOB_SAFE) or "default"
+    suffix = f"-{hashlib.sha256(full.encode()).hexdigest()[:16]}"
     if len(name) > max_len:
-        name = f"{name[: max_len - 17]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
-    return name
+        return f"{name[: max_len - len(suffix)]}{suffix}"
+    return name if name == full else f"{name}{suffix}"
 
 
 def register() -> None:

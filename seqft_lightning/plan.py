@@ -115,15 +115,17 @@ def check_accelerator(trainer: DictConfig) -> None:
 
 
 def check_data(data: DictConfig, targets: list[int]) -> None:
-    """Vendored MNIST: the files are intact (their MD5s) and the split can be carved (class counts
-    from the label file), refused here rather than after Lightning's import. Other data modules
-    check their split when they set up."""
-    if not str(data.get("_target_", "")).endswith(".MNISTTaskDataModule"):
+    """MNIST-format files (vendored MNIST, a Fashion-MNIST folder): the files are intact (their
+    MD5s) and the split can be carved (class counts from the label file), refused here rather
+    than after Lightning's import. Other data modules check their split when they set up."""
+    from seqft_lightning.data.mnist_files import DATAMODULES, ensure_raw, train_label_counts
+
+    dataset, files_key = DATAMODULES.get(str(data.get("_target_", "")).rpartition(".")[2], (None, None))
+    if dataset is None:
         return
-    from seqft_lightning.data.mnist_files import ensure_mnist_raw, train_label_counts
     from seqft_lightning.data.splits import check_split_sizes
 
-    raw = ensure_mnist_raw(data.vendored_dir, data.data_dir)
+    raw = ensure_raw(dataset, data[files_key], data.data_dir)
     check_split_sizes(train_label_counts(raw), targets, data.samples_per_task, int(data.calibration_size),
                       int(data.get("estimation_size", 0)))
 

@@ -1,7 +1,8 @@
 """One console line per finished sweep job: a Hydra callback (``conf/hydra/default.yaml``).
 
 During ``python train.py -m ...`` the console shows, per finished job,
-``[37/90] method=joint,seed=1 · 1.8 s · acc 57.5 % · ETA 1m20s``, and failures loudly with the
+``[37/90] method=joint,seed=1 · 1.8 s · acc 57.5 % · ETA 1m20s`` (the run's own wall time, without
+the worker's start-up and imports; accuracy in percent), resumed jobs as skipped, and failures loudly with the
 error and the job's log file; each job's full log stays in its ``train.log``. Works under every
 launcher: the counter lives in files under ``<sweep dir>/.progress/`` (jobs of a joblib or
 submitit sweep run in other processes), one file per finished job, created atomically.
@@ -22,7 +23,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from seqft_lightning.contract import ERROR_FILE, METRICS_FILE, TRAIN_LOG_FILE, result_overrides
+from seqft_lightning.contract import ERROR_FILE, METRICS_FILE, RUN_INFO_FILE, TRAIN_LOG_FILE, result_overrides
 from seqft_lightning.errors import EXIT_USER_ERROR
 from seqft_lightning.io import atomic_write_json
 
@@ -159,8 +160,12 @@ class SweepProgress(Callback):
         durations = [elapsed if p == mine else json.loads(p.read_text())["seconds"] for p in done]
         total, workers = max(info.get("jobs", 0), len(done)), info.get("workers", 1)
         eta = sum(durations) / len(durations) * (total - len(done)) / workers
-        head = f"[{len(done)}/{total}] {name} · {elapsed:.1f} s"
         from seqft_lightning.resume import was_skipped
+
+        # the run's own wall time (run_info.json: from the plan to the result files), so a worker's start-up
+        # and imports do not count; a job that did not run shows its whole time
+        run_time = _run_wall_time(job_dir) if ok and not was_skipped(job_dir) else None
+        head = f"[{len(done)}/{total}] {name} · {elapsed if run_time is None else run_time:.1f} s"
 
         if refused is not None:
             line = f"{head} · FAILED: {refused} (see {job_dir / TRAIN_LOG_FILE})"
@@ -224,6 +229,14 @@ def _search_summary(config: DictConfig, sweep_dir: Path) -> None:
     shown = ", ".join(f"{k}={short_value(str(v))}" for k, v in params.items())
     sys.stderr.write(f"search: best {metric} = {short_value(str(value))}{meaning}, at {shown}; "
                      f"all trials in {sweep_dir / 'optimization_results.yaml'}\n")
+
+
+def _run_wall_time(job_dir: Path) -> float | None:
+    """Seconds the run itself took (``run_info.json``'s ``wall_time_s``), else None."""
+    try:
+        return float(json.loads((job_dir / RUN_INFO_FILE).read_text())["wall_time_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _refusal(job_dir: Path) -> str | None:

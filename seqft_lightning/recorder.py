@@ -52,8 +52,9 @@ def _json_safe(value: Any) -> Any:
 
 
 def _show(value: float) -> str:
-    """A fraction for the console: 4 decimals, or "undefined" (a group with no samples)."""
-    return "undefined" if math.isnan(value) else f"{value:.4f}"
+    """A fraction for the console, in percent as every console and report shows it (``97.59 %``), or
+    "undefined" (a group with no samples)."""
+    return "undefined" if math.isnan(value) else f"{100 * value:.2f} %"
 
 
 def classes_label(classes: Sequence[int] | str) -> str:

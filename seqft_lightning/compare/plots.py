@@ -214,7 +214,8 @@ def draw_confusion(matrices: Mapping[str, tuple[np.ndarray, int, int]], path: Pa
 def draw_calibration(cal: pd.DataFrame, chosen: Mapping[str, Sequence[float]], path: Path) -> Path:
     """Calibration-split accuracy (%) vs merge coefficient λ per merging variant; dotted = the λ each job chose."""
     variants = list(dict.fromkeys(cal["variant"]))
-    fig, axes = _wrapped(len(variants), 3, 4.8, 3.4)
+    # at least 8 inches wide, so that the title fits above a single panel
+    fig, axes = _wrapped(len(variants), 3, 4.8, 3.4, pad=max(0.0, 8.0 - 4.8 * min(3, len(variants))))
     series = {"acc_target": "target", "acc_retained": "retained", "acc": "overall"}
     long = cal.melt(id_vars=["variant", "seed", "lambda"], value_vars=list(series), var_name="series", value_name="y")
     long = long.assign(series=long["series"].map(series), y=100 * long["y"])
@@ -233,7 +234,8 @@ def draw_calibration(cal: pd.DataFrame, chosen: Mapping[str, Sequence[float]], p
 def draw_headline_bars(summary: pd.DataFrame, variants: Sequence[str], families: Sequence[str],
                        metrics: Sequence[str], path: Path) -> Path:
     """Mean test accuracy (%) per variant and metric, bars coloured by family, error bars = the summary's
-    (clipped) 95% CI; each y-axis zoomed to the data."""
+    (clipped) 95% CI; each y-axis starts at a round value below its lowest bar (0 when a bar is near 0), and says
+    so when it does not start at 0."""
     x = np.arange(len(variants)) + np.cumsum([0] + [a != b for a, b in zip(families, families[1:])]) * 0.6
     colors = [BASELINE_COLOR if v == agg.BASELINE_LABEL else FAMILY_COLORS[f] for v, f in zip(variants, families)]
     fig, axes = _figure(max(8.0, 0.42 * len(variants) + 2.5), 2.6 * len(metrics) + 2.0, len(metrics), sharex=True)
@@ -392,7 +394,7 @@ def build_training_curves(a: agg.Analysis) -> dict | None:
     loss, val = panel_data("train", "loss", 1.0), panel_data("val", "acc", 100.0)
     if loss.empty:
         return None
-    panels = [Panel("train loss (nats)", loss, "train loss", None, markers=False)]
+    panels = [Panel("train loss (nats)", loss, "train loss", (0.0, np.inf), markers=False)]  # a loss is >= 0
     panels += [Panel("validation accuracy", val, "validation accuracy (%)", PERCENT)] if not val.empty else []
     return {"panels": panels, "groups": _groups(a, set(loss["variant"]), ("naive", "retention")),
             "styles": variant_styles(a), "xlabel": "global step", "stage_lines": True,
@@ -494,7 +496,7 @@ SPECS: tuple[PlotSpec, ...] = (
              build_calibration, draw_calibration, "a merging method with calibration.csv"),
     PlotSpec("headline_bars", "Headline accuracies",
              "Overall, target and retained test accuracy per variant, grouped and coloured by family, mean over "
-             "seeds, error bars = 95% CI (y-axes zoomed to the data).",
+             "seeds, error bars = 95% CI (a y-axis that does not start at 0 says so in its corner).",
              build_headline_bars, draw_headline_bars, "a finished job"),
 )
 

@@ -395,16 +395,18 @@ def _pareto_text(analysis: agg.Analysis) -> str:
     data = agg.tradeoff_frame(analysis)
     if data.empty or not data["pareto"].any():
         return ""
-    items: dict[tuple[str, str], list[Any]] = {}
+    items: dict[str, list[Any]] = {}  # one entry per series: its grid points and its tuned point together
     for r in data[data["pareto"]].sort_values(["y", "x"], ascending=[False, True]).itertuples(index=False):
-        items.setdefault((r.kind if r.kind == "point" else "grid", r.series), []).append(r)
+        items.setdefault(r.series, []).append(r)
     text = []
-    for (kind, series), rs in items.items():
-        where = "" if kind == "point" else f" at {rs[0].knob} ∈ {{{', '.join(r.value for r in rs)}}}"
+    for series, rs in items.items():
+        grid, point = [r for r in rs if r.kind != "point"], [r for r in rs if r.kind == "point"]
+        where = f" at {grid[0].knob} ∈ {{{', '.join(r.value for r in grid)}}}" if grid else ""
+        chosen = " (its tuned choice among them)" if grid and point else ""
         ys, xs = [r.y for r in rs], [r.x for r in rs]
         span = (f"{pct(max(ys), 1)} / {pct(min(xs), 1)}" if len(rs) == 1 else
                 f"{pct(min(ys), 1)}–{pct(max(ys), 1)} / {pct(min(xs), 1)}–{pct(max(xs), 1)}")
-        text.append(f"{code(series)}{where} ({span})")
+        text.append(f"{code(series)}{where}{chosen} ({span})")
     return "On the Pareto front of the test means (target / retained %): " + "; ".join(text) + "."
 
 

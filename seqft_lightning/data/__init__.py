@@ -1,4 +1,5 @@
-"""Data: vendored MNIST files, deterministic task splits, in-memory loaders.
+"""Data: MNIST-format IDX files (vendored MNIST, a local Fashion-MNIST folder), deterministic task
+splits, in-memory loaders.
 
 Submodules import lazily so that torch-only users (``bench/plain_loop.py``, ``splits``) do not
 pay for Lightning's import.
@@ -7,7 +8,8 @@ pay for Lightning's import.
 from seqft_lightning.lazy import lazy_exports
 
 _EXPORTS = {
-    "seqft_lightning.data.datamodule": ["MNISTTaskDataModule", "SyntheticTaskDataModule", "TaskDataModule"],
+    "seqft_lightning.data.datamodule": ["FashionMNISTTaskDataModule", "IDXTaskDataModule", "MNISTTaskDataModule", "SyntheticTaskDataModule",
+                                         "TaskDataModule"],
     "seqft_lightning.data.loaders": ["TensorBatchLoader"],
     "seqft_lightning.data.splits": ["Splits", "make_splits"],
 }

@@ -2,7 +2,10 @@
 
 ``TaskDataModule`` does the splitting and serves the loaders; subclasses only say where the raw
 images come from (:class:`MNISTTaskDataModule` from the vendored IDX files,
-:class:`SyntheticTaskDataModule` from a seeded random generator for fast tests).
+:class:`FashionMNISTTaskDataModule` from a local folder of Fashion-MNIST's IDX files, both through
+:class:`IDXTaskDataModule`; :class:`SyntheticTaskDataModule` from a seeded random generator for
+fast tests). Every module serves images flattened to ``[N, 784]`` rows; a model that wants the
+28x28 grid (:class:`~seqft_lightning.models.components.CNN`) reshapes them itself.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 
 from seqft_lightning.data.loaders import TensorBatchLoader
-from seqft_lightning.data.mnist_files import MNIST_MD5, ensure_mnist_raw, file_identity
+from seqft_lightning.data.mnist_files import DATASETS, IDXDataset, ensure_raw, file_identity
 from seqft_lightning.data.splits import Splits, make_splits
 from seqft_lightning.errors import DataError
 
@@ -127,39 +130,61 @@ class TaskDataModule(pl.LightningDataModule):
 
 
 # Parsed IDX tensors of this process, keyed by the verified files' identities: the jobs of an
-# in-process sweep parse MNIST once. Callers never modify these tensors (setup() copies).
+# in-process sweep parse the dataset once. Callers never modify these tensors (setup() copies).
 _PARSED: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
 
-class MNISTTaskDataModule(TaskDataModule):
-    """MNIST from the vendored IDX archives, parsed by torchvision's ``MNIST`` class.
+class IDXTaskDataModule(TaskDataModule):
+    """An MNIST-format dataset from four local IDX archives, verified by their unpacked MD5s
+    (:func:`~seqft_lightning.data.mnist_files.ensure_raw`) and parsed by torchvision's class of
+    the dataset (``MNIST``, ``FashionMNIST``); subclasses name the dataset (:attr:`files`).
 
     Args:
-        data_dir: torchvision root; the verified IDX files are unpacked to ``<data_dir>/MNIST/raw``.
-        vendored_dir: folder of the four committed ``*-ubyte.gz`` archives.
+        data_dir: torchvision root; the verified IDX files are unpacked to ``<data_dir>/<folder>/raw``.
+        files_dir: folder of the four ``*-ubyte.gz`` archives.
     """
 
-    def __init__(self, data_dir: str, vendored_dir: str, **kwargs):
+    files: IDXDataset
+
+    def __init__(self, data_dir: str, files_dir: str, **kwargs):
         super().__init__(**kwargs)
-        self.data_dir, self.vendored_dir = str(data_dir), str(vendored_dir)
+        self.data_dir, self.files_dir = str(data_dir), str(files_dir)
 
     def prepare_data(self) -> None:
-        ensure_mnist_raw(self.vendored_dir, self.data_dir)
+        ensure_raw(self.files, self.files_dir, self.data_dir)
 
     def load_raw(self):
-        from torchvision.datasets import MNIST
+        from torchvision import datasets
 
-        raw = ensure_mnist_raw(self.vendored_dir, self.data_dir)
-        key = tuple(file_identity(raw / name) for name in sorted(MNIST_MD5))
+        raw = ensure_raw(self.files, self.files_dir, self.data_dir)
+        key = tuple(file_identity(raw / name) for name in sorted(self.files.md5))
         if key not in _PARSED:
+            parser = getattr(datasets, self.files.folder)
             try:
-                train = MNIST(self.data_dir, train=True, download=False)
-                test = MNIST(self.data_dir, train=False, download=False)
+                train = parser(self.data_dir, train=True, download=False)
+                test = parser(self.data_dir, train=False, download=False)
             except (RuntimeError, ValueError, OSError) as err:
-                raise DataError(f"could not parse MNIST under {self.data_dir} ({err}); delete that folder and rerun") from err
+                raise DataError(f"could not parse {self.files.folder} under {self.data_dir} ({err}); delete that folder and rerun") from err
             _PARSED.clear()  # one parsed copy per process is enough
             _PARSED[key] = (train.data, train.targets, test.data, test.targets)
         return _PARSED[key]
+
+
+class MNISTTaskDataModule(IDXTaskDataModule):
+    """MNIST from the vendored IDX archives (``vendored_dir``: ``data/mnist``)."""
+
+    files = DATASETS["mnist"]
+
+    def __init__(self, data_dir: str, vendored_dir: str, **kwargs):
+        super().__init__(data_dir, vendored_dir, **kwargs)
+        self.vendored_dir = self.files_dir
+
+
+class FashionMNISTTaskDataModule(IDXTaskDataModule):
+    """Fashion-MNIST (Xiao, Rasul & Vollgraf 2017) from a local folder of its four IDX archives
+    (``files_dir``); never downloaded at run time (``python -m seqft_lightning.data.fetch``)."""
+
+    files = DATASETS["fashion_mnist"]
 
 
 class SyntheticTaskDataModule(TaskDataModule):

@@ -1,9 +1,16 @@
-"""The four MNIST IDX files: unpack the vendored ``.gz`` copies and verify every byte.
+"""The four IDX files of an MNIST-format dataset: unpack the local ``.gz`` copies, verify every byte.
 
-The repository ships ``data/mnist/*.gz``. ``ensure_mnist_raw`` unpacks them into the layout
-torchvision's :class:`~torchvision.datasets.MNIST` reads (``<root>/MNIST/raw/<name>``) and checks
-the MD5 of each *unpacked* file against the official sums. Only when a vendored file is missing
-does it fall back to torchvision's download (which needs network access).
+One path for every dataset of the format (MNIST, Fashion-MNIST): an :class:`IDXDataset` entry of
+:data:`DATASETS` names the MD5 of each *unpacked* file (the local ``.gz`` wrappings may differ
+from the official ones: only the unpacked bytes are compared), the folder that torchvision's class
+of that name reads (``<root>/<folder>/raw/<name>``) and how a user gets the files back.
+``ensure_raw`` unpacks the archives into that layout and checks each unpacked file's MD5.
+
+* MNIST ships with the repository (``data/mnist/*.gz``); only when a vendored archive is missing
+  (and no verified unpacked copy is left) does it fall back to torchvision's download.
+* Fashion-MNIST is read from a local folder named in the config (``data.files_dir``) and is never
+  downloaded at run time: a missing archive is refused with the one command that fetches the files
+  (:mod:`seqft_lightning.data.fetch`, for users elsewhere).
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ import hashlib
 import logging
 import os
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from seqft_lightning.errors import DataError
 from seqft_lightning.io import atomic_write
@@ -28,7 +37,44 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 
-_RESTORE_HINT = "restore it with `git checkout -- {path}` (or delete it to let torchvision download MNIST)"
+# MD5 of the official Fashion-MNIST release's files once unpacked (Xiao, Rasul & Vollgraf 2017);
+# copies re-compressed by a Linux distribution have other .gz sums but these unpacked ones.
+FASHION_MNIST_MD5 = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+
+
+@dataclass(frozen=True)
+class IDXDataset:
+    """One MNIST-format dataset: its config name, torchvision's class (and folder) name, the MD5s
+    of its unpacked files, how to get an archive back (``{path}``: the archive, ``{dir}``: its
+    folder) and whether a missing archive falls back to torchvision's download."""
+
+    name: str
+    folder: str
+    md5: Mapping[str, str]
+    restore: str
+    download_fallback: bool = False
+
+
+FETCH_COMMAND = "python -m seqft_lightning.data.fetch {name} --to {dir}"
+
+MNIST_FILES = IDXDataset(
+    "mnist", "MNIST", MNIST_MD5,
+    "restore it with `git checkout -- {path}` (or delete it to let torchvision download MNIST)",
+    download_fallback=True,
+)
+FASHION_MNIST_FILES = IDXDataset(
+    "fashion_mnist", "FashionMNIST", FASHION_MNIST_MD5,
+    "fetch the files with `" + FETCH_COMMAND.format(name="fashion_mnist", dir="{dir}") + "`",
+)
+DATASETS = {d.name: d for d in (MNIST_FILES, FASHION_MNIST_FILES)}
+# The data module classes (``_target_`` suffixes) that read each dataset, and the config key of the
+# folder that holds its archives: ``plan.check_data`` verifies the files before Lightning loads.
+DATAMODULES = {"MNISTTaskDataModule": ("mnist", "vendored_dir"), "FashionMNISTTaskDataModule": ("fashion_mnist", "files_dir")}
 
 
 # Files verified by this process, keyed by (path, size, mtime): a sweep of many jobs in one
@@ -50,12 +96,13 @@ def md5_of(path: Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def raw_dir(root: str | os.PathLike) -> Path:
-    """Folder where torchvision's ``MNIST(root)`` looks for the unpacked IDX files."""
-    return Path(root) / "MNIST" / "raw"
+def raw_dir(root: str | os.PathLike, folder: str = "MNIST") -> Path:
+    """Folder where torchvision's ``<folder>(root)`` (``MNIST``, ``FashionMNIST``) looks for the
+    unpacked IDX files."""
+    return Path(root) / folder / "raw"
 
 
-def _unpack(gz_path: Path, dest: Path) -> None:
+def _unpack(gz_path: Path, dest: Path, hint: str) -> None:
     """Unpack ``gz_path`` to ``dest`` atomically, refusing a corrupt or truncated archive."""
 
     def copy(out) -> None:
@@ -66,7 +113,7 @@ def _unpack(gz_path: Path, dest: Path) -> None:
     try:
         atomic_write(dest, copy, mode="wb")
     except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{gz_path} is corrupt or truncated ({err}); " + _RESTORE_HINT.format(path=gz_path)) from err
+        raise DataError(f"{gz_path} is corrupt or truncated ({err}); {hint}") from err
 
 
 def train_label_counts(raw: Path, num_classes: int = 10) -> list[int]:
@@ -76,50 +123,62 @@ def train_label_counts(raw: Path, num_classes: int = 10) -> list[int]:
     return [labels.count(k) for k in range(num_classes)]
 
 
-def _download_with_torchvision(root: Path, vendored_dir: Path) -> None:
-    from torchvision.datasets import MNIST
+def _download_with_torchvision(dataset: IDXDataset, root: Path, source_dir: Path) -> None:
+    from torchvision import datasets
 
-    log.warning("vendored MNIST files missing; falling back to torchvision's download into %s", root)
+    log.warning("vendored %s files missing; falling back to torchvision's download into %s", dataset.folder, root)
     try:
-        MNIST(str(root), train=True, download=True)
-        MNIST(str(root), train=False, download=True)
+        for train in (True, False):
+            getattr(datasets, dataset.folder)(str(root), train=train, download=True)
     except Exception as err:  # network errors come in many types; the user needs one line
         raise DataError(
-            f"MNIST files are missing from {vendored_dir} and torchvision's download failed ({err}); "
+            f"{dataset.folder} files are missing from {source_dir} and torchvision's download failed ({err}); "
             "restore them with `git checkout -- data/mnist`"
         ) from err
 
 
-def ensure_mnist_raw(vendored_dir: str | os.PathLike, root: str | os.PathLike) -> Path:
-    """Make ``<root>/MNIST/raw`` hold the four verified IDX files; return that folder.
+def ensure_raw(dataset: IDXDataset | str, source_dir: str | os.PathLike, root: str | os.PathLike) -> Path:
+    """Make ``<root>/<folder>/raw`` hold the four verified IDX files of ``dataset`` (an entry or
+    name of :data:`DATASETS`), unpacked from ``<source_dir>/<name>.gz``; return that folder.
 
-    An unpacked file whose MD5 does not match is unpacked again from the vendored archive; an
-    archive that unpacks to the wrong bytes is refused with a :class:`DataError`.
+    An unpacked file whose MD5 does not match is unpacked again from its archive; an archive that
+    is missing (without a download fallback), corrupt or unpacks to the wrong bytes is refused with
+    a one-line :class:`DataError` that says how to get the files back.
     """
-    vendored_dir, root = Path(vendored_dir), Path(root)
-    target = raw_dir(root)
-    missing_archives = [name for name in MNIST_MD5 if not (vendored_dir / f"{name}.gz").is_file()]
-    if missing_archives and not all((target / name).is_file() for name in MNIST_MD5):
-        _download_with_torchvision(root, vendored_dir)
-    for name, expected in MNIST_MD5.items():
+    dataset = DATASETS[dataset] if isinstance(dataset, str) else dataset
+    source_dir, root = Path(source_dir), Path(root)
+    target = raw_dir(root, dataset.folder)
+
+    def hint(archive: Path) -> str:
+        return dataset.restore.format(path=archive, dir=source_dir)
+
+    missing_archives = [source_dir / f"{name}.gz" for name in dataset.md5 if not (source_dir / f"{name}.gz").is_file()]
+    if missing_archives and not dataset.download_fallback:
+        where = "the folder does not exist" if not source_dir.is_dir() else f"{len(missing_archives)} of the 4 archives are missing"
+        raise DataError(f"{missing_archives[0]} is missing ({where}; nothing is downloaded at run time); {hint(missing_archives[0])}")
+    if missing_archives and not all((target / name).is_file() for name in dataset.md5):
+        _download_with_torchvision(dataset, root, source_dir)
+    for name, expected in dataset.md5.items():
         dest = target / name
         if dest.is_file() and (file_identity(dest) in _VERIFIED or md5_of(dest) == expected):
             _VERIFIED.add(file_identity(dest))
             continue
-        archive = vendored_dir / f"{name}.gz"
+        archive = source_dir / f"{name}.gz"
         if not archive.is_file():
             raise DataError(
                 f"{dest} has MD5 {md5_of(dest) if dest.is_file() else 'missing'}, expected {expected}, "
-                f"and {archive} is missing to unpack it again; " + _RESTORE_HINT.format(path=archive)
+                f"and {archive} is missing to unpack it again; " + hint(archive)
             )
         log.info("unpacking %s", archive)
-        _unpack(archive, dest)
+        _unpack(archive, dest, hint(archive))
         actual = md5_of(dest)
         if actual != expected:
             dest.unlink()
-            raise DataError(
-                f"{archive} unpacks to MD5 {actual}, expected {expected} (corrupt file); "
-                + _RESTORE_HINT.format(path=archive)
-            )
+            raise DataError(f"{archive} unpacks to MD5 {actual}, expected {expected} (corrupt file); " + hint(archive))
         _VERIFIED.add(file_identity(dest))
     return target
+
+
+def ensure_mnist_raw(vendored_dir: str | os.PathLike, root: str | os.PathLike) -> Path:
+    """:func:`ensure_raw` for the vendored MNIST archives: ``<root>/MNIST/raw``."""
+    return ensure_raw(MNIST_FILES, vendored_dir, root)

@@ -99,8 +99,9 @@ def run_merge(runner: Runner, plan: RunPlan) -> MethodResult:
         runner.recorder.write_csv(contract.LAMBDA_TEST_FILE, test_curve)
         selection = {**chosen.describe(), **{f"calibration/{k}": best[k] for k in ACCURACIES}}
         fields.update({"lambda": lambda_, "lambda_selection": selection})
-        log.info("%s: lambda %.3g chosen on calibration by %s (target %.4f, retained %.4f%s)", cfg.method.name, lambda_,
-                 chosen.rule, best["acc_target"], best["acc_retained"], ", fallback" if chosen.fallback else "")
+        log.info("%s: lambda %.3g chosen on calibration by %s (target %.2f %%, retained %.2f %%%s)", cfg.method.name,
+                 lambda_, chosen.rule, 100 * best["acc_target"], 100 * best["acc_retained"],
+                 ", fallback" if chosen.fallback else "")
     else:
         merged = merger.run(base, experts)
         fields["lambda"] = None
@@ -143,8 +144,8 @@ def run_task_negation(runner: Runner, plan: RunPlan) -> MethodResult:
         **{f"test/{k}": v for k, v in _forget_other(records[-1].evaluation.confusion, forget).items()},
         **{f"test/baseline_{k}": v for k, v in _forget_other(records[0].evaluation.confusion, forget).items()},
     }
-    log.info("task negation of %s: lambda %.3g; test acc on forgotten %.4f (baseline %.4f), on others %.4f "
-             "(baseline %.4f)", forget, lambda_, negation["test/acc_forget"], negation["test/baseline_acc_forget"],
-             negation["test/acc_other"], negation["test/baseline_acc_other"])
+    log.info("task negation of %s: lambda %.3g; test acc on forgotten %.2f %% (baseline %.2f %%), on others %.2f %% "
+             "(baseline %.2f %%)", forget, lambda_, *(100 * negation[k] for k in (
+                 "test/acc_forget", "test/baseline_acc_forget", "test/acc_other", "test/baseline_acc_other")))
     fields = {"lambda": lambda_, "negation": negation}
     return MethodResult(final=final, fields=fields, net=model, extra_memory_bytes=vectors_bytes)

@@ -1,7 +1,9 @@
 """Freeze all parameters except selected layers.
 
-``trainable`` entries: ``"output"`` (the last ``nn.Linear`` of ``net.layers``); an int (or digit
-string) ``k``, the k-th ``nn.Linear`` of ``net.layers`` (negative counts from the end); any other
+``trainable`` entries: ``"output"`` (the last layer with weights of ``net.layers``: an ``nn.Linear``
+or a convolution); an int (or digit string) ``k``, the k-th layer with weights of ``net.layers``
+(negative counts from the end; the MLP has only Linear layers, the CNN counts ``conv1, conv2, fc1,
+output``); the name of an entry of ``net.layers`` (the CNN's ``"conv2"``, ``"fc1"``); any other
 string, a parameter-name prefix on a dot boundary (``"layers.0"``, ``"layers.4.bias"``).
 
 ``on_stage_start`` sets ``requires_grad = False`` and ``grad = None`` on every other parameter; Adam
@@ -20,11 +22,14 @@ from seqft_lightning.retention.base import Retention
 
 log = logging.getLogger(__name__)
 
+# Layers with weights that ``"output"`` and a layer index count (the MLP has Linear layers only).
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
 
 def resolve_trainable(net: nn.Module, trainable: Sequence[str | int]) -> set[str]:
     """Names of the parameters of ``net`` selected by ``trainable`` entries."""
     all_names = [n for n, _ in net.named_parameters()]
-    linears = [n for n, m in net.named_modules() if n.split(".")[0] == "layers" and isinstance(m, nn.Linear)]
+    linears = [n for n, m in net.named_modules() if n.split(".")[0] == "layers" and isinstance(m, WEIGHT_LAYERS)]
     selected: set[str] = set()
     for entry in trainable:
         if entry == "output" and linears:
@@ -32,15 +37,15 @@ def resolve_trainable(net: nn.Module, trainable: Sequence[str | int]) -> set[str
         elif isinstance(entry, int) or (isinstance(entry, str) and entry.lstrip("-").isdigit()):
             k = int(entry)
             if not -len(linears) <= k < len(linears):
-                raise ValueError(f"Freeze: Linear index {k} out of range "
-                                 f"for {len(linears)} Linear layers in net.layers")
+                raise ValueError(f"Freeze: layer index {k} out of range "
+                                 f"for {len(linears)} layers with weights in net.layers")
             prefix = linears[k]
         else:
-            prefix = str(entry)
+            prefix = f"layers.{entry}" if f"layers.{entry}" in linears else str(entry)
         hits = [n for n in all_names if n == prefix or n.startswith(prefix + ".")]
         if not hits:
             raise ValueError(
-                f"Freeze: unknown trainable entry {entry!r}; use 'output', a Linear index "
+                f"Freeze: unknown trainable entry {entry!r}; use 'output', a layer index "
                 f"0..{len(linears) - 1}, or a parameter-name prefix of {all_names}"
             )
         selected.update(hits)

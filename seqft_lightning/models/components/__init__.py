@@ -1,3 +1,4 @@
+from seqft_lightning.models.components.cnn import CNN
 from seqft_lightning.models.components.mlp import MLP
 
-__all__ = ["MLP"]
+__all__ = ["CNN", "MLP"]

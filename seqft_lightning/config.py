@@ -139,9 +139,9 @@ def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
     _require(steps is None or steps >= 1, f"method.steps_per_stage={steps} must be >= 1, or null to train method.epochs_per_stage epochs")
     metric = str(cfg.get("optimized_metric", "calibration/selection_score"))
     _require(metric.startswith("calibration/"), f"optimized_metric={metric} is not a calibration metric: a sweeper would select on it; use calibration/... (e.g. calibration/selection_score)")
-    selection = cfg.get("selection") or {}
+    _require(cfg.get("selection") is not None, "selection is missing; conf/train.yaml sets it (selection.rule, selection.delta)")
     try:
-        check_rule(selection.get("rule", "target_at_retained"), selection.get("delta", 0.01))
+        check_rule(cfg.selection.get("rule"), cfg.selection.get("delta"))
     except ValueError as err:
         raise ConfigError(str(err)) from None
     spt = cfg.data.samples_per_task

@@ -9,8 +9,6 @@ cache miss produce identical fine-tuning. The config was checked before (see
 
 from __future__ import annotations
 
-import atexit
-import gc
 import logging
 import math
 import os
@@ -30,7 +28,7 @@ from seqft_lightning.cost import cost_metrics, flops_per_sample
 from seqft_lightning.loggers import end_run
 from seqft_lightning.methods.base import MethodResult
 from seqft_lightning.models.classifier import ClassifierModule
-from seqft_lightning.plan import RunPlan
+from seqft_lightning.run_plan import RunPlan
 from seqft_lightning.recorder import RunRecorder
 from seqft_lightning.selection import score
 from seqft_lightning.runner import Runner
@@ -43,29 +41,16 @@ warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
 
 
-class _TrainerBannerFilter(logging.Filter):
-    """Drop what every new Trainer logs (device banner, tips, limit notes, "`Trainer.fit`
-    stopped"); keep everything else, e.g. Lightning's "Detected KeyboardInterrupt"."""
-
-    BANNERS = ("GPU available", "TPU available", "HPU available", "Tip:", "was configured so", "LOCAL_RANK:", "`Trainer.fit` stopped")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(banner in message for banner in self.BANNERS)
-
-
 def _quiet_lightning() -> None:
     """Lightning attaches its own console handler to the ``lightning`` logger; when the root
     logger already has handlers (Hydra's console and ``train.log``), it only prints every message
-    a second time, so it is removed. Every Trainer's device banner is dropped."""
+    a second time, so it is removed. (Every Trainer's device banner is an INFO record of
+    ``lightning.pytorch.utilities.rank_zero``, whose level ``conf/hydra/default.yaml`` sets.)"""
     if logging.getLogger().handlers:
         lightning_logger = logging.getLogger("lightning")
         for handler in list(lightning_logger.handlers):
             if type(handler) is logging.StreamHandler:
                 lightning_logger.removeHandler(handler)
-    banner_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _TrainerBannerFilter) for f in banner_logger.filters):
-        banner_logger.addFilter(_TrainerBannerFilter())
 
 
 def training_device(trainer: DictConfig) -> torch.device:
@@ -119,9 +104,9 @@ def selection_score(plan: RunPlan, baseline: dict[str, float], final: dict[str, 
     """``calibration/selection_score``: the selection rule as one number (what a sweeper maximises)."""
     if "calibration/acc" not in final:
         return {}
-    rule = plan.cfg.get("selection") or {}
+    rule = plan.cfg.selection
     candidate = {k: final[f"calibration/{k}"] for k in ("acc", "acc_target", "acc_retained")}
-    value = score(candidate, baseline["calibration/acc_retained"], rule.get("rule", "target_at_retained"), float(rule.get("delta", 0.01)))
+    value = score(candidate, baseline["calibration/acc_retained"], rule.rule, float(rule.delta))
     return {"calibration/selection_score": value}
 
 
@@ -145,25 +130,6 @@ def log_hparams(loggers: list, plan: RunPlan, final: dict[str, float]) -> None:
         logger.log_hyperparams(params, metrics=shown)
 
 
-def _lean_process(device: torch.device) -> None:
-    """Two process-wide costs that are not the run's work, removed before it starts.
-
-    - Exit: the imported modules (torch, Lightning, torchmetrics: about half a million objects) make
-      the interpreter's final garbage collection take about a second, which every sweep worker
-      pays and the launcher waits for. At exit the objects are moved to the permanent
-      generation first (:func:`gc.freeze`), so that collection skips them.
-    - Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` at import so that a CUDA check never
-      initialises CUDA before a fork. With it, ``torch.cuda.is_available()`` probes NVML anew on
-      every call, and torch's optimizers call it on every step (their CUDA-graph health check):
-      a failed ``dlopen`` per step on a CPU machine. A run that trains off CUDA forks nothing that
-      uses CUDA (the loaders are in-memory, no workers), so torch's own cached check is restored.
-    """
-    atexit.unregister(gc.freeze)  # once per process, however many runs it holds
-    atexit.register(gc.freeze)
-    if device.type != "cuda":
-        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-
-
 def run(plan: RunPlan) -> tuple[dict, dict]:
     """Run the checked ``plan``; return ``(metrics, objects)``.
 
@@ -175,7 +141,6 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     device = training_device(cfg.trainer)
-    _lean_process(device)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     runner = build_runner(plan, device)
     recorder = runner.recorder

@@ -12,9 +12,6 @@ recomputed from the config later.
 from __future__ import annotations
 
 import logging
-import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqft_lightning.config import show_value, instantiate_checked, result_hash, task_classes, validate_config, validate_stages
 from seqft_lightning.errors import ConfigError
-from seqft_lightning.methods import METHODS, Method, get_method
+from seqft_lightning.methods import METHODS, get_method
 from seqft_lightning.provenance import code_version, pin_cpu_kernels
+from seqft_lightning.run_plan import RunPlan
+from seqft_lightning.values import is_number
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """One run, resolved and checked."""
-
-    cfg: DictConfig  # the composed config (instantiation targets: data, model, trainer, loggers)
-    method_name: str
-    method: Method
-    stages: list[list[int]]  # ``method.stages``: the study's tasks
-    task_classes: list[int]  # the union of the stages, sorted: the "target" classes
-    train_groups: list[list[int]]  # what the stage loop trains (sequential: stages; joint: [task_classes])
-    retention: Any  # the run's retention strategy (a fresh object; the runner owns it)
-    retention_inactive: str | None  # why the retention strategy cannot act in this run (None: it can)
-    config_hash: str  # hash of every result-relevant config value (resume compares it)
-    run_dir: Path
-    code_version: str = ""  # fingerprint of the training code (resume and the baseline key compare it)
 
 
 def build_retention(cfg: DictConfig) -> Any:
@@ -63,50 +45,37 @@ def check_optimizer_ranges(node: DictConfig, key: str) -> None:
     """The shared ranges (:data:`_NON_NEGATIVE_ARGS`, ``betas``), from the config alone."""
     for name in _NON_NEGATIVE_ARGS:
         value = node.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        if is_number(value) and value < 0:
             raise ConfigError(f"{key}.{name}={value!r} is refused by {node.get('_target_')}: it must be >= 0; fix that argument")
     betas = node.get("betas")
-    if betas is not None and all(isinstance(b, (int, float)) for b in betas) and not all(0 <= b < 1 for b in betas):
+    if betas is not None and all(is_number(b) for b in betas) and not all(0 <= b < 1 for b in betas):
         raise ConfigError(f"{key}.betas={show_value(betas)} is refused by {node.get('_target_')}: each must be in [0, 1); fix that argument")
 
 
 def check_optimizer(node: DictConfig, key: str) -> None:
-    """Build the optimizer ``node`` on an empty parameter list: torch checks the arguments first and
-    then refuses the empty list (the arguments passed), without setting up a real parameter group,
-    which would import torch's compiler stack."""
+    """Build the optimizer ``node`` on a real one-parameter list: torch checks every argument (a run
+    that trains imports the same modules anyway, Lightning among them)."""
+    import torch
+
     factory = instantiate_checked(node, key)
     try:
-        factory(params=[])
-    except ValueError as err:
-        if "empty parameter list" in str(err):
-            return
-        refused = err
-    except (TypeError, RuntimeError) as err:
-        refused = err
-    else:
-        return
-    args = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
-    raise ConfigError(f"{key}={show_value(OmegaConf.create(args))} is refused by {node.get('_target_')}: {str(refused).splitlines()[0]}; fix that argument")
-
-
-# Device nodes of a GPU driver (NVIDIA, WSL, ROCm): without any of them, CUDA cannot be available.
-_GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+        factory(params=[torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError, RuntimeError) as err:
+        args = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
+        raise ConfigError(f"{key}={show_value(OmegaConf.create(args))} is refused by {node.get('_target_')}: "
+                          f"{str(err).splitlines()[0]}; fix that argument") from None
 
 
 def check_accelerator(trainer: DictConfig) -> None:
-    """An explicitly requested GPU must exist (``accelerator=auto`` falls back to the CPU).
-
-    On Linux without a GPU driver's device node the answer is known without importing torch."""
+    """An explicitly requested GPU must exist (``accelerator=auto`` falls back to the CPU)."""
     accelerator = str(trainer.get("accelerator", "auto"))
     if accelerator not in ("gpu", "cuda", "mps"):
         return
-    no_cuda = f"trainer.accelerator={accelerator}: no CUDA GPU is available on this machine; use trainer=cpu or trainer.accelerator=auto"
-    if accelerator != "mps" and sys.platform.startswith("linux") and not any(os.path.exists(p) for p in _GPU_DEVICE_NODES):
-        raise ConfigError(no_cuda)
     import torch
 
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(no_cuda)
+        raise ConfigError(f"trainer.accelerator={accelerator}: no CUDA GPU is available on this machine; use trainer=cpu "
+                          "or trainer.accelerator=auto")
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.accelerator=mps: MPS is not available on this machine; use trainer=cpu or trainer.accelerator=auto")
     devices = trainer.get("devices", 1)

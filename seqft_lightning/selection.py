@@ -50,7 +50,18 @@ def check_rule(rule: str, delta: float) -> None:
         raise ValueError(f"selection.delta={delta!r} must be a fraction in [0, 1] (0.01 = 1 percentage point)")
 
 
-def score(candidate: Mapping[str, float], baseline_retained: float, rule: str = "target_at_retained", delta: float = 0.01) -> float:
+def config_defaults() -> tuple[str, float]:
+    """The ``selection`` rule and delta that ``conf/train.yaml`` sets, the one place they are defined (for
+    readers of runs that carry no ``selection`` config)."""
+    from omegaconf import OmegaConf
+
+    from seqft_lightning.resolvers import project_root
+
+    node = OmegaConf.load(f"{project_root()}/conf/train.yaml").selection
+    return str(node.rule), float(node.delta)
+
+
+def score(candidate: Mapping[str, float], baseline_retained: float, rule: str, delta: float) -> float:
     """The rule as one number to maximise (for a hyperparameter sweeper such as Optuna).
 
     ``overall``: calibration accuracy. ``target_at_retained``: the target accuracy when retained
@@ -67,7 +78,7 @@ def score(candidate: Mapping[str, float], baseline_retained: float, rule: str = 
     return float(candidate[RETAINED] - floor - 1e-6)
 
 
-def select(candidates: Sequence[Mapping[str, float]], baseline_retained: float, rule: str = "target_at_retained", delta: float = 0.01) -> Selection:
+def select(candidates: Sequence[Mapping[str, float]], baseline_retained: float, rule: str, delta: float) -> Selection:
     """Pick one of ``candidates`` (calibration ``acc``, ``acc_target``, ``acc_retained``) by ``rule``.
 
     ``baseline_retained`` is the pretrained baseline's calibration retained accuracy (the

@@ -261,13 +261,3 @@ def test_retention_penalty_gradient_reaches_the_weights():
         return float(sum((p.detach() ** 2).sum() for p in net.parameters()))
 
     assert norm_after(WeightDecayPenalty()) < 0.5 * norm_after(None)
-
-
-def test_lightnings_hook_name_bypasses_module_registration_and_parameters_still_register():
-    """ClassifierModule sets Lightning's per-hook ``_current_fx_name`` as a plain attribute (the
-    hot path); every other assignment still goes through nn.Module (parameters register)."""
-    module = ClassifierModule(MLP())
-    module._current_fx_name = "training_step"
-    assert module._current_fx_name == "training_step" and "_current_fx_name" in vars(module)
-    module.extra = nn.Parameter(torch.zeros(1))
-    assert "extra" in dict(module.named_parameters())

@@ -329,19 +329,3 @@ def test_progress_bar_off_alone_and_thread_pinning(compose, tmp_path):
         assert info["torch_threads"] == 1 and (tmp_path / "run" / "metrics.json").is_file()
     finally:
         torch.set_num_threads(before)
-
-
-def test_a_cpu_run_gives_torch_back_its_cached_cuda_check(runs, monkeypatch):
-    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 at import; with it, torch.cuda.is_available()
-    probes NVML on every call, and torch's optimizers call it at every step. After a CPU run the
-    variable is gone, and an optimizer step no longer reaches the NVML probe."""
-    import os
-
-    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1"
-    probes = []
-    monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: probes.append(1) or -1)
-    net = MLP()
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    net(torch.zeros(2, 784)).sum().backward()
-    optimizer.step()
-    assert probes == []

@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from seqft_lightning.selection import check_rule, score, select
+from seqft_lightning.selection import check_rule
+from seqft_lightning.selection import config_defaults
+from seqft_lightning.selection import score as _score
+from seqft_lightning.selection import select as _select
+
+RULE, DELTA = config_defaults()  # conf/train.yaml's selection
+
+
+def select(candidates, baseline_retained, rule=RULE, delta=DELTA):
+    return _select(candidates, baseline_retained, rule, delta)
+
+
+def score(candidate, baseline_retained, rule=RULE, delta=DELTA):
+    return _score(candidate, baseline_retained, rule, delta)
+
+
+def test_the_defaults_are_the_configs():
+    assert (RULE, DELTA) == ("target_at_retained", 0.01)
 
 
 def c(acc, target, retained):

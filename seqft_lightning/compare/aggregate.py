@@ -39,7 +39,7 @@ from seqft_lightning.compare.variants import (FAMILIES, MERGING_METHODS, NAIVE_M
 from seqft_lightning.contract import (CL_AVG_ACC, CL_BWT, CL_FORGETTING, ESTIMATION_PART, GROUP_METRICS, SELECTION_PART,
                                       TEST, class_metric_key, flatten, metric_key)
 from seqft_lightning.errors import SeqftError
-from seqft_lightning.selection import RULES, check_rule, select
+from seqft_lightning.selection import RULES, check_rule, config_defaults, select
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class SelectionRule:
 
     rule: str
     delta: float
-    source: str  # "the jobs' `selection` config", "the command line (...)", "selection.py's defaults (...)"
+    source: str  # "the jobs' `selection` config", "the command line (...)", "conf/train.yaml's `selection` (...)"
 
     def short(self) -> str:
         """``selected on calibration by target_at_retained, δ = 0.01``: for figure titles."""
@@ -452,7 +452,7 @@ def selection_rule(jobs: Sequence[Job], rule: str | None = None, delta: float | 
     for job in jobs:
         cfg = job.config.get("selection") if job.ok else None
         if isinstance(cfg, Mapping) and "rule" in cfg:
-            found.setdefault((str(cfg["rule"]), float(cfg.get("delta", 0.01))), []).append(job.rel)
+            found.setdefault((str(cfg["rule"]), float(cfg.get("delta", config_defaults()[1]))), []).append(job.rel)
     ran = "; ".join(f"{r}, delta={d:g} ({len(js)} job(s), e.g. {js[0]})" for (r, d), js in sorted(found.items()))
     cli = rule is not None or delta is not None
     if not cli and len(found) > 1:
@@ -460,15 +460,16 @@ def selection_rule(jobs: Sequence[Job], rule: str | None = None, delta: float | 
                          f"one rule with --rule {{{','.join(RULES)}}} --delta D, or compare the sweeps apart")
     # what the command line leaves open comes from the jobs where they agree on it, else the defaults
     rules, deltas = {r for r, _ in found}, {d for _, d in found}
-    chosen = (rule or (rules.pop() if len(rules) == 1 else "target_at_retained"),
-              float(delta if delta is not None else deltas.pop() if len(deltas) == 1 else 0.01))
+    default_rule, default_delta = config_defaults()
+    chosen = (rule or (rules.pop() if len(rules) == 1 else default_rule),
+              float(delta if delta is not None else deltas.pop() if len(deltas) == 1 else default_delta))
     try:
         check_rule(*chosen)
     except ValueError as err:
         raise SeqftError(str(err) if cli else f"{err} (in the jobs' config)") from None
     if not cli:
         return SelectionRule(*chosen, "the jobs' `selection` config" if found
-                             else "selection.py's defaults (the jobs carry no `selection` config)")
+                             else "conf/train.yaml's `selection` (the jobs carry no `selection` config)")
     if len(found) > 1:
         log.warning("the jobs ran with different selection rules (%s); compare applies %s, delta=%g", ran, *chosen)
     return SelectionRule(*chosen, "the command line (--rule/--delta)" + (f"; the jobs ran with {ran}" if found else ""))

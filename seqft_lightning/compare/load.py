@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from seqft_lightning.values import is_finite_number  # noqa: F401  (the compare modules import it from here)
 from seqft_lightning.contract import (CALIBRATION_COLUMNS, CALIBRATION_FILE, CONFIG_FILE, CURVE_COLUMNS,
                                       CURVES_FILE, LAMBDA_TEST_FILE, METRICS_FILE, RUN_INFO_FILE, STAGE_COLUMNS,
                                       STAGES_FILE, TRAIN_LOG_FILE, DIVERGENCE, ERROR_FILE, affects_results, confusion_file, flatten)
@@ -332,8 +333,3 @@ def report_jobs(jobs: list[Job]) -> None:
         for w in job.warnings:
             log.warning("job %s: %s", job.rel, w)
     log.info("read %d jobs (%d failed)", len(jobs), sum(not j.ok for j in jobs))
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for real, finite numbers (not bools)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -15,16 +15,13 @@ import math
 from typing import TYPE_CHECKING, ClassVar, Mapping
 
 from seqft_lightning import merging  # lazy exports: the tensor work imports torch on first use
+from seqft_lightning.values import is_number
 
 if TYPE_CHECKING:  # torch is imported by the methods that merge, not by building a merger
     from torch import nn
 
     from seqft_lightning.merging.task_vector import TaskVector
 
-
-def is_number(value: object) -> bool:
-    """An int or float, not a bool (``tv + False`` or ``lambda_=True`` is almost certainly a bug)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_lambda(value: float | None, where: str) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from seqft_lightning.merging import state_dict_ops as ops
-from seqft_lightning.merging.mergers import is_number
+from seqft_lightning.values import is_number
 
 
 def load_copy(base: nn.Module, state: Mapping[str, Tensor]) -> nn.Module:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from omegaconf import DictConfig
 
 if TYPE_CHECKING:  # Lightning is imported only when a run starts
-    from seqft_lightning.plan import RunPlan
+    from seqft_lightning.run_plan import RunPlan
     from seqft_lightning.runner import Runner
 
 

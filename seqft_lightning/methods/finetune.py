@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from seqft_lightning.methods.base import MethodResult
 
 if TYPE_CHECKING:
-    from seqft_lightning.plan import RunPlan
+    from seqft_lightning.run_plan import RunPlan
     from seqft_lightning.runner import Runner
 
 

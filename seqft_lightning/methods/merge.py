@@ -26,7 +26,7 @@ from seqft_lightning.recorder import classes_label
 from seqft_lightning.selection import select
 
 if TYPE_CHECKING:
-    from seqft_lightning.plan import RunPlan
+    from seqft_lightning.run_plan import RunPlan
     from seqft_lightning.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,8 @@ def run_merge(runner: Runner, plan: RunPlan) -> MethodResult:
         runner.recorder.write_csv(contract.CALIBRATION_FILE, curve)
         # The study's one rule, on calibration; the grid is in ascending lambda, so ties go to
         # the smaller lambda: the smaller step away from the pretrained weights.
-        rule = cfg.get("selection") or {}
         baseline_retained = runner.recorder.stages()[0].metrics["calibration/acc_retained"]
-        chosen = select(curve, baseline_retained, rule.get("rule", "target_at_retained"),
-                        float(rule.get("delta", 0.01)))
+        chosen = select(curve, baseline_retained, cfg.selection.rule, float(cfg.selection.delta))
         best = curve[chosen.index]
         lambda_ = best["lambda"]
         merged = merged_vector.apply_to(base, lambda_)

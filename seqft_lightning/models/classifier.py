@@ -54,14 +54,6 @@ class ClassifierModule(pl.LightningModule):
         self._val_samples = 0  # calibration samples evaluated since take_samples()
         self._reset_train_sums()
 
-    def __setattr__(self, name: str, value: object) -> None:
-        # Lightning sets `_current_fx_name` around every hook call (~45 times per optimizer step);
-        # nn.Module.__setattr__ would check each against parameters, buffers and submodules.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def begin_stage(self, stage: int, optimizer: OptimizerFactory, step_offset: int, penalty: Penalty | None = None,
                     keep_optimizer: bool = False) -> None:
         """Start stage ``stage`` (0 = pretraining) with ``optimizer`` (a partial taking

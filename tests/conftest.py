@@ -38,6 +38,20 @@ def compose_train_config(overrides: Sequence[str], output_dir: str | Path, cache
         return compose(config_name="train", overrides=[*overrides, *extra])
 
 
+def per_sample_fisher(net, x, y) -> dict:
+    """Reference diagonal empirical Fisher: ``mean_n g_n²`` from one backward pass per sample (a plain loop,
+    nothing from the package), for checking the package's vectorised estimates."""
+    import torch.nn.functional as F
+
+    ref = {n: p.detach().new_zeros(p.shape) for n, p in net.named_parameters()}
+    for i in range(len(y)):
+        net.zero_grad()
+        F.cross_entropy(net(x[i:i + 1]), y[i:i + 1]).backward()
+        for n, p in net.named_parameters():
+            ref[n] += p.grad ** 2 / len(y)
+    return ref
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

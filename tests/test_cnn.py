@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from seqft_lightning.api import train
@@ -20,6 +20,7 @@ from seqft_lightning.cost import flops_per_sample
 from seqft_lightning.models.components import CNN
 from seqft_lightning.retention import Freeze
 from seqft_lightning.retention.ewc import empirical_fisher
+from tests.conftest import per_sample_fisher
 
 
 def _cnn_flops() -> tuple[int, int]:
@@ -66,12 +67,7 @@ def test_ewc_fisher_covers_the_convolutions():
     names = [n for n, _ in net.named_parameters()]
     assert any(n.startswith("layers.conv") for n in names)
     fisher = empirical_fisher(net, x, y, names, batch_size=4)
-    ref = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
-    for i in range(len(y)):
-        net.zero_grad()
-        F.cross_entropy(net(x[i:i + 1]), y[i:i + 1]).backward()
-        for n, p in net.named_parameters():
-            ref[n] += p.grad ** 2 / len(y)
+    ref = per_sample_fisher(net, x, y)
     for n in names:
         torch.testing.assert_close(fisher[n], ref[n], rtol=1e-4, atol=1e-10)
     assert fisher["layers.conv1.weight"].sum() > 0 and fisher["layers.conv2.weight"].sum() > 0

@@ -151,24 +151,7 @@ def test_a_missing_archive_is_refused_even_with_an_unpacked_copy(compose, stand_
         plan_run(cfg)
 
 
-_REFUSALS_SCRIPT = """
-import json, sys
-from hydra import compose, initialize_config_dir
-import seqft_lightning
-from seqft_lightning.api import train
-from seqft_lightning.errors import SeqftError
-cases, conf_dir = json.loads(sys.argv[1]), sys.argv[2]
-out = {}
-for name, overrides in cases.items():
-    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    try:
-        train(cfg)
-        out[name] = ("not refused", None)
-    except SeqftError as err:
-        out[name] = (str(err), "torch" in sys.modules)
-print(json.dumps(out))
-"""
+from tests.test_bad_input import _WITHOUT_TORCH_SCRIPT as _REFUSALS_SCRIPT  # noqa: E402  (one script for both)
 
 
 def test_refusals_come_before_torch_and_train_py_exits_2(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -16,6 +17,7 @@ from torch import nn
 from seqft_lightning.data.loaders import TensorBatchLoader
 from seqft_lightning.retention import EWC, L2SP, Freeze, LwF, Replay, Retention
 from seqft_lightning.retention.ewc import empirical_fisher
+from tests.conftest import per_sample_fisher
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "retention"
 
@@ -209,12 +211,7 @@ def test_empirical_fisher_matches_per_sample_loop(kind):
     x, y = make_data([0, 1, 2], 2)
     names = [n for n, _ in net.named_parameters()]
     fisher = empirical_fisher(net, x, y, names, batch_size=4)  # chunks of 4 + 2
-    ref = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
-    for i in range(len(y)):
-        net.zero_grad()
-        F.cross_entropy(net(x[i:i + 1]), y[i:i + 1]).backward()
-        for n, p in net.named_parameters():
-            ref[n] += p.grad ** 2 / len(y)
+    ref = per_sample_fisher(net, x, y)
     for n in names:
         torch.testing.assert_close(fisher[n], ref[n], rtol=1e-4, atol=1e-8)
 

@@ -4,6 +4,7 @@
     python train.py -m method=sequential,joint seed=0,1,2
 """
 
+import contextlib
 import sys
 import warnings
 from pathlib import Path
@@ -12,7 +13,7 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 import seqft_lightning  # noqa: F401  (registers the config resolvers)
-from seqft_lightning.api import train
+from seqft_lightning.api import train, write_config
 from seqft_lightning.cli import in_sweep, misspelt_key, run_or_exit
 from seqft_lightning.errors import EXIT_USER_ERROR
 
@@ -30,7 +31,9 @@ def main(cfg: DictConfig) -> float:
             cfg.trainer.enable_progress_bar = False
     # In a sweep a refused job is listed as failed and the other jobs run (see README, "Bad input").
     result = run_or_exit(lambda: train(cfg), job_dir=cfg.paths.output_dir if sweep else None)
-    if result is None:
+    if result is None:  # refused: its error.json says why; its config.json labels it in compare
+        with contextlib.suppress(Exception):  # an unresolvable config: error.json names what is wrong
+            write_config(cfg, cfg.paths.output_dir)
         return float("nan")  # a sweeper (Optuna) records the trial as failed
     # What a sweeper optimises: a calibration metric (validated), never a test one.
     return result[0]["final"].get(cfg.optimized_metric)

@@ -1,16 +1,10 @@
-"""seqft-lightning: which way of fine-tuning a pretrained classifier is best?
-
-``train(cfg)`` runs one configured experiment (see :mod:`seqft_lightning.api`). Heavy
-imports (torch, Lightning) are deferred so that ``compare`` and config tools start fast.
-"""
+"""seqft-lightning: which way of fine-tuning a pretrained classifier is best? ``train(cfg)`` runs one
+configured experiment (:mod:`seqft_lightning.api`); torch and Lightning load only when a run starts."""
 
 __version__ = "0.1.0"
 
 from seqft_lightning import resolvers as _resolvers
-from seqft_lightning.lazy import lazy_exports
+from seqft_lightning.api import train
 
 _resolvers.register()
-__getattr__ = lazy_exports({"seqft_lightning.api": ["train"]})
-
-
 __all__ = ["train"]

@@ -1,9 +1,6 @@
 """The pretrained baseline: trained once per (split, model, pretraining config, seed), then reused.
-
-The cache key hashes exactly the config parts that determine the pretrained weights. Writers
-hold a file lock, so parallel jobs that need the same baseline train it once; the checkpoint is
-written atomically, and one that fails to load (truncated, corrupt, wrong keys) is retrained.
-"""
+Writers hold a file lock, so parallel jobs that need the same baseline train it once; the checkpoint
+is written atomically, and one that fails to load (truncated, corrupt, wrong keys) is retrained."""
 
 from __future__ import annotations
 
@@ -26,15 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def baseline_key(cfg: DictConfig, task_classes: list[int], device: torch.device, threads: int, code_version: str) -> str:
-    """Hash of everything that determines the pretrained weights' bits.
-
-    The config's data split, model, pretraining, trainer (its ``accelerator`` string aside) and
-    seed (less what does not affect results, :func:`seqft_lightning.contract.affects_results`), the
-    CPU kernel choice, the held-out task classes, the training code (``code_version``), and what
-    the config does not pin: the device type the baseline trained on (``accelerator=auto`` and
-    ``trainer=gpu`` on one GPU share a baseline; a CUDA baseline is not a CPU one) and, on CPU, the
-    intra-op thread count and the kernel path in force (float sums, hence the bits, depend on them).
-    """
+    """Hash of everything that determines the pretrained weights' bits: the config's result-relevant data
+    split, model, pretraining, trainer (its ``accelerator`` string aside), seed and CPU kernel choice, the
+    held-out task classes, the training code, and what the config does not pin: the device type and, on
+    CPU, the intra-op thread count and kernel path in force (float sums, hence the bits, depend on them)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     parts = result_config({k: resolved.get(k) for k in ("data", "model", "pretrain", "trainer", "seed", "cpu_kernels")})
     parts["trainer"] = {k: v for k, v in (parts.get("trainer") or {}).items() if k != "accelerator"}
@@ -44,16 +36,9 @@ def baseline_key(cfg: DictConfig, task_classes: list[int], device: torch.device,
     return stable_hash({"task_classes": task_classes, **parts, **machine, "code_version": code_version})
 
 
-def _ddp_child() -> bool:
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
-
-
 class BaselineCache:
-    """Checkpoints of pretrained baselines in ``cache_dir``, keyed by :func:`baseline_key`.
-
-    Each entry is a dict with ``state_dict`` (the net), ``history`` (pretraining curve rows) and
-    ``steps`` (optimizer steps taken), so a cache hit reproduces a cache miss exactly.
-    """
+    """Checkpoints of pretrained baselines in ``cache_dir``, keyed by :func:`baseline_key`: the net's
+    ``state_dict``, its pretraining curve rows (``history``) and ``steps``, so a hit reproduces a miss."""
 
     def __init__(self, cache_dir: str | Path, enabled: bool = True):
         self.cache_dir = Path(cache_dir)
@@ -76,11 +61,8 @@ class BaselineCache:
             return None
 
     def get_or_train(self, key: str, net: torch.nn.Module, train: Callable[[], dict[str, Any]]) -> dict:
-        """Load the baseline ``key`` into ``net``, or run ``train()`` and cache its result.
-
-        ``train`` trains ``net`` in place and returns ``{"history": [...], "steps": int}``.
-        Returns the entry (``history``, ``steps``, and ``cached``: whether it was a hit).
-        """
+        """Load the baseline ``key`` into ``net``, or run ``train()`` (which trains ``net`` in place and
+        returns ``{"history": [...], "steps": int}``) and cache it; return the entry, ``cached`` telling a hit."""
         if not self.enabled:
             return {**train(), "cached": False}
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +72,8 @@ class BaselineCache:
         # Lock files live apart (`.locks/`), so the cache folder lists only baselines.
         lock_path = self.cache_dir / ".locks" / f"{path.name}.lock"
         lock_path.parent.mkdir(exist_ok=True)
-        lock = contextlib.nullcontext() if _ddp_child() else FileLock(str(lock_path))
+        ddp_child = int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+        lock = contextlib.nullcontext() if ddp_child else FileLock(str(lock_path))
         with lock:
             entry = self._load(path, net)
             if entry is not None:

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from seqft_lightning.contract import ERROR_FILE
 from seqft_lightning.errors import EXIT_USER_ERROR, SeqftError
+from seqft_lightning.io import atomic_write_json
 
 log = logging.getLogger("seqft_lightning")
 
@@ -25,11 +27,8 @@ def in_sweep() -> bool:
 
 
 class ConsoleFilter(logging.Filter):
-    """What reaches the console handler (the run's ``train.log`` gets everything).
-
-    Records logged with ``extra={"console": False}`` never do. Inside a sweep only warnings and
-    errors do: the progress of a sweep is one line per job (:mod:`seqft_lightning.progress`).
-    """
+    """What reaches the console handler (``train.log`` gets everything): never the records logged with
+    ``extra={"console": False}``; inside a sweep only warnings and errors (a sweep shows one line per job)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -40,16 +39,10 @@ class ConsoleFilter(logging.Filter):
 
 
 def run_or_exit(fn: Callable[[], T], job_dir: str | Path | None = None) -> T | None:
-    """Call ``fn``; on a :class:`SeqftError` log ``error: <message>`` and exit with status 2.
-
-    Inside a sweep job (``job_dir`` given) a refusal does not end the sweep: the error goes to the
-    job's ``train.log`` and ``error.json`` (:data:`~seqft_lightning.contract.ERROR_FILE`), the
-    sweep's progress line shows it, the other jobs run, and the sweep ends with status 2
-    (:class:`~seqft_lightning.progress.SweepProgress`). Returns ``None`` for such a job.
-    """
+    """Call ``fn``; on a :class:`SeqftError` log ``error: <message>`` and exit with status 2. Inside a
+    sweep job (``job_dir`` given) a refusal does not end the sweep: the error goes to the job's
+    ``train.log`` and ``error.json``, the other jobs run, the sweep ends with status 2; returns ``None``."""
     if job_dir is not None:
-        from seqft_lightning.contract import ERROR_FILE
-
         (Path(job_dir) / ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's refusal
     try:
         return fn()
@@ -58,9 +51,6 @@ def run_or_exit(fn: Callable[[], T], job_dir: str | Path | None = None) -> T | N
         # The log record (kept off the console by ConsoleFilter) for the run's train.log.
         log.error("error: %s", message, extra={CONSOLE: False})
         if job_dir is not None:
-            from seqft_lightning.contract import ERROR_FILE
-            from seqft_lightning.io import atomic_write_json
-
             atomic_write_json(Path(job_dir) / ERROR_FILE, {"error": message, "exit_status": EXIT_USER_ERROR})
             return None
         sys.stderr.write(f"error: {message}\n")  # the bare line on stderr for the user
@@ -69,13 +59,9 @@ def run_or_exit(fn: Callable[[], T], job_dir: str | Path | None = None) -> T | N
 
 def misspelt_key(args: list[str], config_dir: str, config_name: str = "train") -> str | None:
     """One line naming the first command-line override whose key the composed config lacks (or that
-    adds, with ``+``, a setting its instantiated node does not take), with the closest valid key and
-    the valid keys of that node; ``None`` when every key exists (or the line does not parse: Hydra
-    then says why).
-
-    Hydra refuses such a key itself, but with exit 1, a hint to add it with ``+`` and no valid keys;
-    ``train.py`` calls this first so that a typo gets the project's one line and exit 2.
-    """
+    adds, with ``+``, a setting its instantiated node does not take), with the closest valid key and the
+    node's valid keys; ``None`` when every key exists or the line does not parse (Hydra's own refusal
+    exits 1 with a hint to add the key with ``+``)."""
     import difflib
 
     from hydra import compose, initialize_config_dir

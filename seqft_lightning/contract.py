@@ -1,9 +1,6 @@
 """The run-folder contract: every file name, CSV column and metric key a run writes and
-``compare.py`` reads, and the one rule for which config keys do not change a result.
-
-Importable without torch or Lightning (``train.py`` checks resume with it before the heavy
-imports, ``compare.py`` reads runs with it). README.md, "Outputs of a run (the contract)", is the prose view
-of this module; docstrings elsewhere point here instead of copying it.
+``compare.py`` reads, and the one rule for which config keys do not change a result. No torch.
+README.md, "Outputs of a run (the contract)", is its prose view.
 
 Units and signs, once for the whole project:
 
@@ -18,8 +15,7 @@ Units and signs, once for the whole project:
   (torchmetrics' ``zero_division=0``), and such a class still counts in macro averages;
 * stages are numbered from 0: stage 0 is the pretrained baseline, stage ``k >= 1`` the model after
   the ``k``-th training stage (``method.stages[k-1]``); tasks ``task_<j>`` and ``method.vectors``
-  index ``method.stages`` from 0, so task ``j`` is trained in stage ``j + 1``.
-"""
+  index ``method.stages`` from 0, so task ``j`` is trained in stage ``j + 1``."""
 
 from __future__ import annotations
 
@@ -30,16 +26,18 @@ from typing import Any, Iterable, Mapping
 METRICS_FILE = "metrics.json"  # written last, atomically: its presence means the run completed
 STAGES_FILE = "stages.csv"  # long format, one row per (stage, evaluated group)
 CURVES_FILE = "curves.csv"  # training dynamics
-CALIBRATION_FILE = "calibration.csv"  # merging / negation: the lambda curve on calibration
-#: merging: the same lambda grid on the *test* split, written after lambda was chosen, for the
-#: report's trade-off plot only (selection never reads it).
+#: merging / negation: the lambda search on calibration, columns ``lambda, acc, acc_target, acc_retained``
+#: (task negation adds ``acc_forget`` and ``acc_other``)
+CALIBRATION_FILE = "calibration.csv"
+#: merging: the same lambda grid on the *test* split (same columns), written after lambda was chosen,
+#: for the report's trade-off plot only (selection never reads it).
 LAMBDA_TEST_FILE = "lambda_test.csv"
 RUN_INFO_FILE = "run_info.json"  # device, threads, wall time (kept out of metrics.json)
 #: a sweep job refused by a user error writes ``{"error": "<one line>", "exit_status": 2}`` here
 #: (and no metrics.json); the sweep goes on with its other jobs
 ERROR_FILE = "error.json"
 TRAIN_LOG_FILE = "train.log"
-CONFIG_FILE = ".hydra/config.yaml"
+CONFIG_FILE = "config.json"  # the resolved, result-relevant config (written before any work)
 CONFUSION_DIR = "confusion"
 CHECKPOINT_DIR = "checkpoints"
 FINAL_CHECKPOINT = "final.pt"
@@ -58,9 +56,6 @@ def confusion_file(stage: int) -> str:
 #: stage (see :func:`seqft_lightning.cl_metrics.forgetting_matrix`), empty otherwise.
 STAGE_COLUMNS = ("stage", "trained_classes", "evaluated", "acc", "precision", "recall", "f1", "loss", "forgetting")
 CURVE_COLUMNS = ("stage", "epoch", "step", "split", "metric", "value")
-#: ``calibration.csv`` of merging methods (``lambda_test.csv`` has the same columns, on test);
-#: task negation adds ``acc_forget`` and ``acc_other``.
-CALIBRATION_COLUMNS = ("lambda", "acc", "acc_target", "acc_retained")
 TRAINED_PRETRAIN, TRAINED_MERGED, TRAINED_NEGATED = "pretrain", "merged", "negated"
 
 # -- metric keys (metrics.json "baseline", "final" and "per_stage" entries) --------------------
@@ -95,11 +90,9 @@ NON_RESULT_GROUPS = frozenset({"paths", "hydra", "logger", "callbacks"})
 
 
 def affects_results(key: str) -> bool:
-    """Whether the dotted config ``key`` can change a run's numbers.
-
-    The one rule used by the result hash (resume), the baseline cache key, sweep folder names and
-    compare's variant labels. Locations (any ``*_dir`` key, e.g. ``data.data_dir``) do not.
-    """
+    """Whether the dotted config ``key`` can change a run's numbers: the one rule of the result hash
+    (resume), the baseline cache key, sweep folder names and compare's variant labels. Locations
+    (any ``*_dir`` key, e.g. ``data.data_dir``) do not."""
     key = key.lstrip("+~")
     parts = re.split(r"[./]", key)  # `hydra/launcher=joblib` is a Hydra group override
     if key in NON_RESULT_KEYS or parts[0] in NON_RESULT_GROUPS:
@@ -110,12 +103,7 @@ def affects_results(key: str) -> bool:
 def result_config(node: Any, prefix: str = "") -> Any:
     """``node`` (a plain, resolved config container) without the keys that do not affect results."""
     if isinstance(node, Mapping):
-        out = {}
-        for k, v in node.items():
-            key = f"{prefix}{k}"
-            if affects_results(key):
-                out[k] = result_config(v, f"{key}.")
-        return out
+        return {k: result_config(v, f"{prefix}{k}.") for k, v in node.items() if affects_results(f"{prefix}{k}")}
     if isinstance(node, list):
         return [result_config(v, prefix) for v in node]
     return node
@@ -138,11 +126,8 @@ def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and empty mappings are leaves."""
     flat: dict[str, Any] = {}
     for key, value in node.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{dotted}."))
-        else:
-            flat[dotted] = value
+        is_node = isinstance(value, Mapping) and value
+        flat.update(flatten(value, f"{prefix}{key}.") if is_node else {f"{prefix}{key}": value})
     return flat
 
 

@@ -1,16 +1,11 @@
-"""What a run's fine-tuning costs: optimizer steps, samples, FLOPs, extra memory.
-
-FLOPs are matmul FLOPs as :class:`torch.utils.flop_counter.FlopCounterMode` counts them (a
-multiply-add is 2 FLOPs; elementwise work such as Adam's update or a penalty's square is not
-counted), measured once per run on one step of each kind and multiplied by how often that kind
-ran: a training step (forward, loss, backward) per sample, an inference forward per sample (the
-calibration curves and evaluations, a λ search, LwF's teacher; test evaluations are reporting and
-not counted), and a per-sample gradient for EWC's Fisher estimate. Pretraining is not counted: the baseline is shared
-by every method (``cost/pretrain_steps`` says how large it was).
-
-The counts are deterministic and go into ``metrics.json`` under ``cost`` (keys ``cost/...``); the
-wall time and device, which are not, go into ``run_info.json`` under the same prefix.
-"""
+"""What a run's fine-tuning costs: optimizer steps, samples, FLOPs, extra memory. FLOPs are matmul
+FLOPs as :class:`torch.utils.flop_counter.FlopCounterMode` counts them (a multiply-add is 2;
+elementwise work is not counted), measured once per run on one step of each kind and multiplied by
+how often it ran: a training step per sample, an inference forward per sample (calibration
+evaluations, a λ search, LwF's teacher; test evaluations are reporting), a per-sample gradient for
+EWC's Fisher. Pretraining, shared by every method, is not counted (``cost/pretrain_steps`` says how
+large it was). The counts go into ``metrics.json`` (``cost/...``); wall time and device, which are
+not deterministic, into ``run_info.json``."""
 
 from __future__ import annotations
 
@@ -22,30 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _counted(fn) -> float:
+def flops_per_sample(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """``(training step, inference forward)`` FLOPs per sample of ``net`` on the batch ``x, y``,
+    measured on a copy (the net, its gradients and the random state are untouched)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return float(counter.get_total_flops())
-
-
-def flops_per_sample(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """``(training step, inference forward)`` FLOPs per sample of ``net`` on the batch ``x, y``.
-
-    Measured on a copy, so the net, its gradients and the random state are untouched.
-    """
     probe = copy.deepcopy(net).train()
-    n = len(y)
-
-    def step() -> None:
+    with FlopCounterMode(display=False) as step:
         F.cross_entropy(probe(x), y).backward()
-
-    def forward() -> None:
-        with torch.no_grad():
-            probe(x)
-
-    return _counted(step) / n, _counted(forward) / n
+    with FlopCounterMode(display=False) as forward, torch.no_grad():
+        probe(x)
+    return float(step.get_total_flops()) / len(y), float(forward.get_total_flops()) / len(y)
 
 
 def tensor_bytes(tensors) -> int:
@@ -56,15 +38,11 @@ def tensor_bytes(tensors) -> int:
 
 @dataclass
 class Work:
-    """What a run's fine-tuning did, in counts, as the runner recorded it (stage 0, pretraining,
-    only as ``pretrain_steps``). Every count is over the whole run and, under DDP, over all ranks.
-
-    Counted once each: a training step's samples (replayed ones included); a calibration sample
-    through an inference forward that the method needed (the validation pass after every training
-    epoch, a λ search, negation's reference). Not counted: test evaluations (reporting), the
-    estimation part (reporting), and the calibration evaluation a stage's record reads, which is
-    the model the last validation epoch (or the λ search) has just evaluated.
-    """
+    """What a run's fine-tuning did, in counts over the whole run (and all DDP ranks); pretraining
+    only as ``pretrain_steps``. Counted: a training step's samples (replayed ones included); a
+    calibration sample through a forward the method needed (validation after every epoch, a λ
+    search, negation's reference). Not counted: test and estimation evaluations (reporting), and the
+    calibration evaluation of a stage's record (the model just evaluated by the last validation)."""
 
     pretrain_steps: int = 0
     optimizer_steps: int = 0
@@ -75,9 +53,9 @@ class Work:
 
 def cost_metrics(work: Work, train_per_sample: float, forward_per_sample: float, retention_flops: float,
                  extra_memory_bytes: int) -> dict[str, float]:
-    """The deterministic ``cost/...`` entries of ``metrics.json``: a pure function of the recorded
-    ``work``, the FLOPs of one training step and one inference forward per sample, the retention
-    strategy's own FLOPs (teacher forwards, Fisher gradients) and the extra bytes it and the method keep."""
+    """The deterministic ``cost/...`` entries of ``metrics.json`` from the recorded ``work``, the FLOPs
+    per sample of a training step and a forward, the retention strategy's own FLOPs and the extra
+    bytes it and the method keep."""
     train = work.train_samples * train_per_sample + retention_flops
     evaluation = work.calibration_samples * forward_per_sample
     return {

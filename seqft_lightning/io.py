@@ -1,9 +1,6 @@
-"""Atomic files: a crash never leaves a file that looks complete.
-
-The one writer of the project: it writes a temporary file in the destination folder, flushes
-and fsyncs it, then renames it over the destination (``os.replace`` is atomic on POSIX). An
-interrupted write (an error, Ctrl-C) removes the temporary file and leaves the old file, if any.
-"""
+"""Atomic files, the one writer of the project: a temporary file in the destination folder, flushed,
+fsynced and renamed over the destination (``os.replace``), so a crash never leaves a file that looks
+complete; an interrupted write removes the temporary file and leaves the old file, if any."""
 
 from __future__ import annotations
 
@@ -45,6 +42,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented, key-sorted JSON atomically (stable bytes for equal content)."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """The JSON object in ``path``; ``{}`` when the file is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:

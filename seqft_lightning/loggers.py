@@ -1,9 +1,6 @@
-"""Lightning loggers that span a whole run (pretraining and every stage), not one ``fit``.
-
-Lightning finalizes its loggers at the end of every ``Trainer.fit``; a run fits once per stage,
-and a closed TensorBoard writer opens a new event file on the next point. These loggers only
-flush there; :func:`end_run` closes them once, when the run's result files are written.
-"""
+"""Lightning loggers that span a whole run (pretraining and every stage), not one ``fit``: Lightning
+finalizes loggers after every ``Trainer.fit``, and a closed TensorBoard writer would open a new
+event file. These only flush there; :func:`end_run` closes them once, at the end of the run."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Metric bookkeeping shared by every method: flat test-metric dicts and ``stages.csv`` rows.
-
-All accuracies, precisions, recalls and F1 scores are fractions in [0, 1]; losses are mean
-cross-entropy in nats per sample. "target" means the samples whose true class is one of the task
-classes; "retained" means the samples of every other class.
-"""
+"""Metric bookkeeping shared by every method: flat test-metric dicts and ``stages.csv`` rows. Accuracies,
+precisions, recalls and F1 scores are fractions in [0, 1]; losses mean cross-entropy in nats per sample.
+"target": the samples of the task classes; "retained": those of every other class."""
 
 from __future__ import annotations
 
@@ -13,11 +10,8 @@ import torch
 
 
 def group_accuracy(confusion: torch.Tensor, classes: Sequence[int]) -> float:
-    """Accuracy over the samples whose true class is in ``classes`` (rows of ``confusion``).
-
-    ``confusion[i, j]`` counts samples of true class ``i`` predicted as ``j``. NaN when the group
-    has no samples (e.g. no retained classes).
-    """
+    """Accuracy over the samples whose true class is in ``classes`` (``confusion[i, j]`` counts samples
+    of true class ``i`` predicted as ``j``); NaN when the group has no samples."""
     classes = list(classes)
     if not classes:
         return float("nan")
@@ -40,12 +34,9 @@ def per_class_prf(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
 
 def flat_metrics(confusion: torch.Tensor, loss_sum_per_class: torch.Tensor, target_classes: Sequence[int],
                  prefix: str = "test") -> dict[str, float]:
-    """The flat metric dict of the output contract, derived from one confusion matrix.
-
-    Keys: ``{prefix}/acc`` (micro), ``/precision``, ``/recall``, ``/f1`` (macro over classes),
-    ``/loss`` (mean CE), ``/acc_target``, ``/acc_retained``, and per class ``k``:
-    ``/acc_class_k`` (= recall of k), ``/precision_class_k``, ``/f1_class_k``, ``/loss_class_k``.
-    """
+    """The flat metric dict of the contract from one confusion matrix: ``{prefix}/acc`` (micro),
+    ``/precision``, ``/recall``, ``/f1`` (macro), ``/loss`` (mean CE), ``/acc_target``, ``/acc_retained``
+    and per class ``k``: ``/acc_class_k`` (its recall), ``/precision_class_k``, ``/f1_class_k``, ``/loss_class_k``."""
     confusion = confusion.detach().cpu()
     loss_sum_per_class = loss_sum_per_class.detach().cpu().double()
     num_classes = confusion.shape[0]
@@ -67,8 +58,7 @@ def group_row(confusion: torch.Tensor, loss_sum: torch.Tensor, classes: Sequence
     """acc (micro), macro precision/recall/F1 and mean loss over the samples of ``classes``."""
     classes = list(classes)
     if not classes:
-        nan = float("nan")
-        return {"acc": nan, "precision": nan, "recall": nan, "f1": nan, "loss": nan}
+        return dict.fromkeys(("acc", "precision", "recall", "f1", "loss"), float("nan"))
     precision, recall, f1 = per_class_prf(confusion)
     support = confusion[classes].sum().double()
     return {
@@ -82,11 +72,8 @@ def group_row(confusion: torch.Tensor, loss_sum: torch.Tensor, classes: Sequence
 
 def stage_rows(stage: int, trained_classes: str, confusion: torch.Tensor, loss_sum_per_class: torch.Tensor,
                target_classes: Sequence[int]) -> list[dict]:
-    """Long-format ``stages.csv`` rows for one evaluation: all, target, retained, each class.
-
-    For ``all``/``target``/``retained``, precision, recall and F1 are macro averages over the
-    group's classes; ``acc`` is the micro accuracy over its samples.
-    """
+    """Long-format ``stages.csv`` rows for one evaluation: all, target, retained, each class (for the
+    groups, precision, recall and F1 are macro averages; ``acc`` is micro)."""
     confusion, loss_sum = confusion.detach().cpu(), loss_sum_per_class.detach().cpu()
     num_classes = confusion.shape[0]
     retained = [c for c in range(num_classes) if c not in set(target_classes)]

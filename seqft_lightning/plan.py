@@ -1,13 +1,9 @@
 """From a composed config to a :class:`RunPlan`: every check before any work, done once.
 
 ``plan_run(cfg)`` refuses a bad config with one :class:`~seqft_lightning.errors.ConfigError` line
-naming the user's key, before any image is read or model trained: types and ranges, the method's
-own settings (``Method.validate``), the accelerator, the data (vendored files intact, split sizes
-from the label file), the optimizers (built on an empty parameter list) and the retention
-strategy. The cheap checks come first and import no torch, so most refusals take under a second.
-What it resolves (stages, task classes, retention strategy) is what the run uses: nothing is
-recomputed from the config later.
-"""
+naming the user's key, before any image is read or model trained (a model is built, never trained).
+The cheap checks come first and import no torch, so most refusals take under a second. What it
+resolves (stages, task classes, retention strategy) is what the run uses: nothing is recomputed."""
 
 from __future__ import annotations
 
@@ -17,23 +13,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from seqft_lightning.config import show_value, instantiate_checked, result_hash, task_classes, validate_config, validate_stages
+from seqft_lightning.config import (instantiate_checked, resolved_result_config, show_value, stable_hash, task_classes,
+                                    validate_config, validate_stages)
 from seqft_lightning.errors import ConfigError
-from seqft_lightning.methods import METHODS, get_method
+from seqft_lightning.methods import METHODS
 from seqft_lightning.provenance import code_version, pin_cpu_kernels
 from seqft_lightning.run_plan import RunPlan
 from seqft_lightning.values import is_number
 
 log = logging.getLogger(__name__)
-
-
-def build_retention(cfg: DictConfig) -> Any:
-    """The retention strategy of ``cfg`` (``none`` when the group is absent); bad settings -> ConfigError."""
-    from seqft_lightning.retention import Retention
-
-    if cfg.get("retention") is None:
-        return Retention()
-    return instantiate_checked(cfg.retention, "retention")
 
 
 # Ranges that every torch.optim optimizer with such an argument enforces (torch raises ValueError),
@@ -88,22 +76,41 @@ def check_data(data: DictConfig, targets: list[int]) -> None:
     MD5s) and the split can be carved (class counts from the label file), refused here rather
     than after Lightning's import. Other data modules check their split when they set up."""
     from seqft_lightning.data.mnist_files import DATAMODULES, ensure_raw, train_label_counts
+    from seqft_lightning.data.splits import check_split_sizes
 
     dataset, files_key = DATAMODULES.get(str(data.get("_target_", "")).rpartition(".")[2], (None, None))
     if dataset is None:
         return
-    from seqft_lightning.data.splits import check_split_sizes
-
     raw = ensure_raw(dataset, data[files_key], data.data_dir)
     check_split_sizes(train_label_counts(raw), targets, data.samples_per_task, int(data.calibration_size),
                       int(data.get("estimation_size", 0)))
+
+
+def check_model(model: DictConfig, retention: Any) -> None:
+    """Settings that depend on the model, checked on the configured model itself (built, not
+    trained): its own arguments, that it takes the data's images, and the retention strategy's
+    layer selection (``retention.trainable`` of ``freeze``)."""
+    import torch
+
+    net = instantiate_checked(model, "model")
+    name = str(model.get("_target_", "")).rpartition(".")[2]
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 28 * 28))  # every data module serves flattened rows of 28x28 pixels
+    except RuntimeError as err:
+        raise ConfigError(f"model ({name}) does not take the data's 28x28 images ({str(err).splitlines()[0]}); "
+                          "fix model.input_dim (784) or model.image_size (28)") from None
+    try:
+        retention.check_model(net)
+    except ValueError as err:
+        raise ConfigError(f"retention={retention.name} does not fit model ({name}): {err}") from None
 
 
 def plan_run(cfg: DictConfig) -> RunPlan:
     """Validate ``cfg`` completely and resolve it into a :class:`RunPlan` (no data, no training)."""
     validate_config(cfg, set(METHODS))
     pin_cpu_kernels(cfg.get("cpu_kernels"))  # before anything below may import torch
-    method = get_method(cfg.method.name)
+    method = METHODS[cfg.method.name]
     method.validate(cfg)  # before the generic stage check: e.g. negation's stages derive from `forget`
     stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
     targets = task_classes(stages)
@@ -117,7 +124,10 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     for key, node in optimizers.items():
         check_optimizer(node, key)
     train_groups = method.train_groups(stages)
-    retention = build_retention(cfg)
+    from seqft_lightning.retention import Retention  # torch: loaded by the optimizer check already
+
+    retention = instantiate_checked(cfg.retention, "retention") if cfg.get("retention") is not None else Retention()
+    check_model(cfg.model, retention)
     # The pretraining pool is empty when every class is a task class and takes all its samples.
     has_pool = not (cfg.data.samples_per_task is None and len(targets) == int(cfg.model.num_classes))
     inactive = retention.inactive_reason(has_pool=has_pool, num_stages=len(train_groups))
@@ -125,4 +135,5 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         log.warning("retention=%s cannot act in this run (%s): it equals retention=none; metrics.json marks it", retention.name, inactive)
     return RunPlan(cfg=cfg, method_name=str(cfg.method.name), method=method, stages=stages, task_classes=targets,
                    train_groups=train_groups, retention=retention, retention_inactive=inactive,
-                   config_hash=result_hash(cfg), run_dir=Path(cfg.paths.output_dir), code_version=code_version())
+                   config_hash=stable_hash(resolved_result_config(cfg)), run_dir=Path(cfg.paths.output_dir),
+                   code_version=code_version())

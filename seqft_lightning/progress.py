@@ -1,12 +1,10 @@
-"""One console line per finished sweep job: a Hydra callback (``conf/hydra/default.yaml``).
-
-During ``python train.py -m ...`` the console shows, per finished job,
-``[37/90] method=joint,seed=1 · 1.8 s · acc 57.5 % · ETA 1m20s`` (the run's own wall time, without
-the worker's start-up and imports; accuracy in percent), resumed jobs as skipped, and failures loudly with the
-error and the job's log file; each job's full log stays in its ``train.log``. Works under every
-launcher: the counter lives in files under ``<sweep dir>/.progress/`` (jobs of a joblib or
-submitit sweep run in other processes), one file per finished job, created atomically.
-"""
+"""One console line per finished sweep job of ``train.py -m``: a Hydra callback (``conf/hydra/default.yaml``),
+e.g. ``[37/90] method=joint,seed=1 · 1.8 s · acc 57.5 % · ETA 1m20s`` (the run's own wall time, without
+the worker's start-up and imports; accuracy in percent); resumed jobs show as skipped, failures loudly
+with the error and the job's log file (a crash's error also goes to the job's ``error.json``,
+``{"error": <one line>, "exit_status": 1}``, for compare). Works under every launcher: the counter lives
+in files under ``<sweep dir>/.progress/`` (jobs of a joblib or submitit sweep run in other processes),
+one file per finished job, created atomically."""
 
 from __future__ import annotations
 
@@ -23,24 +21,15 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from seqft_lightning.cli import in_sweep
 from seqft_lightning.contract import ERROR_FILE, METRICS_FILE, RUN_INFO_FILE, TRAIN_LOG_FILE, result_overrides
 from seqft_lightning.errors import EXIT_USER_ERROR
-from seqft_lightning.io import atomic_write_json
+from seqft_lightning.io import atomic_write_json, read_json
+from seqft_lightning.resolvers import short_number
+from seqft_lightning.resume import was_skipped
+from seqft_lightning.values import is_finite_number
 
 PROGRESS_DIR = ".progress"
-
-
-def sweep_plan(task_overrides: list[str]) -> tuple[int, list[str]]:
-    """How many jobs the basic sweeper makes of these command-line overrides (the product of the
-    sweep lists' lengths), and the swept keys (they name a job on the console)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    size, keys = 1, []
-    for override in OverridesParser.create().parse_overrides(task_overrides):
-        if override.is_sweep_override():
-            size *= len(list(override.sweep_string_iterator()))
-            keys.append(override.get_key_element())
-    return size, keys
 
 
 def _duration(seconds: float) -> str:
@@ -53,8 +42,7 @@ def _workers(config: DictConfig, total: int) -> int:
     n_jobs = launcher.get("n_jobs")
     if n_jobs is None:
         # submitit: every job at once (SLURM: up to array_parallelism); basic: one at a time
-        target = str(launcher.get("_target_", ""))
-        if "Submitit" in target or "submitit" in target:
+        if "submitit" in str(launcher.get("_target_", "")).lower():
             parallel = launcher.get("array_parallelism")
             return max(1, total if parallel is None else min(total, int(parallel)))
         return 1
@@ -62,13 +50,15 @@ def _workers(config: DictConfig, total: int) -> int:
     return max(1, min(total, cores + 1 + n_jobs if n_jobs < 0 else n_jobs))  # joblib: -1 = every core
 
 
-def _total(config: DictConfig, task_overrides: list[str]) -> tuple[int, list[str]]:
-    """Jobs (or trials) of the sweep and the swept keys: a search sweeper (Optuna) runs
-    ``n_trials`` trials over its ``params``; the basic sweeper the product of the sweep lists."""
-    sweeper = config.hydra.get("sweeper") or {}
+def _total(config: DictConfig, task_overrides: list[str]) -> int:
+    """Jobs (or trials) of the sweep: a search sweeper (Optuna) runs ``n_trials`` trials; the basic
+    sweeper the product of the sweep lists' lengths."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     if _is_search(config):
-        return int(sweeper.n_trials), [str(k) for k in (sweeper.get("params") or {})]
-    return sweep_plan(task_overrides)
+        return int(config.hydra.sweeper.n_trials)
+    parsed = OverridesParser.create().parse_overrides(task_overrides)
+    return math.prod(len(list(o.sweep_string_iterator())) for o in parsed if o.is_sweep_override())
 
 
 def _is_search(config: DictConfig) -> bool:
@@ -76,23 +66,11 @@ def _is_search(config: DictConfig) -> bool:
     return (config.hydra.get("sweeper") or {}).get("n_trials") is not None
 
 
-def short_value(value: str) -> str:
-    """A number to 3 significant digits (``0.000123456`` -> ``0.000123``); anything else as given."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return value if number.is_integer() and "e" not in value.lower() else f"{number:.3g}"
-
-
 def job_label(overrides: list[str]) -> str:
     """The console name of a job: its result-relevant overrides, sorted as its folder name is
     (:func:`seqft_lightning.resolvers.job_dirname`), numbers to 3 significant digits."""
-    parts = []
-    for override in sorted(result_overrides(overrides)):
-        key, _, value = override.partition("=")
-        parts.append(f"{key}={short_value(value)}")
-    return ",".join(parts)
+    pairs = (override.partition("=") for override in sorted(result_overrides(overrides)))
+    return ",".join(f"{key}={short_number(value, 3)}" for key, _, value in pairs)
 
 
 class SweepProgress(Callback):
@@ -110,19 +88,18 @@ class SweepProgress(Callback):
         progress.mkdir(parents=True, exist_ok=True)
         for stale in progress.glob("*.json"):
             stale.unlink()
-        total, swept = _total(config, list(config.hydra.overrides.task))
+        total, search = _total(config, list(config.hydra.overrides.task)), _is_search(config)
         workers = _workers(config, total)
-        if _is_search(config):  # trials come in batches of the sweeper's n_jobs
+        if search:  # trials come in batches of the sweeper's n_jobs
             workers = min(workers, int(config.hydra.sweeper.get("n_jobs") or 1))
             _quiet_optuna()
-        (progress / "total").write_text(json.dumps({"jobs": total, "workers": workers, "swept": swept}))
-        what = "trials" if config.hydra.get("sweeper", {}).get("n_trials") is not None else "jobs"
+        (progress / "total").write_text(json.dumps({"jobs": total, "workers": workers}))
+        what = "trials" if search else "jobs"
         sys.stderr.write(f"sweep: {total} {what}, {workers} at a time, into {config.hydra.sweep.dir}\n")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Keep a copy of this sweep's ``multirun.yaml`` in ``.sweeps/`` (the next sweep into the folder
-        overwrites the file), and end
-        with status 2 when a job was refused, after every other job ran."""
+        overwrites the file), and end with status 2 when a job was refused, after every other job ran."""
         sweep_dir = Path(str(config.hydra.sweep.dir))
         current = sweep_dir / "multirun.yaml"
         if current.is_file():
@@ -143,28 +120,23 @@ class SweepProgress(Callback):
         self._started = time.perf_counter()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if not in_sweep():
             return
         elapsed = time.perf_counter() - (self._started or time.perf_counter())
         progress = self._dir(config)
-        info = json.loads((progress / "total").read_text()) if (progress / "total").is_file() else {}
+        info = read_json(progress / "total")
         job_dir = Path(str(config.hydra.runtime.output_dir))
         name = job_label(list(config.hydra.overrides.task)) or job_dir.name
-        refused = _refusal(job_dir)
+        refused = read_json(job_dir / ERROR_FILE).get("error")  # a job refused for bad input
         ok = job_return.status == JobStatus.COMPLETED and refused is None
         mine = progress / f"{config.hydra.job.num}.json"
         done = sorted({*progress.glob("*.json"), mine})
         durations = [elapsed if p == mine else json.loads(p.read_text())["seconds"] for p in done]
         total, workers = max(info.get("jobs", 0), len(done)), info.get("workers", 1)
         eta = sum(durations) / len(durations) * (total - len(done)) / workers
-        from seqft_lightning.resume import was_skipped
-
         # the run's own wall time (run_info.json: from the plan to the result files), so a worker's start-up
         # and imports do not count; a job that did not run shows its whole time
-        run_time = _run_wall_time(job_dir) if ok and not was_skipped(job_dir) else None
+        run_time = read_json(job_dir / RUN_INFO_FILE).get("wall_time_s") if ok and not was_skipped(job_dir) else None
         head = f"[{len(done)}/{total}] {name} · {elapsed if run_time is None else run_time:.1f} s"
 
         if refused is not None:
@@ -172,12 +144,16 @@ class SweepProgress(Callback):
         elif job_return.status == JobStatus.COMPLETED and was_skipped(job_dir):
             line = f"{head} · skipped: complete with the same config and code (resume=true) · ETA {_duration(eta)}"
         elif job_return.status == JobStatus.COMPLETED:
-            acc, divergence = _final_result(job_dir)
-            acc_text = "" if acc is None or math.isnan(acc) else f" · acc {100 * acc:.1f} %"
+            metrics = read_json(job_dir / METRICS_FILE)
+            acc, divergence = (metrics.get("final") or {}).get("test/acc"), metrics.get("divergence")
+            acc_text = f" · acc {100 * acc:.1f} %" if is_finite_number(acc) else ""
             diverged = f" · DIVERGED: {divergence['reason']} (left out of compare's means)" if divergence else ""
             line = f"{head}{acc_text}{diverged} · ETA {_duration(eta)}"
-        else:
-            error = str(job_return._return_value).splitlines()[0] if job_return._return_value is not None else "unknown error"
+        else:  # a crash: compare reads its error from error.json, never from the log
+            exc = job_return._return_value
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            error = f"{type(exc).__name__}: {first_line}" if exc is not None else "unknown error"
+            atomic_write_json(job_dir / ERROR_FILE, {"error": error, "exit_status": 1})
             line = f"{head} · FAILED: {error} (see {job_dir / TRAIN_LOG_FILE})"
         # the record, written atomically, carries the line for launchers whose jobs print elsewhere (submitit)
         atomic_write_json(mine, {"seconds": elapsed, "ok": ok, "line": line})
@@ -226,36 +202,6 @@ def _search_summary(config: DictConfig, sweep_dir: Path) -> None:
         meaning = (" (negative: no trial kept calibration retained accuracy within selection.delta of the baseline's; "
                    "the value is the best trial's shortfall)" if value < 0 else
                    " (the calibration target accuracy of a trial that kept retained accuracy within selection.delta)")
-    shown = ", ".join(f"{k}={short_value(str(v))}" for k, v in params.items())
-    sys.stderr.write(f"search: best {metric} = {short_value(str(value))}{meaning}, at {shown}; "
+    shown = ", ".join(f"{k}={short_number(str(v), 3)}" for k, v in params.items())
+    sys.stderr.write(f"search: best {metric} = {short_number(str(value), 3)}{meaning}, at {shown}; "
                      f"all trials in {sweep_dir / 'optimization_results.yaml'}\n")
-
-
-def _run_wall_time(job_dir: Path) -> float | None:
-    """Seconds the run itself took (``run_info.json``'s ``wall_time_s``), else None."""
-    try:
-        return float(json.loads((job_dir / RUN_INFO_FILE).read_text())["wall_time_s"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _refusal(job_dir: Path) -> str | None:
-    """The one-line error of a job refused for bad input (its ``error.json``), else None."""
-    try:
-        return str(json.loads((job_dir / ERROR_FILE).read_text())["error"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _final_result(job_dir: Path) -> tuple[float | None, dict | None]:
-    """The job's final test accuracy (a fraction) and its ``divergence`` entry (None: it did not diverge)."""
-    try:
-        metrics = json.loads((job_dir / METRICS_FILE).read_text())
-    except (OSError, ValueError):
-        return None, None
-    try:
-        acc = float(metrics["final"]["test/acc"])
-    except (KeyError, TypeError, ValueError):
-        acc = None
-    divergence = metrics.get("divergence") if isinstance(metrics, dict) else None
-    return acc, divergence if isinstance(divergence, dict) else None

@@ -1,18 +1,12 @@
-"""What decides a result's bits besides its config: the code that computed it and the CPU kernels.
+"""What decides a result's bits besides its config: the code that computed it and the CPU kernels
+(no torch import here: both run before any heavy import).
 
-* :func:`code_version`: a fingerprint of the training code (every ``.py`` file of this package
-  except ``compare/``, which only reads finished runs). The result hash that ``resume`` compares
-  and the baseline cache key both include it, so results and baselines from other code are never
-  served; a change to ``compare/``, the docs or the configs' comments reuses them.
-* :func:`pin_cpu_kernels`: torch (ATen's vectorised kernels) and MKL (matmuls) choose their CPU
-  code path by processor at load time, and the paths round differently, so the same config gave
-  other numbers on an AVX-512 machine than on an AVX2 one. ``cpu_kernels=avx2`` (the default)
-  pins both to the AVX2 path, which every x86-64 processor of the last decade has, by setting
-  ``ATEN_CPU_CAPABILITY`` and ``MKL_CBWR`` before torch loads. ``cpu_kernels=native`` leaves the
-  choice to torch and MKL (results then depend on the processor).
-
-No torch import here: both run before any heavy import.
-"""
+* :func:`code_version`: a fingerprint of the training code (the package's ``.py`` files but
+  ``compare/``). The result hash ``resume`` compares and the baseline cache key include it, so
+  results and baselines from other code are never served.
+* :func:`pin_cpu_kernels`: torch (ATen) and MKL choose their CPU code path by processor at load
+  time, and the paths round differently. ``cpu_kernels=avx2`` (default) pins both to the AVX2 path
+  (``ATEN_CPU_CAPABILITY``, ``MKL_CBWR``) before torch loads; ``native`` leaves the choice to them."""
 
 from __future__ import annotations
 
@@ -48,11 +42,8 @@ def code_version(package_dir: Path = PACKAGE_DIR) -> str:
 
 
 def pin_cpu_kernels(choice: str | None) -> None:
-    """Pin torch's and MKL's CPU code path to ``choice`` (see the module docstring).
-
-    Before torch is imported this sets the environment; after, it only checks that the process
-    already runs with that environment, and otherwise refuses (one line, how to fix).
-    """
+    """Pin torch's and MKL's CPU code path to ``choice``: before torch is imported, set the
+    environment; after, check the process already runs with it, else refuse (one line, how to fix)."""
     choice = "native" if choice is None else str(choice)
     if choice not in KERNEL_ENVIRONMENTS:
         raise ConfigError(f"cpu_kernels={choice} is unknown; choose one of {sorted(KERNEL_ENVIRONMENTS)}")

@@ -1,9 +1,6 @@
-"""Collects one run's evaluations and curves and writes its result files.
-
-The files, their columns and units are defined in :mod:`seqft_lightning.contract` (and README.md,
-"Outputs of a run (the contract)"). Every file is written atomically; ``metrics.json`` is written last, so an
-interrupted run never leaves a folder that looks complete.
-"""
+"""Collects one run's evaluations and curves and writes its result files (defined in
+:mod:`seqft_lightning.contract`; README.md, "Outputs of a run (the contract)"). Every file is written
+atomically, ``metrics.json`` last, so an interrupted run never leaves a folder that looks complete."""
 
 from __future__ import annotations
 
@@ -18,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from seqft_lightning import contract
+import seqft_lightning.contract as contract
 from seqft_lightning.cl_metrics import forgetting_matrix
 from seqft_lightning.evaluation import Evaluation
 from seqft_lightning.io import atomic_torch_save, atomic_write_json, atomic_write_text
@@ -27,33 +24,30 @@ from seqft_lightning.metrics import group_row, stage_rows
 log = logging.getLogger(__name__)
 
 
-def _csv_cell(value: Any) -> Any:
-    """Undefined (NaN) is an empty cell, as a missing column value is (contract.py)."""
-    return "" if isinstance(value, float) and math.isnan(value) else value
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """CSV of ``rows``; undefined (NaN) is an empty cell, as a missing column value is."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", restval="")
     writer.writeheader()
-    writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
+    writer.writerows({k: "" if _is_nan(v) else v for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 
 def _json_safe(value: Any) -> Any:
     """NaN is not JSON: store it as ``null``."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
-    return value
+    return None if _is_nan(value) else value
 
 
 def _show(value: float) -> str:
-    """A fraction for the console, in percent as every console and report shows it (``97.59 %``), or
-    "undefined" (a group with no samples)."""
+    """A fraction for the console, in percent (``97.59 %``), or "undefined" (a group with no samples)."""
     return "undefined" if math.isnan(value) else f"{100 * value:.2f} %"
 
 
@@ -84,11 +78,8 @@ class RunRecorder:
         self._curves: list[dict] = []
 
     def start(self) -> None:
-        """Invalidate what an earlier run left in this folder before writing anything new.
-
-        An old ``metrics.json`` would make a crashed rerun look complete, so it goes first;
-        temporary files of a killed writer go too.
-        """
+        """Remove what an earlier run left that would make a crashed rerun look complete (an old
+        ``metrics.json``) and the temporary files of a killed writer."""
         (self.run_dir / contract.METRICS_FILE).unlink(missing_ok=True)
         for stale in self.run_dir.rglob(".*.tmp"):
             stale.unlink(missing_ok=True)
@@ -112,34 +103,28 @@ class RunRecorder:
         self._rows += stage_rows(stage, label, evaluation.confusion, evaluation.loss_per_class, self.target_classes)
         self._write_confusion(stage, evaluation.confusion)
         self._write_stages()
-        log.info(
-            "stage %d (%s): test acc %s, target %s, retained %s",
-            stage, label, *(_show(metrics[f"test/{k}"]) for k in ("acc", "acc_target", "acc_retained")),
-        )
+        log.info("stage %d (%s): test acc %s, target %s, retained %s", stage, label,
+                 *(_show(metrics[f"test/{k}"]) for k in ("acc", "acc_target", "acc_retained")))
 
     def add_task_rows(self, task_groups: Sequence[Sequence[int]], trained_stages: Sequence[Sequence[int]]) -> None:
-        """Rows ``evaluated = task_<j>`` for every recorded stage (the accuracy matrix R).
-
-        Stage ``k >= 1`` trained ``trained_stages[k-1]``; task ``j`` counts as trained from the
-        first stage after which all its classes were trained. The ``forgetting`` column is
-        :func:`seqft_lightning.cl_metrics.forgetting_matrix` (positive = accuracy lost; empty
-        until the task has been trained and followed by another stage).
-        """
+        """Rows ``evaluated = task_<j>`` for every recorded stage (the accuracy matrix R). Stage ``k >= 1``
+        trained ``trained_stages[k-1]``; task ``j`` counts as trained from the first stage after which
+        all its classes were; ``forgetting`` is :func:`~seqft_lightning.cl_metrics.forgetting_matrix`
+        (positive = accuracy lost; empty until the task was trained and followed by another stage)."""
         seen: set[int] = set()
-        trained_at: list[int | None] = [None] * len(task_groups)
-        rows = []
+        trained_at, rows = [-1] * len(task_groups), []  # -1: not trained yet
         for i, record in enumerate(self._stages):
             if record.stage >= 1:
                 seen |= set(trained_stages[record.stage - 1])
             ev = record.evaluation
             for j, classes in enumerate(task_groups):
-                if trained_at[j] is None and record.stage >= 1 and set(classes) <= seen:
+                if trained_at[j] < 0 and record.stage >= 1 and set(classes) <= seen:
                     trained_at[j] = i
-                rows.append({"stage": record.stage, "trained_classes": record.trained, "evaluated": f"task_{j}", **group_row(ev.confusion, ev.loss_per_class, classes)})
-        R = np.array([[row["acc"] for row in rows[i * len(task_groups):(i + 1) * len(task_groups)]] for i in range(len(self._stages))])
-        F = forgetting_matrix(R, [-1 if t is None else t for t in trained_at])
-        for n, row in enumerate(rows):
-            row["forgetting"] = float(F[n // len(task_groups), n % len(task_groups)])
+                rows.append({"stage": record.stage, "trained_classes": record.trained, "evaluated": f"task_{j}",
+                             **group_row(ev.confusion, ev.loss_per_class, classes)})
+        R = np.array([row["acc"] for row in rows]).reshape(len(self._stages), len(task_groups))
+        for row, forgetting in zip(rows, forgetting_matrix(R, trained_at).flatten()):
+            row["forgetting"] = float(forgetting)
         self._task_rows = rows
 
     def _write_stages(self) -> None:
@@ -162,9 +147,6 @@ class RunRecorder:
     def save_net(self, name: str, net: torch.nn.Module, **meta: Any) -> Path:
         """Save ``net``'s ``state_dict`` (on the CPU) plus ``meta`` to ``checkpoints/<name>``."""
         return self.save_checkpoint(name, {"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, **meta})
-
-    def write_run_info(self, info: dict[str, Any]) -> None:
-        atomic_write_json(self.run_dir / contract.RUN_INFO_FILE, info)
 
     def finish(self, metrics: dict) -> Path:
         """Write ``curves.csv``, ``stages.csv`` and finally ``metrics.json``."""

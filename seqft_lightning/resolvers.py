@@ -32,8 +32,9 @@ def grid(start: float, stop: float, step: float) -> ListConfig:
 _GLOB_SAFE = str.maketrans({"[": "(", "]": ")", "*": "x", "?": "_", "/": "_", " ": "", "'": "", '"': ""})
 
 
-def _short_number(value: str, digits: int = 6) -> str:
-    """``0.000703573702872`` -> ``0.000703574``; anything that is not a float with more digits, as given."""
+def short_number(value: str, digits: int = 6) -> str:
+    """``0.000703573702872`` -> ``0.000703574`` (``digits`` significant digits); anything that is not a float
+    with more digits, as given."""
     try:
         number = float(value)
     except ValueError:
@@ -43,21 +44,17 @@ def _short_number(value: str, digits: int = 6) -> str:
 
 
 def job_dirname(overrides, max_len: int = 200) -> str:
-    """A sweep job's folder name from its command-line overrides (Hydra's ``hydra.overrides.task``).
-
-    Only overrides that affect results name the folder (:func:`seqft_lightning.contract.affects_results`),
-    sorted, so a rerun with other paths, loggers or ``resume`` maps to the same folder. The
-    name is glob-safe (``[`` ``]`` become ``(`` ``)``: ``method.stages=((3,4),(7))``). Numbers are
-    shown to 6 significant digits (a search sweeper's trial values), and a name that was rounded or
-    is longer than ``max_len`` ends in a hash of the full name, so two configs never share a folder.
-    """
+    """A sweep job's folder name from its command-line overrides (``hydra.overrides.task``): only those
+    that affect results, sorted, so a rerun with other paths, loggers or ``resume`` finds the same folder;
+    glob-safe (``[`` ``]`` become ``(`` ``)``); numbers to 6 significant digits. A name that was rounded or
+    is longer than ``max_len`` ends in a hash of the full name, so two configs never share a folder."""
     import hashlib
 
     from seqft_lightning.contract import result_overrides
 
     kept = sorted(result_overrides(list(overrides)))  # as Hydra sorts override_dirname
     full = ",".join(kept).translate(_GLOB_SAFE) or "default"
-    parts = [f"{k}={_short_number(v)}" if sep else k for k, sep, v in (o.partition("=") for o in kept)]
+    parts = [f"{k}={short_number(v)}" if sep else k for k, sep, v in (o.partition("=") for o in kept)]
     name = ",".join(parts).translate(_GLOB_SAFE) or "default"
     suffix = f"-{hashlib.sha256(full.encode()).hexdigest()[:16]}"
     if len(name) > max_len:
@@ -67,5 +64,4 @@ def job_dirname(overrides, max_len: int = 200) -> str:
 
 def register() -> None:
     for name, fn in {"project_root": project_root, "singletons": singletons, "grid": grid, "job_dirname": job_dirname}.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
+        OmegaConf.register_new_resolver(name, fn, replace=True)

@@ -1,16 +1,13 @@
-"""Resuming sweeps: is this run already complete with the same config?
-
-Light on purpose (no torch, no Lightning), so ``train.py`` can skip a finished job in well under
-a second before the heavy imports.
-"""
+"""Resuming sweeps: is this run already complete with the same config? No torch, no Lightning, so
+``train.py`` skips a finished job in well under a second."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from seqft_lightning.contract import METRICS_FILE
+from seqft_lightning.io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +23,8 @@ def was_skipped(run_dir: str | Path) -> bool:
 def completed_run(run_dir: str | Path, config_hash: str, code_version: str) -> dict | None:
     """The metrics of a finished run in ``run_dir`` computed from the same config (``config_hash``)
     by the same training code (``code_version``), else ``None``; the log says why a run is redone."""
-    path = Path(run_dir) / METRICS_FILE
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(metrics, dict):
+    metrics = read_json(Path(run_dir) / METRICS_FILE)
+    if not metrics:
         return None
     if metrics.get("config_hash") != config_hash:
         log.info("resume: %s holds results of another config; recomputing", run_dir)

@@ -1,8 +1,5 @@
-"""The resolved description of one run, as :func:`seqft_lightning.plan.plan_run` checks and builds it.
-
-A module of its own so that the methods (which receive it) and the planner (which imports the methods)
-do not import each other.
-"""
+"""The resolved description of one run, as :func:`seqft_lightning.plan.plan_run` checks and builds it
+(a module of its own, so that the methods and the planner do not import each other)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
 """What every method works with: the data, one way to fit a stage, one way to evaluate and record.
-
-Methods (:mod:`seqft_lightning.methods`) only decide *what* to train on and *what* to record; the
-stage mechanics (a fresh optimizer per stage, the continuous step axis, the retention strategy's
-hooks, the test evaluation after every stage) live here once.
-"""
+Methods decide *what* to train on and record; the stage mechanics (a fresh optimizer per stage, the
+continuous step axis, the retention hooks, the evaluation after every stage) live here once."""
 
 from __future__ import annotations
 
@@ -15,7 +12,6 @@ from typing import Any, Callable, Sequence
 
 import lightning.pytorch as pl
 import torch
-import torch.distributed as dist
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig
@@ -32,13 +28,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class Runner:
-    """Fits stages and evaluates models for one run.
-
-    ``trainer_cfg``/``callbacks_cfg`` are the ``trainer``/``callbacks`` config nodes; the data is
-    set up on the training device; ``module.net`` is the model; every stage shares ``loggers``
-    (one continuous step axis); the ``retention`` strategy acts in :meth:`train_stages` only;
-    ``target_classes`` are the classes counted as "target" in metrics (the rest are "retained").
-    """
+    """Fits stages and evaluates models for one run (data on the training device): every stage shares
+    ``loggers`` (one continuous step axis); ``retention`` acts in :meth:`train_stages` only;
+    ``target_classes`` count as "target" in metrics (the rest as "retained")."""
 
     trainer_cfg: DictConfig
     callbacks_cfg: DictConfig | None
@@ -61,17 +53,11 @@ class Runner:
     def net(self) -> torch.nn.Module:
         return self.module.net
 
-    def _callbacks(self) -> list:
-        # Fresh callback objects per Trainer: Lightning callbacks keep per-fit state.
-        callbacks = [instantiate(c) for c in (self.callbacks_cfg or {}).values() if c is not None]
-        if not self.trainer_cfg.get("enable_progress_bar", True):
-            # `trainer.enable_progress_bar=false` alone turns the bar off (Lightning would refuse
-            # a progress-bar callback next to it).
-            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-        return callbacks
-
     def _make_trainer(self, max_epochs: int, max_steps: int | None) -> pl.Trainer:
-        callbacks = self._callbacks()
+        # Fresh callback objects per Trainer (Lightning callbacks keep per-fit state).
+        callbacks = [instantiate(c) for c in (self.callbacks_cfg or {}).values() if c is not None]
+        if not self.trainer_cfg.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
+            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
         # No progress-bar callback (e.g. `callbacks=none`) means no bar, not Lightning's default one.
         bar = any(isinstance(c, ProgressBar) for c in callbacks)
         limits = {"max_epochs": max_epochs} if max_steps is None else {"max_epochs": -1, "max_steps": int(max_steps)}
@@ -79,12 +65,9 @@ class Runner:
 
     def fit(self, loader: Any, epochs: int, optimizer: Callable, stage: int, penalty: Penalty | None = None,
             max_steps: int | None = None, keep_optimizer: bool = False) -> int:
-        """Train the net for ``epochs`` epochs (or exactly ``max_steps`` optimizer steps, epochs
-        repeating as needed) on ``loader`` with ``optimizer`` (fresh unless ``keep_optimizer``).
-
-        Validation runs on the calibration split after every epoch; its curve rows go to the
-        recorder. Returns the optimizer steps taken (the step axis advances by as many).
-        """
+        """Train the net for ``epochs`` epochs (or exactly ``max_steps`` optimizer steps) on ``loader``
+        with ``optimizer`` (fresh unless ``keep_optimizer``), validating on the calibration split after
+        every epoch; return the optimizer steps taken (the step axis advances by as many)."""
         self.module.begin_stage(stage, optimizer, self.steps_done, penalty, keep_optimizer=keep_optimizer)
         if (epochs == 0 and max_steps is None) or max_steps == 0:
             return 0
@@ -97,10 +80,8 @@ class Runner:
         self.recorder.add_curves(curves)
         self._check_divergence(curves)
         samples, calibration_samples = self.module.take_samples()
-        if dist.is_available() and dist.is_initialized():  # each rank saw its shard: count them all
-            local = torch.tensor([samples], device=self.datamodule.device)
-            dist.all_reduce(local)
-            samples = int(local.item())
+        # each rank saw its shard: count them all (one device: the count itself)
+        samples = int(trainer.strategy.reduce(torch.tensor(samples, device=self.datamodule.device), reduce_op="sum"))
         if stage == 0:
             self.work.pretrain_steps += steps
         else:
@@ -112,30 +93,21 @@ class Runner:
 
     def _check_divergence(self, curves: Sequence[dict]) -> None:
         """Keep the first training epoch whose mean loss is not finite or above :attr:`divergence_loss`."""
-        if self.divergence is not None:
-            return
-        for row in curves:
-            if row["split"] != "train" or row["metric"] != "loss":
-                continue
-            loss = float(row["value"])
-            if not math.isfinite(loss) or loss > self.divergence_loss:
-                reason = (f"training loss {loss:.3g} nats in stage {row['stage']}, epoch {row['epoch']}"
-                          f" ({'not finite' if not math.isfinite(loss) else f'above {self.divergence_loss:g}'})")
-                self.divergence = {"stage": int(row["stage"]), "epoch": int(row["epoch"]),
-                                   "train_loss": loss if math.isfinite(loss) else None, "reason": reason}
-                log.warning("diverged: %s; metrics.json marks the run and compare leaves it out of means", reason)
-                return
+        losses = [(row, float(row["value"])) for row in curves if row["split"] == "train" and row["metric"] == "loss"]
+        diverged = [(row, loss) for row, loss in losses if not math.isfinite(loss) or loss > self.divergence_loss]
+        if self.divergence is None and diverged:
+            row, loss = diverged[0]
+            reason = (f"training loss {loss:.3g} nats in stage {row['stage']}, epoch {row['epoch']}"
+                      f" ({'not finite' if not math.isfinite(loss) else f'above {self.divergence_loss:g}'})")
+            self.divergence = {"stage": int(row["stage"]), "epoch": int(row["epoch"]),
+                               "train_loss": loss if math.isfinite(loss) else None, "reason": reason}
+            log.warning("diverged: %s; metrics.json marks the run and compare leaves it out of means", reason)
 
     def train_stages(self, stages: Sequence[Sequence[int]], epochs: int, batch_size: int, optimizer: Callable,
                      steps_per_stage: int | None = None, reset_optimizer: bool = True) -> list[dict[str, float]]:
-        """The one stage loop: train on each class group in order, evaluate and record after each.
-
-        Each stage trains ``epochs`` epochs, or exactly ``steps_per_stage`` optimizer steps when
-        given. ``reset_optimizer=False`` carries the optimizer and its state (Adam's moments)
-        from stage to stage (Avalanche's default) instead of a fresh one per stage. The retention
-        strategy sees every stage through its hooks. Stages are numbered from 1 (stage 0 is the
-        pretrained baseline). Returns the test metrics after each stage.
-        """
+        """The one stage loop: train on each class group in order (stages 1, 2, ...; stage 0 is the
+        baseline) for ``epochs`` epochs or ``steps_per_stage`` steps, through the retention hooks; evaluate
+        and record after each. ``reset_optimizer=False`` carries Adam's moments from stage to stage."""
         retention, net, dm = self.retention, self.net, self.datamodule
         retention.on_finetune_start(net, dm)
         per_stage = []
@@ -151,10 +123,8 @@ class Runner:
         return per_stage
 
     def evaluate(self, net: torch.nn.Module | None = None, split: str = "test", counted: bool = True) -> Evaluation:
-        """Evaluate ``net`` (default: the one being trained) on the ``test``, ``calibration`` (the
-        selection part) or ``estimation`` split. A calibration evaluation counts as the method's
-        work (:class:`~seqft_lightning.cost.Work`) unless ``counted`` is False; test and estimation
-        evaluations are reporting and never count."""
+        """Evaluate ``net`` (default: the one trained) on the ``test``, ``calibration`` or ``estimation``
+        split; a calibration evaluation counts as the method's work unless ``counted`` is False."""
         dm = self.datamodule
         loaders = {"test": dm.test_dataloader, "calibration": dm.calibration_dataloader, "estimation": dm.estimation_dataloader}
         net = self.net if net is None else net
@@ -164,13 +134,9 @@ class Runner:
         return evaluation
 
     def record_stage(self, stage: int, trained: Sequence[int] | str, net: torch.nn.Module | None = None) -> dict[str, float]:
-        """Evaluate ``net`` on the test split, the calibration split (its ``calibration/...``
-        metrics are what every selection reads) and the estimation part (``estimation/...``, read
-        by no choice), record it as ``stage`` and log it; return its metrics.
-
-        The calibration evaluation is not counted as work: the model recorded is the one the
-        stage's last validation epoch, or the λ search that chose it, has just evaluated (and the
-        baseline's, stage 0, belongs to pretraining)."""
+        """Evaluate ``net`` on test, calibration and estimation, record it as ``stage`` and log it;
+        return its metrics. Not counted as work: the stage's last validation epoch, or the λ search
+        that chose the model, has just evaluated it on calibration (stage 0 belongs to pretraining)."""
         evaluation = self.evaluate(net)
         metrics = evaluation.metrics(self.target_classes)
         for split, labels in (("calibration", self.datamodule.calib_y), ("estimation", self.datamodule.estim_y)):
@@ -182,8 +148,7 @@ class Runner:
         return metrics
 
     def adopt_pretraining(self, curves: Sequence[dict], steps: int) -> None:
-        """Continue from a cached baseline: its pretraining curve and ``steps`` optimizer steps
-        become this run's stage 0, in the result files and in the loggers alike."""
+        """Continue from a cached baseline: its pretraining curve and ``steps`` become stage 0."""
         self.recorder.add_curves(curves)
         self._check_divergence(curves)
         self.steps_done = int(steps)

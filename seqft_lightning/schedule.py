@@ -1,14 +1,7 @@
-"""The order a parallel sweep starts its jobs in: one job per pretrained baseline first.
-
-Jobs that share a baseline (same seed, data, model, pretraining) wait for whichever of them
-pretrains it (the cache's file lock). In Hydra's order, ``method=sequential,joint,task_arithmetic
-seed=0,1,2`` on two workers has one worker wait on ``joint, seed=2`` for the seed-2 baseline
-although ``task_arithmetic, seed=0`` could run. Here the first job of every baseline group starts
-first, then the other jobs group by group, so a worker meets a job whose baseline is still being
-trained only when nothing else is left.
-
-The order never changes a result: each job's numbers depend on its config only.
-"""
+"""The order a parallel sweep starts its jobs in: one job per pretrained baseline first. Jobs that
+share a baseline wait for whichever of them pretrains it (the cache's lock); starting the first job
+of every baseline group first, then the others group by group, a worker meets a job whose baseline
+is still being trained only when nothing else is left. The order never changes a result."""
 
 from __future__ import annotations
 
@@ -22,11 +15,8 @@ _BASELINE_METHOD_KEYS = ("method.stages", "method.forget")
 
 
 def baseline_group(overrides: Sequence[str]) -> tuple[str, ...]:
-    """The overrides of one job that can change its pretrained baseline, e.g. ``('seed=1',)``.
-
-    ``method=task_negation`` counts (its held-out classes are the forgotten ones), other method
-    choices do not (they share the default stages' split).
-    """
+    """The overrides of one job that can change its pretrained baseline, e.g. ``('seed=1',)``
+    (``method=task_negation`` holds out other classes; other method choices share the default split)."""
     group = []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")

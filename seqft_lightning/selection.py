@@ -1,22 +1,14 @@
 """The one rule that picks a setting (a merging λ, a retention strength, anything tuned), always
-on the calibration split.
+on the calibration split (test metrics never enter). Every knob trades target against retained
+accuracy, and picking by overall accuracy drives every method toward "do not move from the
+baseline", so the default rule is constrained:
 
-Every knob of the study trades target accuracy against retained accuracy: more regularisation
-keeps the other classes, less of it learns the target classes. Picking by overall calibration
-accuracy drives every method toward "do not move from the baseline", which defeats fine-tuning,
-so the default rule is constrained:
-
-``target_at_retained`` (default): among the settings whose calibration retained accuracy is at
-least the baseline's minus ``delta`` (a fraction: 0.01 = 1 percentage point), the one with the
-highest calibration target accuracy. When none qualifies, the setting with the best retained
-accuracy, flagged as a fallback.
-
-``overall``: the highest overall calibration accuracy.
-
-Ties go to the earlier candidate in the order given (callers list grids from the smallest step
-away from the baseline, e.g. λ ascending). Pure Python, no torch: ``compare.py`` applies the same
-function to finished runs. Test metrics never enter: the candidates carry calibration numbers only.
-"""
+* ``target_at_retained`` (default): among the settings whose retained accuracy is at least the
+  baseline's minus ``delta`` (a fraction: 0.01 = 1 percentage point), the highest target accuracy;
+  when none qualifies, the best retained accuracy, flagged as a fallback;
+* ``overall``: the highest overall accuracy.
+Ties go to the earlier candidate (callers list grids from the smallest step away from the baseline,
+e.g. λ ascending). No torch: ``compare.py`` applies the same function to finished runs."""
 
 from __future__ import annotations
 
@@ -62,13 +54,9 @@ def config_defaults() -> tuple[str, float]:
 
 
 def score(candidate: Mapping[str, float], baseline_retained: float, rule: str, delta: float) -> float:
-    """The rule as one number to maximise (for a hyperparameter sweeper such as Optuna).
-
-    ``overall``: calibration accuracy. ``target_at_retained``: the target accuracy when retained
-    accuracy is within ``delta`` of the baseline's; otherwise a negative number (below every
-    qualifying setting) that grows with retained accuracy, so the maximiser moves toward the
-    constraint first, as :func:`select`'s fallback does.
-    """
+    """The rule as one number to maximise (for a sweeper such as Optuna): ``overall``, the accuracy;
+    ``target_at_retained``, the target accuracy when retained accuracy is within ``delta`` of the
+    baseline's, else a negative number that grows with retained accuracy (as the fallback does)."""
     check_rule(rule, delta)
     if rule == "overall":
         return float(candidate[ACC])
@@ -79,11 +67,8 @@ def score(candidate: Mapping[str, float], baseline_retained: float, rule: str, d
 
 
 def select(candidates: Sequence[Mapping[str, float]], baseline_retained: float, rule: str, delta: float) -> Selection:
-    """Pick one of ``candidates`` (calibration ``acc``, ``acc_target``, ``acc_retained``) by ``rule``.
-
-    ``baseline_retained`` is the pretrained baseline's calibration retained accuracy (the
-    reference of ``target_at_retained``).
-    """
+    """Pick one of ``candidates`` (calibration ``acc``, ``acc_target``, ``acc_retained``) by ``rule``;
+    ``baseline_retained`` is the baseline's calibration retained accuracy."""
     check_rule(rule, delta)
     if not candidates:
         raise ValueError("select() needs at least one candidate")

@@ -25,11 +25,11 @@ from tests.conftest import per_sample_fisher
 
 def _cnn_flops() -> tuple[int, int]:
     """Matmul FLOPs per sample of the default CNN, (forward, training step), written out by hand:
-    conv1 1->16 5x5 on 28x28 outputs, conv2 16->32 5x5 on 14x14 outputs (padding 2), fc 1568->50,
+    conv1 1->24 5x5 on 28x28 outputs, conv2 24->32 5x5 on 14x14 outputs (padding 2), fc 1568->50,
     50->10. A multiply-add is 2 FLOPs. Backward: every layer's weight gradient, and the input
     gradient of every layer but the first (the image needs none)."""
-    conv1 = 2 * 28 * 28 * 16 * (1 * 5 * 5)
-    conv2 = 2 * 14 * 14 * 32 * (16 * 5 * 5)
+    conv1 = 2 * 28 * 28 * 24 * (1 * 5 * 5)
+    conv2 = 2 * 14 * 14 * 32 * (24 * 5 * 5)
     fc1, output = 2 * 1568 * 50, 2 * 50 * 10
     forward = conv1 + conv2 + fc1 + output
     backward = forward + (conv2 + fc1 + output)
@@ -39,7 +39,7 @@ def _cnn_flops() -> tuple[int, int]:
 def test_cnn_shape_parameters_and_layer_names(compose):
     net = instantiate(compose(["model=cnn"]).model)
     assert isinstance(net, CNN) and net.num_classes == 10
-    assert sum(p.numel() for p in net.parameters()) == 92_208 < 100_000
+    assert sum(p.numel() for p in net.parameters()) == 98_816 < 100_000
     weights = [n for n, m in net.layers.named_children() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
     assert weights == ["conv1", "conv2", "fc1", "output"]
     x = torch.randn(5, 784)
@@ -55,7 +55,7 @@ def test_flop_counting_covers_the_convolutions():
     forward, step = _cnn_flops()
     x, y = torch.randn(8, 784), torch.randint(0, 10, (8,))
     assert flops_per_sample(CNN(), x, y) == (step, forward)
-    assert (forward, step) == (5_802_600, 16_780_600)
+    assert (forward, step) == (8_625_000, 24_934_200)
 
 
 def test_ewc_fisher_covers_the_convolutions():
@@ -148,7 +148,7 @@ def test_every_method_runs_with_the_cnn(cnn_runs, name):
     assert (run_dir / "metrics.json").is_file()
     final, state = metrics["final"], _final_state(run_dir)
     assert 0.0 <= final["test/acc"] <= 1.0 and final["calibration/acc"] == final["calibration/acc"]
-    assert "layers.conv1.weight" in state and state["layers.conv2.weight"].shape == (32, 16, 5, 5)
+    assert "layers.conv1.weight" in state and state["layers.conv2.weight"].shape == (32, 24, 5, 5)
     assert metrics["retention_inactive"] is None and metrics["divergence"] is None
     base = _baseline_state(cache)
     moved = not all(torch.equal(state[k], base[k]) for k in base)

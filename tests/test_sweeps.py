@@ -463,30 +463,85 @@ def test_serial_and_parallel_sweeps_give_identical_results_whatever_filled_the_c
     assert json.loads((run / "run_info.json").read_text())["torch_threads"] == 1
 
 
+def _changed_leaves(cfg, section: str) -> dict[str, object]:
+    """``{dotted key: another value}`` for each leaf of ``cfg[section]`` that is a number, a bool or
+    a list of ints (``_target_`` and other strings, ``null`` and nested lists left alone)."""
+    from omegaconf import OmegaConf
+
+    from seqft_lightning.contract import flatten
+
+    out = {}
+    for key, value in flatten(OmegaConf.to_container(cfg[section], resolve=True), f"{section}.").items():
+        if isinstance(value, bool):
+            out[key] = not value
+        elif isinstance(value, (int, float)):
+            out[key] = value + 1 if isinstance(value, int) else value * 2 + 0.5
+        elif isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            out[key] = [v + 1 for v in value]
+    return out
+
+
 def test_the_baseline_key_covers_what_changes_the_bits():
+    import copy
+
     import torch
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     from seqft_lightning.baseline import baseline_key
+    from seqft_lightning.contract import affects_results
 
-    def key(overrides=(), classes=(3, 4, 7), device="cpu", threads=1, code="v1"):
+    def composed(overrides=()):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=[*COMMON, *overrides, "paths.output_dir=/tmp/unused"])
-        return baseline_key(cfg, list(classes), torch.device(device), threads, code)
+            return compose(config_name="train", overrides=[*COMMON, *overrides, "paths.output_dir=/tmp/unused"])
 
-    cpu1 = key()
+    def key(overrides=(), classes=(3, 4, 7), device="cpu", threads=1, code="v1", cfg=None):
+        return baseline_key(composed(overrides) if cfg is None else cfg, list(classes), torch.device(device), threads, code)
+
+    def with_value(cfg, dotted, value):
+        cfg = copy.deepcopy(cfg)
+        OmegaConf.update(cfg, dotted, value, merge=False)
+        return cfg
+
+    default = composed()
+    cpu1 = key(cfg=default)
     assert cpu1 == key()
-    assert cpu1 != key(threads=2)  # CPU sums depend on threads
-    assert cpu1 != key(device="cuda")  # a CUDA baseline differs
-    assert key(device="cuda", threads=1) == key(device="cuda", threads=8)
-    assert cpu1 != key(classes=(3, 4))
-    assert cpu1 != key(code="v2")  # other training code
-    # what makes the pretrained weights: pretraining, model, split, seed, kernels
-    for changed in (["pretrain.epochs=2"], ["pretrain.optimizer.lr=0.01"], ["model.hidden_dims=[32]"], ["data.split_seed=5"],
-                    ["data.calibration_size=90"], ["seed=1"], ["cpu_kernels=native"]):
-        assert key(changed) != cpu1, changed
-    # what does not: the fine-tuning method and its settings, the accelerator string (the resolved
-    # device is in the key), loggers, paths, resume
-    for same in (["method=joint"], ["method.epochs_per_stage=7"], ["retention=ewc"], ["trainer=cpu"],
-                 ["trainer.accelerator=cpu"], ["logger=none"], ["resume=true"], ["selection.delta=0.05"]):
-        assert key(same) == cpu1, same
+    assert cpu1 != key(cfg=default, threads=2)  # CPU sums depend on threads
+    assert cpu1 != key(cfg=default, device="cuda")  # a CUDA baseline differs
+    assert key(cfg=default, device="cuda", threads=1) == key(cfg=default, device="cuda", threads=8)
+    assert cpu1 != key(cfg=default, classes=(3, 4))
+    assert cpu1 != key(cfg=default, code="v2")  # other training code
+    # Every setting of pretraining and of the model (MLP and CNN) changes the key, but the baseline
+    # cache switch, which only says whether the key is looked up.
+    for model, cfg in (("mlp", default), ("cnn", composed(["model=cnn"]))):
+        reference = key(cfg=cfg)
+        assert (reference == cpu1) == (model == "mlp")
+        leaves = {**_changed_leaves(cfg, "pretrain"), **_changed_leaves(cfg, "model")}
+        assert {"pretrain.epochs", "pretrain.batch_size", "pretrain.optimizer.lr", "model.hidden_dims"} <= set(leaves), leaves
+        for dotted, value in leaves.items():
+            if affects_results(dotted):
+                assert key(cfg=with_value(cfg, dotted, value)) != reference, (model, dotted, value)
+            else:
+                assert dotted == "pretrain.cache" and key(cfg=with_value(cfg, dotted, value)) == reference
+    assert key(["pretrain=none"]) != cpu1
+    # the split and the seed: which images pretrain the model, in which order
+    for dotted, value in (("data.split_seed", 5), ("data.calibration_size", 90), ("data.samples_per_task", 30), ("seed", 1),
+                          ("cpu_kernels", "native")):
+        assert key(cfg=with_value(default, dotted, value)) != cpu1, dotted
+    # Not the fine-tuning: no setting of any method (the task classes aside, passed as `classes`) or
+    # of any retention strategy; nor the accelerator string (the resolved device is in the key),
+    # resume, the selection rule.
+    checked = set()
+    for group, options in (("method", ("sequential", "joint", "task_arithmetic", "ties", "dare", "task_negation")),
+                           ("retention", ("ewc", "l2sp", "lwf", "replay", "freeze"))):
+        for option in options:
+            cfg = default if option == "sequential" else composed([f"{group}={option}"])
+            assert key(cfg=cfg) == cpu1, option
+            for dotted, value in _changed_leaves(cfg, group).items():
+                assert key(cfg=with_value(cfg, dotted, value)) == cpu1, (option, dotted, value)
+                checked.add(f"{option}:{dotted}")
+    assert {"sequential:method.epochs_per_stage", "sequential:method.optimizer.lr", "dare:method.merger.drop_rate",
+            "task_negation:method.forget", "ewc:retention.lambda_", "replay:retention.seed"} <= checked, checked
+    assert key(["trainer=cpu"]) == cpu1
+    for dotted, value in (("trainer.accelerator", "cpu"), ("resume", True), ("selection.delta", 0.05)):
+        assert key(cfg=with_value(default, dotted, value)) == cpu1, dotted

@@ -1,44 +1,137 @@
-"""PNG figures of a sweep (matplotlib ``Figure`` objects on the Agg backend, no pyplot state; seaborn draws).
+"""PNG figures of a sweep (matplotlib ``Figure`` objects, no pyplot state; seaborn draws).
 
-Accuracies are drawn in percent; bands and error bars are the 95 % t-intervals over seeds of :mod:`.stats`
-(clipped as stated there; none for a single seed). Line plots have one column of panels per family (naive,
-retention, merging). Every figure is one :class:`PlotSpec` in :data:`SPECS`; a figure without data or whose
-drawing fails is reported as skipped instead of aborting the report.
+Accuracies are drawn in percent; bands and error bars are the 95 % t-intervals over seeds of :mod:`.stats` (clipped
+as stated there; none for a single seed). Line plots have one column of panels per family (naive, retention,
+merging). The two answer figures (trade-off, accuracy vs compute) zoom on the points that hold the answer, keep a
+small full-scale panel, and number their points (their key names each number). Each figure is a function
+``analysis -> Figure | None`` listed in :data:`SPECS`; one without data or whose drawing fails is reported as skipped
+instead of aborting the report.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from seqft_lightning.compare import aggregate as agg  # noqa: E402
-from seqft_lightning.compare.stats import t_errorbar, t_interval_groups  # noqa: E402
-from seqft_lightning.compare.variants import FAMILIES  # noqa: E402
-from seqft_lightning.io import atomic_write_bytes  # noqa: E402
+from seqft_lightning.compare import aggregate as agg
+from seqft_lightning.compare.aggregate import (ACC, BASELINE_LABEL, BASELINE_METHOD, OWN_RULE_METHODS, RETAINED,
+                                               TARGET, Analysis, _used, class_metric)
+from seqft_lightning.compare.load import Job
+from seqft_lightning.compare.stats import t_errorbar, t_interval, t_interval_groups
+from seqft_lightning.compare.variants import FAMILIES, MERGING_METHODS, NO_RETENTION, format_value, variant_family
+from seqft_lightning.io import atomic_write_bytes
+from seqft_lightning.values import is_finite_number
 
 log = logging.getLogger(__name__)
+
+
+# --- the data the figures draw (tidy frames from the analysis) ---
+
+def _sequence_stages(stages: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a stage table that form a training sequence: when the last stage combines models trained
+    separately from the baseline (its ``trained_classes`` is not a class list such as ``3+4+7``, e.g.
+    ``merged``), the stages in between are those models, not steps: only stage 0 and the last are kept."""
+    numeric = pd.to_numeric(stages["stage"], errors="coerce")
+    last = numeric.max()
+    last_label = str(stages.loc[numeric == last, "trained_classes"].iloc[0])
+    if last > 0 and not all(part.strip().isdigit() for part in last_label.split("+")):
+        return stages[(numeric == 0) | (numeric == last)]
+    return stages
+
+
+def shown_jobs(analysis: Analysis) -> list[tuple[str, Job]]:
+    """``(variant, job)`` of every shown variant (a tuned variant: its chosen jobs)."""
+    by_rel, rows = {j.rel: j for j in analysis.jobs}, analysis.rows
+    return [(v, by_rel[rel]) for v in analysis.shown for rel in rows.loc[_used(rows) & (rows["variant"] == v), "job"]]
+
+
+def _tidy(parts: Iterable[tuple[str, Job, pd.DataFrame | None]], columns: list[str], subset: list[str],
+          text: Sequence[str] = ()) -> pd.DataFrame:
+    """The ``columns`` of each ``(variant, job, frame)`` (skipped when None or empty) as numbers (``text`` as text),
+    plus ``variant`` and ``seed``, stacked, without the rows that lack a ``subset`` value."""
+    frames = [df[columns].apply(lambda c: c.astype(str) if c.name in text else pd.to_numeric(c, errors="coerce"))
+              .assign(variant=v, seed=job.seed) for v, job, df in parts if df is not None and not df.empty]
+    if not frames:
+        return pd.DataFrame(columns=["variant", "seed", *columns])
+    return pd.concat(frames, ignore_index=True).dropna(subset=subset)
+
+
+TRADEOFF_COLUMNS = ["kind", "series", "variant", "method", "retention", "knob", "value", "n",
+                    "x", "x_lo", "x_hi", "y", "y_lo", "y_hi", "selected"]
+
+
+def pareto_front(x: Sequence[float], y: Sequence[float]) -> np.ndarray:
+    """Mask of the points no other point dominates (at least as good in both coordinates and better in one;
+    higher is better; NaNs never on it)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    xi, yi = x[:, None], y[:, None]  # row i: the point; column j: a rival
+    return ok & ~(ok & (x >= xi) & (y >= yi) & ((x > xi) | (y > yi))).any(axis=1)
+
+
+def _xy(x: Iterable[float], y: Iterable[float], **ident: Any) -> dict[str, Any]:
+    """Mean and clipped 95% t-interval over seeds of test retained (x) and target (y) accuracy."""
+    xs, ys = (t_interval(v, 0.95, (0.0, 1.0)) for v in (x, y))
+    return {**ident, "n": min(xs.n, ys.n), "x": xs.mean, "x_lo": xs.ci_low, "x_hi": xs.ci_high,
+            "y": ys.mean, "y_lo": ys.ci_low, "y_hi": ys.ci_high}
+
+
+def tradeoff_frame(analysis: Analysis) -> pd.DataFrame:
+    """Test target (y) vs retained (x) accuracy of everything on the trade-off plot, means over seeds.
+
+    ``kind``: ``grid`` (a knob grid's grid points, ``series`` = its tuned label, ``value`` = the knob value),
+    ``lambda`` (a merging method's λ grid from ``lambda_test.csv``), ``point`` (every shown variant and the
+    pretrained baseline). ``selected``: a tuned variant, or a merging variant whose λ was chosen on calibration.
+    ``pareto``: on the Pareto front of all of them."""
+    seeds, method, retention = analysis.seeds, analysis.variant_method, analysis.variant_retention
+
+    def variant_xy(v: str, **ident: Any) -> dict[str, Any]:
+        return _xy(seeds.get(RETAINED, v).values(), seeds.get(TARGET, v).values(), variant=v, **ident)
+
+    out = [variant_xy(label, kind="grid", series=c.label, method=c.method, retention=c.retention, knob=c.key,
+                      value=format_value(value), selected=False) for c in analysis.grids for value, label in c.points]
+    columns = ["lambda", "acc_target", "acc_retained"]
+    lam = _tidy([(analysis.labels[j.rel], j, j.lambda_test) for j in analysis.finished
+                 if j.method not in OWN_RULE_METHODS], columns, columns)
+    out += [_xy(g["acc_retained"], g["acc_target"], kind="lambda", series=v, variant=v, method=method[v],
+                retention=NO_RETENTION, knob="lambda", value=format_value(float(value)), selected=False)
+            for (v, value), g in lam.groupby(["variant", "lambda"], sort=True)]
+    if b := analysis.baseline_row:
+        out.append(_xy(*(analysis.baseline.get(m, []) for m in (RETAINED, TARGET)), kind="point", series=b[0],
+                       variant=BASELINE_LABEL, method=BASELINE_METHOD, retention=NO_RETENTION, knob="", value="",
+                       selected=False))
+    # task negation's target is the classes it forgets: another question, not on these axes
+    out += [variant_xy(v, kind="point", series=v, method=method[v], retention=retention[v], knob="", value="",
+                       selected=v in analysis.tuned or v in set(lam["variant"]))
+            for v in analysis.shown if method[v] not in OWN_RULE_METHODS]
+    frame = pd.DataFrame(out, columns=TRADEOFF_COLUMNS)
+    frame["pareto"] = pareto_front(frame["x"], frame["y"]) if len(frame) else []
+    return frame
+
+
+# --- drawing ---
 
 DPI = 110
 PERCENT = (0.0, 100.0)
 BASELINE_COLOR = (0.45, 0.45, 0.45)
 FAMILY_COLORS = dict(zip(FAMILIES, sns.color_palette("colorblind", len(FAMILIES))))
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
-DASHES = {"joint": (4, 2), "baseline": (1, 2)}  # other methods: solid
+LINESTYLES = {"joint": (0, (4, 2)), "baseline": (0, (1, 2))}  # other methods: solid
 
 
 @dataclass
@@ -46,91 +139,53 @@ class PlotResult:
     """One figure: ``path`` is None when it was skipped (``note`` says why)."""
 
     key: str
-    title: str
-    caption: str
     path: Path | None = None
     note: str = ""
     section: str = "plots"
 
 
-@dataclass(frozen=True)
-class Style:
+class Style(NamedTuple):
     color: tuple
     marker: str
-    dashes: tuple | str  # seaborn: "" is solid
-
-    @property
-    def ls(self) -> Any:
-        return (0, self.dashes) if self.dashes else "-"
+    ls: Any = "-"
 
 
-GREY = Style(BASELINE_COLOR, "o", "")
+GREY = Style(BASELINE_COLOR, "o")
 
 
-@dataclass(frozen=True)
-class Panel:
-    """One row of a family grid: ``data`` is long ``variant, x, y`` (plus ``stage`` for curves)."""
-
-    title: str
-    data: pd.DataFrame
-    ylabel: str
-    bounds: tuple[float, float] | None  # clipping of the t-interval band, in the units of y
-    markers: bool = True
-
-
-def _family_palette(family: str, n: int) -> list[tuple]:
-    """Colours no other family uses, so one figure can hold every family: naive in greys, retention from
-    the first tab10 colours, merging from the last ones (tab20 when a family needs more than five)."""
-    n = max(n, 1)
-    if family == "naive":
-        return [tuple(c) for c in sns.color_palette("Greys_r", n + 2)[:n]]
-    tab = sns.color_palette("tab10", 10) if n <= 5 else sns.color_palette("tab20", 20)
-    start = len(tab) // 2 if family == "merging" else 0
-    return [tuple(tab[(start + i) % len(tab)]) for i in range(n)]
-
-
-def variant_styles(analysis: agg.Analysis) -> dict[str, Style]:
-    """Style of each variant and tuned variant, distinct within and across families; in the retention
-    family one colour and marker per retention method (a knob curve's grid points and its tuned variant alike)."""
+def variant_styles(analysis: Analysis) -> dict[str, Style]:
+    """Style of each variant and tuned variant, distinct within and across families: naive in greys, retention
+    from the first tab10 colours, merging from the last ones (tab20 past five); in the retention family one colour
+    and marker per retention method (a knob grid's grid points and its tuned variant alike)."""
     styles: dict[str, Style] = {}
     for family in FAMILIES:
         members = [v for v in analysis.all_variants if analysis.family(v) == family]
         key = {v: analysis.variant_retention[v] if family == "retention" else v for v in members}
         keys = list(dict.fromkeys(key.values()))
-        palette = _family_palette(family, len(keys))
+        tab = sns.color_palette("tab10" if len(keys) <= 5 else "tab20")
+        start = len(tab) // 2 if family == "merging" else 0
+        palette = (sns.color_palette("Greys_r", len(keys) + 2) if family == "naive"
+                   else [tab[(start + i) % len(tab)] for i in range(len(keys))])
         for v in members:
             i = keys.index(key[v])
-            styles[v] = Style(palette[i], MARKERS[i % len(MARKERS)], DASHES.get(analysis.variant_method[v], ""))
+            styles[v] = Style(tuple(palette[i]), MARKERS[i % len(MARKERS)],
+                              LINESTYLES.get(analysis.variant_method[v], "-"))
     return styles
 
 
-def _groups(analysis: agg.Analysis, present: set, families: Sequence[str] = FAMILIES) -> dict[str, list[str]]:
-    """``{family: variants}`` of the variants in ``present``, families in report order."""
-    groups = {f: [v for v in analysis.all_variants if v in present and analysis.family(v) == f] for f in families}
-    return {f: vs for f, vs in groups.items() if vs}
-
-
-def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[Figure, np.ndarray]:
+def _figure(width: float, height: float, nrows: int = 0, ncols: int = 1, **kw: Any) -> tuple[Figure, np.ndarray]:
+    """A figure with ``nrows`` x ``ncols`` axes (none for ``nrows`` = 0)."""
     fig = Figure(figsize=(width, height), layout="constrained")
-    return fig, fig.subplots(nrows, ncols, squeeze=False, **kw).ravel()
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **kw).ravel() if nrows else np.array([])
 
 
 def _wrapped(n: int, max_cols: int, width: float, height: float, pad: float = 0.0) -> tuple[Figure, np.ndarray]:
     """``n`` panels of about ``width`` x ``height`` inches in rows of at most ``max_cols``; the rest hidden."""
-    ncols = min(max_cols, n)
-    nrows = -(-n // ncols)
+    ncols, nrows = min(max_cols, n), -(-n // max_cols)
     fig, axes = _figure(width * ncols + pad, height * nrows + 0.6, nrows, ncols)
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes
-
-
-def _save(fig: Figure, path: Path, suptitle: str | None = None) -> Path:
-    if suptitle is not None:
-        fig.suptitle(suptitle)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)  # constrained layout already fits everything in
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _zoomed_floor(values: np.ndarray, pad: float = 2.0, step: float = 5.0) -> float:
@@ -139,80 +194,327 @@ def _zoomed_floor(values: np.ndarray, pad: float = 2.0, step: float = 5.0) -> fl
     return float(max(0.0, step * np.floor((finite.min() - pad) / step))) if finite.size else 0.0
 
 
-def draw_family_grid(panels: Sequence[Panel], groups: Mapping[str, Sequence[str]], styles: Mapping[str, Style],
-                     path: Path, xlabel: str, suptitle: str, stage_lines: bool = False) -> Path:
-    """Line plots, one column per family and one row per panel: mean of ``y`` per ``x`` over seeds, band =
-    clipped 95% t-interval. ``stage_lines`` marks where stage k >= 2 starts (dotted)."""
-    fig = Figure(figsize=(4.6 * len(groups), 2.8 * len(panels) + 1.6), layout="constrained")
+# --- the answer figures: a panel zoomed on the answer, one at full scale, numbered points and their key ---
+
+def zoom_limits(points: Any, reach: float = 5.0, pad: float = 0.75, span: float = 3.0) -> list[tuple[float, float]]:
+    """Axis limits (percent) for each column of ``points`` (rows: the points that hold the answer, in percent): the
+    rows within ``reach`` points, on every axis, of the row nearest the median, padded by ``pad`` points, rounded out
+    to half points, at least ``span`` wide, within -0.5..100.5 (all of it without a finite row)."""
+    p = np.asarray(points, dtype=float).reshape(len(points), -1)
+    p = p[np.isfinite(p).all(axis=1)]
+    if not len(p):
+        return [(-0.5, 100.5)] * p.shape[1]
+    near = p[(np.abs(p - p[np.abs(p - np.median(p, axis=0)).max(axis=1).argmin()]) <= reach).all(axis=1)]
+    lo, hi = np.floor(2 * (near.min(axis=0) - pad)) / 2, np.ceil(2 * (near.max(axis=0) + pad)) / 2
+    grow = np.maximum(0.0, span - (hi - lo)) / 2
+    return [(float(max(-0.5, a)), float(min(100.5, b))) for a, b in zip(lo - grow, hi + grow)]
+
+
+def place_labels(ax: Axes, items: Sequence[tuple[float, float, str, str, Any]],
+                 obstacles: Iterable[tuple[float, float, float]] = ()) -> None:
+    """Write each ``(x, y, text, gid, colour)`` (data coordinates) beside its point: at the first offset (rings
+    of 12 directions, nearest first) where it stays inside the axes and overlaps neither a marker of ``obstacles``
+    (``(x, y, size in points)``) nor a label placed before it (else where it overlaps the fewest); a thin line joins
+    a label set off further than the first ring to its point. Lays the figure out for good first."""
+    fig = ax.figure
+    if fig.get_layout_engine() is not None:
+        FigureCanvasAgg(fig).draw()
+        fig.set_layout_engine("none")  # placement reads final positions
+    renderer, scale, frame = fig.canvas.get_renderer(), fig.dpi / 72, ax.get_window_extent()
+    taken = [Bbox.from_bounds(px - r, py - r, 2 * r, 2 * r) for (px, py), r in (
+        (ax.transData.transform((x, y)), scale * size / 2 + 2) for x, y, size in obstacles)]
+    offsets = [(r * np.cos(a), r * np.sin(a)) for r in (9, 15, 23, 33, 45, 60) for a in np.radians(range(0, 360, 30))]
+    for x, y, text, gid, color in items:  # gid "number": a point's number, else smaller
+        ann = ax.annotate(text, (x, y), xytext=(0, 0), textcoords="offset points", ha="center", va="center", gid=gid,
+                          fontsize=7.5 if gid == "number" else 6, color=color, fontweight="bold", zorder=6,
+                          arrowprops=dict(arrowstyle="-", color=color, lw=0.5, shrinkA=1, shrinkB=3))
+        ann.update_positions(renderer)
+        box = Text.get_window_extent(ann, renderer)  # the text alone, without its line
+
+        def clashes(offset: tuple[float, float]) -> int:
+            b = box.translated(*offset)
+            inside = frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1
+            return sum(b.overlaps(t) for t in taken) + (0 if inside else len(taken) + 1)
+        best = next((o for o in offsets if not clashes(o)), min(offsets, key=clashes))
+        ann.xyann = (best[0] / scale, best[1] / scale)  # in points: the same at any dpi
+        ann.arrow_patch.set_visible(np.hypot(*best) > offsets[0][0] + 1)
+        taken.append(box.translated(*best))
+
+
+def _numbered(analysis: Analysis, data: pd.DataFrame) -> pd.DataFrame:
+    """``data`` with ``number``: the pretrained baseline 1, then the shown variants (the same on both figures)."""
+    order = [*analysis.baseline_row, *(v for v in analysis.shown if analysis.variant_method[v] not in OWN_RULE_METHODS)]
+    return data.assign(number=data["variant"].map({v: i for i, v in enumerate(order, 1)}).astype("Int64"))
+
+
+def _ci(g: pd.DataFrame, c: str) -> np.ndarray:
+    """Error bar extents (percent, 2 x n) from the means ``g[c]`` to their 95% CI ``<c>_lo``..``<c>_hi`` (NaN: none)."""
+    return 100 * np.vstack([g[c] - g[f"{c}_lo"], g[f"{c}_hi"] - g[c]]).astype(float).clip(min=0)
+
+
+def _points(ax: Axes, points: pd.DataFrame, x: str, styles: Mapping[str, Style], tuned: Sequence[str],
+            xerr: bool = False, dotted: set = frozenset()) -> dict[str, Line2D]:
+    """Each variant's mean (``x`` column; y percent) with its 95% CI: the baseline a black star, tuned variants ●
+    sequential / ■ joint, ``selected`` ones (chosen on calibration) large and outlined. Returns each variant's key
+    entry: number and name, naive variants marked as such, ``dotted``: the variants drawn with a λ grid."""
+    handles = {}
+    for row in points.sort_values("number").itertuples(index=False):
+        base = BASELINE_METHOD in (row.method, row.variant) or row.variant == BASELINE_LABEL
+        style = Style((0.0, 0.0, 0.0), "*") if base else styles.get(row.variant, GREY)
+        style = style._replace(marker="s" if row.method == "joint" else "o") if row.variant in tuned else style
+        size = dict(ms=12, mec="black", mew=1.8) if row.selected else dict(ms=8, mec="white", mew=0.6)
+        one = points[points["variant"] == row.variant]
+        ax.errorbar(one[x], 100 * one["y"], xerr=_ci(one, "x") if xerr else None, yerr=_ci(one, "y"), capsize=2,
+                    fmt=style.marker, color=style.color, elinewidth=0.8, zorder=4 if row.selected else 3,
+                    label=f"point {row.variant}", **size)
+        naive = " (naive)" if not base and variant_family(row.method, row.retention) == "naive" else ""
+        lam = " (λ grid dotted)" if row.variant in dotted else ""
+        handles[row.variant] = Line2D([], [], color=style.color, ls=":" if lam else "none", marker=style.marker,
+                                      ms=0.75 * size["ms"], mec=size["mec"], mew=0.8 * size["mew"],
+                                      label=f"{row.number}  {row.variant}{naive}{lam}")
+    return handles
+
+
+def _number(zoom: Axes, full: Axes, points: pd.DataFrame, x: str, more: Sequence = (), others: Sequence = ()) -> None:
+    """Number the ``points`` (``x`` column; y fractions) in ``zoom``'s view there (with the ``more`` labels, among
+    ``others`` markers), the rest in ``full``; ``zoom``'s title lists the rest."""
+    (x0, x1), (y0, y1) = zoom.get_xlim(), zoom.get_ylim()
+    seen = points[x].between(x0, x1) & (100 * points["y"]).between(y0, y1)
+    out = points[~seen & points["y"].notna()]
+    if len(out):
+        zoom.set_title(f"{zoom.get_title()}\nout of this view (see full scale): {', '.join(map(str, out['number']))}",
+                       fontsize=zoom.title.get_fontsize())
+    markers = [*((getattr(r, x), 100 * r.y, 12 if r.selected else 8) for r in points.itertuples()), *others]
+    for ax, shown, extra in ((zoom, points[seen], more), (full, out, ())):
+        order = shown.sort_values("selected", ascending=False, kind="stable").itertuples()
+        numbers = [(getattr(r, x), 100 * r.y, str(r.number), "number", "black") for r in order]
+        place_labels(ax, [*numbers, *extra], markers)
+
+
+def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequence[str], rule: str) -> Figure:
+    """:func:`tradeoff_frame` with ``number`` drawn in axes ``zoom`` (around the selected points and the baseline,
+    :func:`zoom_limits`), ``full`` (0-100 %, the zoom framed) and ``key``."""
+    fig, _ = _figure(13.0, 8.0)
+    axes = fig.subplot_mosaic([["zoom", "full"], ["zoom", "key"]], width_ratios=[2.3, 1], height_ratios=[1, 1.3])
+    zoom, full, key = axes["zoom"], axes["full"], axes["key"]
+    points = data[data["kind"] == "point"].astype({"number": int}).assign(pct=lambda d: 100 * d["x"])
+    answer = points[points["selected"] | (points["method"] == BASELINE_METHOD)]
+    xlim, ylim = zoom_limits(100 * (answer if len(answer) else points)[["x", "y"]])
+    lam = set(data.loc[data["kind"] == "lambda", "series"])
+    for ax in (zoom, full):
+        for series, g in data[data["kind"] != "point"].groupby("series", sort=False):
+            color, kind = styles.get(series, GREY).color, g["kind"].iloc[0]
+            ax.plot(100 * g["x"], 100 * g["y"], color=color, lw=1.4, alpha=0.9, zorder=2, label=f"{kind} {series}",
+                    **(dict(ls=":", marker=".", ms=4) if kind == "lambda" else
+                       dict(ls="--" if g["method"].iloc[0] == "joint" else "-", marker="o", ms=3.5)))
+            if kind == "grid":
+                ax.errorbar(100 * g["x"], 100 * g["y"], xerr=_ci(g, "x"), yerr=_ci(g, "y"), fmt="none", ecolor=color,
+                            alpha=0.35, elinewidth=0.8, capsize=2, zorder=1)
+        handles = list(_points(ax, points, "pct", styles, tuned, xerr=True, dotted=lam).values())
+        front = data[data["pareto"]].sort_values(["x", "y"], ascending=[True, False])
+        ax.plot(100 * front["x"], 100 * front["y"], color="0.25", lw=6, alpha=0.15, drawstyle="steps-pre", zorder=0)
+        ax.scatter(100 * front["x"], 100 * front["y"], s=260, facecolors="none", edgecolors="0.3", linewidths=0.9,
+                   zorder=5, label="pareto")
+        ax.grid(alpha=0.3)
+    zoom.set(xlim=xlim, ylim=ylim, xlabel="retained accuracy on test (%, classes not trained)",
+             ylabel="target accuracy on test (%)")
+    zoom.set_title(f"Target vs retained test accuracy: every knob's grid (mean over seeds, 95% CI)\n{rule}", fontsize=9)
+    full.set(xlim=(-2, 102), ylim=(-2, 102))
+    full.set_title("full scale (dashed frame: the zoom)", fontsize=8)
+    full.tick_params(labelsize=7)
+    full.add_patch(Rectangle((xlim[0], ylim[0]), xlim[1] - xlim[0], ylim[1] - ylim[0], fill=False, ls="--", lw=0.8))
+    grids = data[data["kind"] == "grid"]
+    handles += [Line2D([], [], color=styles.get(r.series, GREY).color, marker="o", ms=3.5,
+                       label=f"{r.retention} over {r.knob}") for r in grids.drop_duplicates("retention").itertuples()]
+    handles += [Line2D([], [], color="0.2", ls=ls, label=label) for ls, label in
+                [("-", "sequential grid (tuned ●)"), ("--", "joint grid (tuned ■)")] if len(grids)]
+    handles += [Line2D([], [], color="0.3", lw=5, alpha=0.3, marker="o", mfc="none", ms=12,
+                       label="Pareto front (all plotted means)"),
+                Line2D([], [], color="0.6", ls="none", marker="o", ms=10, mec="black", mew=1.8,
+                       label="chosen on calibration (tuned knob, merging λ)")]
+    key.axis("off")
+    key.legend(handles=handles, loc="upper left", fontsize=7, frameon=False, borderaxespad=0)
+    ends = grids.groupby("series", sort=False).nth([0, -1]).dropna(subset=["x", "y"])  # each grid's end values
+    ends = ends[(100 * ends["x"]).between(*xlim) & (100 * ends["y"]).between(*ylim)]
+    _number(zoom, full, points, "pct", [(100 * r.x, 100 * r.y, r.value, "value", styles.get(r.series, GREY).color)
+                                        for r in ends.itertuples()],
+            [(100 * r.x, 100 * r.y, 4) for r in data[data["kind"] != "point"].itertuples()])
+    return fig
+
+
+def tradeoff(a: Analysis) -> Figure | None:
+    data = tradeoff_frame(a)
+    if not (data["x"].notna() & data["y"].notna()).any():
+        return None
+    return draw_tradeoff(_numbered(a, data), variant_styles(a), a.tuned, a.selection.short())
+
+
+def draw_accuracy_vs_compute(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequence[str],
+                             baseline: Mapping[str, float]) -> Figure:
+    """One column per metric of ``data`` (a row per variant and metric: ``flops``, ``grid_flops``, ``y``, ``y_lo``,
+    ``y_hi`` fractions, ``selected``, ``number``): above, zoomed on the tuned and merging points and the baseline
+    (:func:`zoom_limits`); below, 0-100 % (the zoom shaded)."""
+    metrics, data = list(dict.fromkeys(data["metric"])), data.astype({"number": int})
+    fig, _ = _figure(6.0 * len(metrics) + 3.2, 7.5)
+    axes = fig.subplots(2, len(metrics), squeeze=False, sharex=True, height_ratios=[3, 1])
+    for (zoom, full), metric in zip(axes.T, metrics):
+        d = data[data["metric"] == metric]
+        answer = d[d["selected"] | d["method"].isin(MERGING_METHODS)]
+        (ylim,) = zoom_limits(np.r_[100 * (answer if len(answer) else d)["y"], 100 * baseline.get(metric, np.nan)])
+        for ax in (zoom, full):
+            handles = _points(ax, d, "flops", styles, tuned)
+            for r in d[d["grid_flops"] > d["flops"]].itertuples():  # hollow: the whole knob grid's training FLOPs
+                color, marker = handles[r.variant].get_color(), handles[r.variant].get_marker()
+                ax.plot([r.flops, r.grid_flops], [100 * r.y] * 2, color=color, lw=0.8, alpha=0.6)
+                ax.plot([r.grid_flops], [100 * r.y], marker=marker, mfc="none", color=color, ms=7)
+            if np.isfinite(baseline.get(metric, np.nan)):
+                ax.axhline(100 * baseline[metric], color="0.3", ls=":", lw=1)
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3, which="both")
+        zoom.set(ylim=ylim, ylabel="test accuracy (%)", title=agg.metric_name(metric), label=f"zoom {metric}")
+        full.set(ylim=(-2, 102), ylabel="full scale (%)", xlabel="training FLOPs (log scale; hollow = the whole grid)",
+                 label=f"full {metric}")
+        full.axhspan(*ylim, color="0.5", alpha=0.15, lw=0)
+    baseline_line = Line2D([], [], color="0.3", ls=":", label="pretrained baseline")
+    fig.legend(handles=[*handles.values(), *[baseline_line][:len(baseline)]],
+               loc="outside right upper", fontsize=7, frameon=False)
+    fig.suptitle("Accuracy vs training compute (mean over seeds, error bars = 95% CI; tuned variants outlined)")
+    for (zoom, full), metric in zip(axes.T, metrics):
+        _number(zoom, full, data[data["metric"] == metric], "flops")
+    return fig
+
+
+def accuracy_vs_compute(a: Analysis) -> Figure | None:
+    """The baseline, which trains nothing, is a line; task negation, whose target is what it forgets, is left out."""
+    cost, summary = agg.cost_table(a), a.summary.set_index(["variant", "metric"])
+    rows = [{"variant": v, "method": a.variant_method[v], "retention": a.variant_retention[v], "selected": v in a.tuned,
+             "metric": metric, "flops": c[agg.TRAIN_FLOPS], "grid_flops": c[agg.GRID_FLOPS], "y": s["mean"],
+             "y_lo": s["ci_low"], "y_hi": s["ci_high"]}
+            for _, c in cost.iterrows() for v in [c["variant"]] if 0 < c[agg.TRAIN_FLOPS] < np.inf
+            and a.variant_method[v] not in (BASELINE_METHOD, *OWN_RULE_METHODS)
+            for metric in (TARGET, ACC) if (v, metric) in summary.index for s in [summary.loc[(v, metric)]]]
+    if not rows:
+        return None
+    base = {m: float(a.baseline[m].mean()) for m in (TARGET, ACC) if m in a.baseline and not a.baseline.empty}
+    return draw_accuracy_vs_compute(_numbered(a, pd.DataFrame(rows)), variant_styles(a), a.tuned, base)
+
+
+def draw_family_grid(analysis: Analysis, panels: Sequence[tuple], families: Sequence[str], xlabel: str,
+                     suptitle: str, stage_lines: bool = False) -> Figure:
+    """Line plots, one column per family and one row per panel ``(title, data, ylabel, bounds, markers)``: the mean
+    over seeds of ``data``'s ``y`` per ``x`` and ``variant`` (``stage``: its stage), band = 95% t-interval clipped to
+    ``bounds`` (units of y). ``stage_lines`` marks where stage k >= 2 starts (dotted)."""
+    present, styles = {v for p in panels for v in p[1]["variant"]}, variant_styles(analysis)
+    groups = {f: [v for v in analysis.all_variants if v in present and analysis.family(v) == f] for f in families}
+    groups = {f: vs for f, vs in groups.items() if vs}
+    fig, _ = _figure(4.6 * len(groups), 2.8 * len(panels) + 1.6)
     for sub, (family, variants) in zip(fig.subfigures(1, len(groups), squeeze=False).ravel(), groups.items()):
         axes = sub.subplots(len(panels), 1, squeeze=False, sharex=True).ravel()
-        for ax, panel in zip(axes, panels):
-            data = panel.data[panel.data["variant"].isin(variants)]
-            order = [v for v in variants if v in set(data["variant"])]
+        for ax, (title, data, ylabel, bounds, markers) in zip(axes, panels):
+            data = data[data["variant"].isin(variants)]
             # mean and band per x computed once per panel (seaborn's errorbar per point is too slow here)
-            band = t_interval_groups(data, ["variant", "x"], "y", 0.95, panel.bounds) if order else None
-            for v in order:
+            band = t_interval_groups(data, ["variant", "x"], "y", 0.95, bounds)
+            for v in (v for v in variants if v in set(data["variant"])):
                 b, st = band[band["variant"] == v], styles[v]
-                ax.plot(b["x"], b["mean"], color=st.color, marker=st.marker if panel.markers else None, ms=4,
-                        ls=st.ls, lw=1.4)
+                ax.plot(b["x"], b["mean"], color=st.color, marker=st.marker if markers else None, ms=4,
+                        ls=st.ls, lw=1.4, label=v)
                 ax.fill_between(b["x"], b["ci_low"], b["ci_high"], color=st.color, alpha=0.15, linewidth=0)
-            for stage, start in data.groupby("stage")["x"].min().items() if stage_lines and order else []:
+            for stage, start in data.groupby("stage")["x"].min().items() if stage_lines else []:
                 if stage >= 2:
                     ax.axvline(start, color="0.5", ls=":", lw=1)
                     ax.annotate(f"S{stage:.0f}", (start, 1.0), xycoords=("data", "axes fraction"),
                                 fontsize=7, color="0.4", ha="left", va="top")
-            ax.set_title(panel.title, fontsize=9)
-            ax.set(xlabel=xlabel, ylabel=panel.ylabel)
+            ax.set_title(title, fontsize=9)
+            ax.set(xlabel=xlabel, ylabel=ylabel)
             ax.grid(alpha=0.3)
         if not stage_lines:
             axes[-1].xaxis.get_major_locator().set_params(integer=True)
         sub.suptitle(family, fontsize=11, fontweight="bold")
-        handles = [Line2D([], [], color=styles[v].color, marker=styles[v].marker, linestyle=styles[v].ls, label=v)
-                   for v in variants]
-        sub.legend(handles=handles, loc="outside lower center", frameon=False, fontsize=8)
-    return _save(fig, path, suptitle)
+        sub.legend(handles=[Line2D([], [], color=styles[v].color, marker=styles[v].marker, linestyle=styles[v].ls,
+                                   label=v) for v in variants], loc="outside lower center", frameon=False, fontsize=8)
+    fig.suptitle(suptitle)
+    return fig
 
 
-def draw_class_heatmap(matrix: pd.DataFrame, task_classes: Sequence[int], breaks: Sequence[int], path: Path) -> Path:
-    """Final per-class test accuracy (%), rows = variants (families split at ``breaks``), columns = true class."""
-    fig, (ax,) = _figure(9.5, 0.4 * len(matrix) + 2.2)
-    values = 100 * matrix.astype(float)
+def stage_trend(a: Analysis) -> Figure | None:
+    trend = _tidy([(v, j, _sequence_stages(j.stages)) for v, j in shown_jobs(a) if j.stages is not None],
+                  ["stage", "evaluated", "acc"], ["stage", "acc"], text=["evaluated"])
+    if trend.empty:
+        return None
+    data = trend.rename(columns={"stage": "x"}).assign(y=100 * trend["acc"])
+    classes = ",".join(map(str, a.task_classes))
+    subsets = [("all", "overall"), ("target", f"target (classes {classes})"), ("retained", "retained (other classes)")]
+    subsets += [(f"class_{k}", f"class {k}") for k in a.task_classes]
+    panels = [(title, data[data["evaluated"] == ev], "test accuracy (%)", PERCENT, True) for ev, title in subsets]
+    return draw_family_grid(a, panels, FAMILIES, "stage (0 = pretrained)",
+                            "Test accuracy across training stages (mean over seeds, band = 95% CI)")
+
+
+def training_curves(a: Analysis) -> Figure | None:
+    """Fine-tuning stages (>= 1) only; merging methods are left out: their curves are the per-task experts'."""
+    def panel_data(split: str, metric: str, scale: float) -> pd.DataFrame:
+        parts = [(v, j, c[(c["split"].astype(str) == split) & (c["metric"].astype(str) == metric)
+                          & (pd.to_numeric(c["stage"], errors="coerce") >= 1)])
+                 for v, j in shown_jobs(a) if a.family(v) != "merging" and (c := j.curves) is not None and not c.empty]
+        df = _tidy(parts, ["stage", "epoch", "step", "value"], ["step", "value"])
+        return df.rename(columns={"step": "x"}).assign(y=scale * df["value"])
+    loss, val = panel_data("train", "loss", 1.0), panel_data("val", "acc", 100.0)
+    if loss.empty:
+        return None
+    panels = [("train loss (nats)", loss, "train loss", (0.0, np.inf), False)]  # a loss is >= 0
+    panels += [("validation accuracy", val, "validation accuracy (%)", PERCENT, True)] if not val.empty else []
+    return draw_family_grid(a, panels, ("naive", "retention"), "global step", "Training dynamics of fine-tuning "
+                            "(mean over seeds, band = 95% CI; dotted = start of stage Sk)", stage_lines=True)
+
+
+def class_heatmap(a: Analysis) -> Figure | None:
+    classes, b, rows = [class_metric(k) for k in range(10)], a.baseline, {}
+    if a.baseline_row:
+        rows[BASELINE_LABEL] = [b[c].mean() if c in b else np.nan for c in classes]
+    rows.update({v: [a.seeds.mean(c, v) for c in classes] for v in a.shown})
+    values = 100 * pd.DataFrame.from_dict(rows, orient="index", columns=list(range(10))).astype(float)
+    if values.empty or values.isna().all().all():
+        return None
+    fig, (ax,) = _figure(9.5, 0.4 * len(values) + 2.2, 1)
     sns.heatmap(values, ax=ax, annot=True, fmt=".1f", cmap="viridis", vmin=_zoomed_floor(values.to_numpy().ravel()),
                 vmax=100, cbar_kws={"label": "test accuracy (%)"}, annot_kws={"fontsize": 7})
-    for row in breaks:
+    families = [a.family(v) for v in values.index]
+    for row in (i for i in range(1, len(families)) if families[i] != families[i - 1]):
         ax.axhline(row, color="white", lw=3)
-    ax.set_xticklabels([f"{c}*" if c in task_classes else str(c) for c in matrix.columns])
+    ax.set_xticklabels([f"{c}*" if c in a.task_classes else str(c) for c in values.columns])
     ax.set(xlabel="true class (* = task class)", ylabel="variant", title="Final accuracy per class (mean over seeds)")
     ax.tick_params(axis="y", labelsize=8)
-    return _save(fig, path)
+    return fig
 
 
-def draw_confusion(matrices: Mapping[str, tuple[np.ndarray, int, int]], path: Path) -> Path:
-    """Final confusion matrices, one panel per variant (``{variant: (counts, n_jobs, stage)}``): counts summed over
-    seeds, each row normalised to 100% of its true class; cells under 0.5% left blank (text is slow to draw)."""
-    fig, axes = _wrapped(len(matrices), 4, 3.4, 3.5, pad=0.8)
-    image = None
-    for ax, (variant, (counts, n_jobs, stage)) in zip(axes, matrices.items()):
-        rows = counts.sum(axis=1, keepdims=True)
-        norm = 100 * np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
-        image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=100)
-        for (i, j), value in np.ndenumerate(norm):
-            if value >= 0.5:
-                ax.text(j, i, f"{value:.0f}" if value >= 9.95 else f"{value:.1f}", ha="center", va="center",
-                        fontsize=5.5, color="white" if value > 60 else "black")
-        ax.set(xticks=np.arange(norm.shape[0]), yticks=np.arange(norm.shape[0]))
-        ax.tick_params(labelsize=6)
-        ax.set_title(f"{variant}\n(stage {stage}, {n_jobs} seed(s))", fontsize=7)
+def confusion(a: Analysis) -> Figure | None:
+    found: dict[str, tuple[np.ndarray, int, list]] = {}  # variant: (counts summed over seeds, jobs, stages)
+    for variant, job in shown_jobs(a):
+        if job.confusion is not None:
+            total, n, stages = found.get(variant, (0, 0, []))
+            found[variant] = (total + job.confusion, n + 1, [*stages, job.confusion_stage])
+    if not found:
+        return None
+    fig, axes = _wrapped(len(found), 4, 3.4, 3.5, pad=0.8)
+    for ax, (variant, (counts, n_jobs, stages)) in zip(axes, found.items()):
+        norm = 100 * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # a class without samples: 0
+        text = np.where(norm >= 9.95, np.char.mod("%.0f", norm), np.char.mod("%.1f", norm))
+        sns.heatmap(norm, ax=ax, cmap="Blues", vmin=0, vmax=100, cbar=False, square=True, fmt="",
+                    annot=np.where(norm >= 0.5, text, ""), annot_kws={"fontsize": 5.5})  # blank: text is slow to draw
+        ax.tick_params(labelsize=6, rotation=0)
+        ax.set_title(f"{variant}\n(stage {max(stages)}, {n_jobs} seed(s))", fontsize=7)
         ax.set_xlabel("predicted", fontsize=7)
         ax.set_ylabel("true", fontsize=7)
-    if image is not None:
-        fig.colorbar(image, ax=axes.tolist(), label="% of true class", shrink=0.6)
-    return _save(fig, path, "Final confusion matrices (summed over seeds, rows normalised per true class; "
-                            "blank < 0.5%)")
+    fig.colorbar(axes[0].collections[0], ax=axes.tolist(), label="% of true class", shrink=0.6)
+    fig.suptitle("Final confusion matrices (summed over seeds, rows normalised per true class; blank < 0.5%)")
+    return fig
 
 
-def draw_calibration(cal: pd.DataFrame, chosen: Mapping[str, Sequence[float]], path: Path) -> Path:
-    """Calibration-split accuracy (%) vs merge coefficient λ per merging variant; dotted = the λ each job chose."""
+def calibration(a: Analysis) -> Figure | None:
+    parts = [(a.labels[j.rel], j, j.calibration) for j in a.finished if j.calibration is not None]
+    cal = _tidy(parts, ["lambda", "acc", "acc_target", "acc_retained"], ["lambda"])
+    if cal.empty:
+        return None
     variants = list(dict.fromkeys(cal["variant"]))
     # at least 8 inches wide, so that the title fits above a single panel
     fig, axes = _wrapped(len(variants), 3, 4.8, 3.4, pad=max(0.0, 8.0 - 4.8 * min(3, len(variants))))
@@ -224,23 +526,27 @@ def draw_calibration(cal: pd.DataFrame, chosen: Mapping[str, Sequence[float]], p
                      hue_order=list(series.values()), style_order=list(series.values()), markers=True,
                      errorbar=t_errorbar(PERCENT), err_kws={"alpha": 0.15, "linewidth": 0}, ax=ax,
                      legend=ax is axes[0])
-        for lam in sorted(set(chosen.get(variant, []))):
+        for lam in sorted({float(j.metrics["lambda"]) for v, j, _ in parts
+                           if v == variant and is_finite_number((j.metrics or {}).get("lambda"))}):
             ax.axvline(lam, color="k", ls=":", lw=1)
         ax.set(title=variant, xlabel="merge coefficient λ", ylabel="calibration accuracy (%)")
         ax.grid(alpha=0.3)
-    return _save(fig, path, "Calibration of merging methods (mean over seeds; dotted = selected λ)")
+    fig.suptitle("Calibration of merging methods (mean over seeds; dotted = selected λ)")
+    return fig
 
 
-def draw_headline_bars(summary: pd.DataFrame, variants: Sequence[str], families: Sequence[str],
-                       metrics: Sequence[str], path: Path) -> Path:
-    """Mean test accuracy (%) per variant and metric, bars coloured by family, error bars = the summary's
-    (clipped) 95% CI; each y-axis starts at a round value below its lowest bar (0 when a bar is near 0), and says
-    so when it does not start at 0."""
-    x = np.arange(len(variants)) + np.cumsum([0] + [a != b for a, b in zip(families, families[1:])]) * 0.6
-    colors = [BASELINE_COLOR if v == agg.BASELINE_LABEL else FAMILY_COLORS[f] for v, f in zip(variants, families)]
+def headline_bars(a: Analysis) -> Figure | None:
+    """Each y-axis starts at a round value below its lowest bar (0 when a bar is near 0)."""
+    if a.summary.empty:
+        return None
+    variants = [*a.baseline_row, *a.shown]
+    families = [a.family(v) for v in variants]
+    x = np.arange(len(variants)) + np.cumsum([0] + [f != g for f, g in zip(families, families[1:])]) * 0.6
+    colors = [BASELINE_COLOR if v == BASELINE_LABEL else FAMILY_COLORS[f] for v, f in zip(variants, families)]
+    metrics = agg.HEADLINE_METRICS
     fig, axes = _figure(max(8.0, 0.42 * len(variants) + 2.5), 2.6 * len(metrics) + 2.0, len(metrics), sharex=True)
     for ax, metric in zip(axes, metrics):
-        sub = summary[summary["metric"] == metric].set_index("variant")
+        sub = a.summary[a.summary["metric"] == metric].set_index("variant")
         mean, lo, hi = (100 * np.array([sub[c].get(v, np.nan) for v in variants], dtype=float)
                         for c in ("mean", "ci_low", "ci_high"))
         ax.bar(x, mean, 0.8, yerr=np.nan_to_num(np.vstack([mean - lo, hi - mean])), capsize=3, color=colors,
@@ -255,270 +561,45 @@ def draw_headline_bars(summary: pd.DataFrame, variants: Sequence[str], families:
     axes[-1].set_xticks(x, variants, rotation=60, ha="right", fontsize=8)
     fig.legend(handles=[Patch(color=FAMILY_COLORS[f], label=f) for f in dict.fromkeys(families)],
                loc="outside upper right", frameon=False, fontsize=8)
-    return _save(fig, path, "Headline test accuracies (mean over seeds, error bars = 95% CI)")
+    fig.suptitle("Headline test accuracies (mean over seeds, error bars = 95% CI)")
+    return fig
 
 
-def _err(mean: float, lo: float, hi: float) -> Any:
-    """Error bar extents (percent) of one mean with its 95% CI; None without a CI (a single seed)."""
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return None
-    return [[100 * max(mean - lo, 0.0)], [100 * max(hi - mean, 0.0)]]
-
-
-def _errorbar(ax, row: Any, **kwargs: Any) -> None:
-    ax.errorbar([100 * row.x], [100 * row.y], xerr=_err(row.x, row.x_lo, row.x_hi),
-                yerr=_err(row.y, row.y_lo, row.y_hi), elinewidth=0.8, capsize=2, **kwargs)
-
-
-def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequence[str], rule: str,
-                  path: Path) -> Path:
-    """Test target (y) vs retained (x) accuracy (%), means over seeds with 95% CIs in both directions; the
-    calibration-selected points large and outlined, the Pareto front shaded."""
-    fig, (ax,) = _figure(11.5, 7.5)
-    retention_handles: dict[str, Any] = {}
-    handles: list[Any] = []
-    for series, g in data[data["kind"] == "curve"].groupby("series", sort=False):
-        style = styles.get(series, GREY)
-        ls = "--" if g["method"].iloc[0] == "joint" else "-"
-        ax.plot(100 * g["x"], 100 * g["y"], color=style.color, ls=ls, lw=1.4, marker="o", ms=3.5, alpha=0.9, zorder=2)
-        for row in g.itertuples(index=False):
-            _errorbar(ax, row, fmt="none", ecolor=style.color, alpha=0.35, zorder=1)
-        for row in (g.iloc[0], g.iloc[-1]):
-            if np.isfinite(row["x"]) and np.isfinite(row["y"]):
-                ax.annotate(f"{row['value']}", (100 * row["x"], 100 * row["y"]), xytext=(3, 3),
-                            textcoords="offset points", fontsize=6, color=style.color)
-        retention_handles.setdefault(g["retention"].iloc[0], Line2D(
-            [], [], color=style.color, marker="o", ms=3.5, label=f"{g['retention'].iloc[0]} over {g['knob'].iloc[0]}"))
-    if retention_handles:
-        handles += list(retention_handles.values())
-        handles += [Line2D([], [], color="0.2", ls=ls, marker=m, ms=7, mec="black", mew=1.5, label=label)
-                    for ls, m, label in [("-", "o", "sequential (line solid, tuned ●)"),
-                                         ("--", "s", "joint (line dashed, tuned ■)")]]
-    for series, g in data[data["kind"] == "lambda"].groupby("series", sort=False):
-        style = styles.get(series, Style(BASELINE_COLOR, ".", ""))
-        ax.plot(100 * g["x"], 100 * g["y"], color=style.color, ls=":", lw=1.4, marker=".", ms=4, zorder=2)
-    for row in data[data["kind"] == "point"].itertuples(index=False):
-        if row.method == agg.BASELINE_METHOD or row.variant == agg.BASELINE_LABEL:
-            style, marker = Style((0.0, 0.0, 0.0), "*", ""), "*"
-        else:
-            style = styles.get(row.variant, GREY)
-            marker = ("s" if row.method == "joint" else "o") if row.variant in tuned else style.marker
-        big = dict(ms=12, mec="black", mew=1.8) if row.selected else dict(ms=8, mec="white", mew=0.6)
-        _errorbar(ax, row, fmt=marker, color=style.color, ecolor=style.color, zorder=4 if row.selected else 3, **big)
-        if row.variant not in tuned:
-            lam = ((data["kind"] == "lambda") & (data["series"] == row.variant)).any()
-            handles.append(Line2D([], [], color=style.color, ls=":" if lam else "none", marker=marker,
-                                  label=f"{row.variant}{' (λ curve dotted)' if lam else ''}",
-                                  **({"ms": 9, "mec": "black", "mew": 1.5} if row.selected else {"ms": 7})))
-    front = data[data["pareto"]].sort_values(["x", "y"], ascending=[True, False])
-    if len(front):
-        ax.plot(100 * front["x"], 100 * front["y"], color="0.25", lw=6, alpha=0.15, drawstyle="steps-pre", zorder=0)
-        ax.scatter(100 * front["x"], 100 * front["y"], s=260, facecolors="none", edgecolors="0.3", linewidths=0.9,
-                   zorder=5)
-        handles.append(Line2D([], [], color="0.3", lw=5, alpha=0.3, marker="o", mfc="none", ms=12,
-                              label="Pareto front (all plotted means)"))
-    handles.append(Line2D([], [], color="0.6", ls="none", marker="o", ms=10, mec="black", mew=1.8,
-                          label="chosen on calibration (tuned knob, merging λ)"))
-    ax.set(xlabel="retained accuracy on test (%, classes not trained)", ylabel="target accuracy on test (%)")
-    ax.grid(alpha=0.3)
-    ax.set_title(f"Target vs retained test accuracy: every knob's trade-off curve (mean over seeds, 95% CI)\n{rule}",
-                 fontsize=9)
-    fig.legend(handles=handles, loc="outside right upper", fontsize=7, frameon=False)
-    return _save(fig, path)
-
-
-def draw_accuracy_vs_compute(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequence[str],
-                             baseline: Mapping[str, float], path: Path) -> Path:
-    """Test accuracy (%) vs training FLOPs (log x), one panel per metric; tuned variants outlined, with a hollow
-    marker at the whole grid's training FLOPs."""
-    metrics = list(dict.fromkeys(data["metric"]))
-    fig, axes = _figure(7.5 * len(metrics), 6.0, 1, len(metrics))
-    for ax, metric in zip(axes, metrics):
-        for row in data[data["metric"] == metric].itertuples(index=False):
-            style, selected = styles.get(row.variant, GREY), row.variant in tuned
-            marker = ("s" if row.method == "joint" else "o") if selected else style.marker
-            ax.errorbar([row.flops], [100 * row.y], yerr=_err(row.y, row.lo, row.hi), fmt=marker, color=style.color,
-                        capsize=2, **(dict(ms=10, mec="black", mew=1.6) if selected else dict(ms=7)))
-            if np.isfinite(row.grid_flops) and row.grid_flops > row.flops:
-                ax.plot([row.flops, row.grid_flops], [100 * row.y] * 2, color=style.color, lw=0.8, alpha=0.6)
-                ax.plot([row.grid_flops], [100 * row.y], marker=marker, mfc="none", color=style.color, ms=7)
-            ax.annotate(row.variant, (row.flops, 100 * row.y), xytext=(4, -9), textcoords="offset points", fontsize=6)
-        if np.isfinite(baseline.get(metric, np.nan)):
-            ax.axhline(100 * baseline[metric], color="0.3", ls=":", lw=1)
-            ax.annotate("pretrained baseline", (0.01, 100 * baseline[metric]), xycoords=("axes fraction", "data"),
-                        fontsize=7, color="0.3", va="bottom")
-        ax.set_xscale("log")
-        ax.set(xlabel="training FLOPs (log scale; hollow = the whole knob grid)", ylabel="test accuracy (%)",
-               title=agg.metric_name(metric))
-        ax.grid(alpha=0.3, which="both")
-    return _save(fig, path, "Accuracy vs training compute (mean over seeds, error bars = 95% CI; "
-                            "tuned variants outlined)")
-
-
-def build_stage_trend(a: agg.Analysis) -> dict | None:
-    trend = agg.stage_trend_frame(a)
-    if trend.empty:
-        return None
-    data = trend.rename(columns={"stage": "x"}).assign(y=100 * trend["acc"])
-    classes = ",".join(map(str, a.task_classes))
-    subsets = [("all", "overall"), ("target", f"target (classes {classes})"), ("retained", "retained (other classes)")]
-    subsets += [(f"class_{k}", f"class {k}") for k in a.task_classes]
-    panels = [Panel(title, data[data["evaluated"] == ev], "test accuracy (%)", PERCENT) for ev, title in subsets]
-    return {"panels": panels, "groups": _groups(a, set(data["variant"])), "styles": variant_styles(a),
-            "xlabel": "stage (0 = pretrained)",
-            "suptitle": "Test accuracy across training stages (mean over seeds, band = 95% CI)"}
-
-
-def build_class_heatmap(a: agg.Analysis) -> dict | None:
-    matrix = agg.class_accuracy_matrix(a)
-    if matrix.empty or matrix.isna().all().all():
-        return None
-    families = [a.family(v) for v in matrix.index]
-    return {"matrix": matrix, "task_classes": a.task_classes,
-            "breaks": [i for i in range(1, len(families)) if families[i] != families[i - 1]]}
-
-
-def build_confusions(a: agg.Analysis) -> dict | None:
-    """The shown variants' matrices (naive, tuned: their chosen jobs, merging), in report order."""
-    found = {variant: (counts, n, max(s for s in stages if s is not None))
-             for variant, (counts, n, stages) in agg.confusion_by_variant(a).items()}
-    return {"matrices": found} if found else None
-
-
-def build_training_curves(a: agg.Analysis) -> dict | None:
-    """Merging methods are left out: their curves are the per-task experts' fine-tuning."""
-    def panel_data(split: str, metric: str, scale: float) -> pd.DataFrame:
-        df = agg.curves_frame(a, split, metric)
-        df = df[df["variant"].map(a.family) != "merging"]
-        return df.rename(columns={"step": "x"}).assign(y=scale * df["value"])
-    loss, val = panel_data("train", "loss", 1.0), panel_data("val", "acc", 100.0)
-    if loss.empty:
-        return None
-    panels = [Panel("train loss (nats)", loss, "train loss", (0.0, np.inf), markers=False)]  # a loss is >= 0
-    panels += [Panel("validation accuracy", val, "validation accuracy (%)", PERCENT)] if not val.empty else []
-    return {"panels": panels, "groups": _groups(a, set(loss["variant"]), ("naive", "retention")),
-            "styles": variant_styles(a), "xlabel": "global step", "stage_lines": True,
-            "suptitle": "Training dynamics of fine-tuning (mean over seeds, band = 95% CI; dotted = start of stage Sk)"}
-
-
-def build_calibration(a: agg.Analysis) -> dict | None:
-    cal, chosen = agg.calibration_frame(a)
-    return None if cal.empty else {"cal": cal, "chosen": chosen}
-
-
-def build_headline_bars(a: agg.Analysis) -> dict | None:
-    if a.summary.empty:
-        return None
-    synthetic = a.baseline_label == agg.BASELINE_LABEL and not a.baseline.empty
-    variants = ([agg.BASELINE_LABEL] if synthetic else []) + list(a.shown)
-    return {"summary": a.summary, "variants": variants, "families": [a.family(v) for v in variants],
-            "metrics": agg.HEADLINE_METRICS}
-
-
-def build_tradeoff(a: agg.Analysis) -> dict | None:
-    data = agg.tradeoff_frame(a)
-    if data.empty or not (data["x"].notna() & data["y"].notna()).any():
-        return None
-    return {"data": data, "styles": variant_styles(a), "tuned": list(a.tuned), "rule": a.selection.short()}
-
-
-def build_accuracy_vs_compute(a: agg.Analysis) -> dict | None:
-    """Shown variants with training FLOPs > 0 (the baseline, which trains nothing, is a line; task
-    negation, whose target is what it forgets, is left out)."""
-    cost = agg.cost_table(a)
-    if cost.empty or a.summary.empty:
-        return None
-    summary = a.summary.set_index(["variant", "metric"])
-    rows = [{"variant": c["variant"], "method": a.variant_method[c["variant"]], "metric": metric,
-             "flops": c[agg.TRAIN_FLOPS], "grid_flops": c[agg.GRID_FLOPS], "y": s["mean"], "lo": s["ci_low"],
-             "hi": s["ci_high"]}
-            for _, c in cost.iterrows()
-            if np.isfinite(c[agg.TRAIN_FLOPS]) and c[agg.TRAIN_FLOPS] > 0
-            and a.variant_method[c["variant"]] not in (agg.BASELINE_METHOD, *agg.OWN_RULE_METHODS)
-            for metric in (agg.TARGET, agg.ACC) if (c["variant"], metric) in summary.index
-            for s in [summary.loc[(c["variant"], metric)]]]
-    if not rows:
-        return None
-    base = {m: float(a.baseline[m].mean()) for m in (agg.TARGET, agg.ACC) if m in a.baseline and not a.baseline.empty}
-    return {"data": pd.DataFrame(rows), "styles": variant_styles(a), "tuned": list(a.tuned), "baseline": base}
-
-
-@dataclass(frozen=True)
-class PlotSpec:
-    """One figure, ``plots/<name>.png``: ``build(analysis)`` gives ``draw``'s keyword arguments; nothing means
-    the figure is skipped with "needs <needs>"."""
+class PlotSpec(NamedTuple):
+    """One figure, ``plots/<name>.png``: ``draw(analysis)`` gives it, or None (skipped: "needs <needs>"). ``section``:
+    where the report puts it: "answer" (the first figure), "cost" (beside the cost table) or "plots". Its title and
+    caption are in ``templates/figures.md.j2``."""
 
     name: str
-    title: str
-    caption: str
-    build: Callable[[agg.Analysis], Any]
-    draw: Callable[..., Path]
+    draw: Callable[[Analysis], Figure | None]
     needs: str
-    #: where the report puts it: "answer" (the first figure), "cost" (beside the cost table) or "plots"
     section: str = "plots"
 
 
 SPECS: tuple[PlotSpec, ...] = (
-    PlotSpec("tradeoff", "Trade-off: target vs retained accuracy",
-             "Target (y) vs retained (x) test accuracy, mean over seeds with 95% CIs in both directions. Lines: each "
-             "retention method's knob grid (sequential solid, joint dashed; one colour per retention method; the end "
-             "values of each grid annotated) and the merging methods' λ grid on test (dotted). Points: the pretrained "
-             "baseline (star), naive variants, merging results. Large outlined points: the settings chosen on the "
-             "calibration split (tuned variants, merging λ), whose test numbers are reported. Shaded staircase and "
-             "rings: the Pareto front of all plotted means (higher target and higher retained is better).",
-             build_tradeoff, draw_tradeoff, "test target and retained accuracy in a finished job", section="answer"),
-    PlotSpec("accuracy_vs_compute", "Accuracy vs compute",
-             "Test target and overall accuracy vs training FLOPs (log scale) of the naive, tuned and merging variants, "
-             "mean over seeds with 95% CI; tuned variants outlined, with a hollow marker at the training FLOPs of "
-             "their whole knob grid (the price of tuning); dotted line: the pretrained baseline.",
-             build_accuracy_vs_compute, draw_accuracy_vs_compute, "cost/train_flops in metrics.json", section="cost"),
-    PlotSpec("stage_trend", "Accuracy across stages",
-             "Test accuracy after each stage (0 = pretrained model), one column per family (naive, retention, "
-             "merging; merging shows the baseline and the merged model), mean over seeds with 95% CI band.",
-             build_stage_trend, draw_family_grid, "stages.csv in a finished job"),
-    PlotSpec("class_heatmap", "Per-class accuracy",
-             "Final test accuracy per true class, mean over seeds, variants grouped by family (task classes "
-             "marked with an asterisk; the colour scale starts near the lowest value).",
-             build_class_heatmap, draw_class_heatmap, "per-class accuracies in metrics.json"),
-    PlotSpec("confusion", "Confusion matrices",
-             "Final confusion matrix of each naive, tuned (its chosen jobs) and merging variant, counts summed over "
-             "seeds, rows normalised per true class (%); cells under 0.5% blank.",
-             build_confusions, draw_confusion, "confusion/stage_<k>.csv of the final stage"),
-    PlotSpec("training_curves", "Training curves",
-             "Train loss and validation accuracy vs global step during fine-tuning (pretraining omitted), one "
-             "column per family, mean over seeds with 95% CI band; dotted lines mark where stage k >= 2 starts. "
-             "Merging methods are left out: their curves are those of the per-task expert fine-tunes, "
-             "not of the merged model.",
-             build_training_curves, draw_family_grid, "train loss in curves.csv of a naive or retention job"),
-    PlotSpec("calibration", "Calibration of merging methods",
-             "Calibration-split accuracy vs merge coefficient λ (target, retained, overall), mean over seeds with "
-             "95% CI band; dotted lines = selected λ.",
-             build_calibration, draw_calibration, "a merging method with calibration.csv"),
-    PlotSpec("headline_bars", "Headline accuracies",
-             "Overall, target and retained test accuracy per variant, grouped and coloured by family, mean over "
-             "seeds, error bars = 95% CI (a y-axis that does not start at 0 says so in its corner).",
-             build_headline_bars, draw_headline_bars, "a finished job"),
+    PlotSpec("tradeoff", tradeoff, "test target and retained accuracy in a finished job", "answer"),
+    PlotSpec("accuracy_vs_compute", accuracy_vs_compute, "cost/train_flops in metrics.json", "cost"),
+    PlotSpec("stage_trend", stage_trend, "stages.csv in a finished job"),
+    PlotSpec("class_heatmap", class_heatmap, "per-class accuracies in metrics.json"),
+    PlotSpec("confusion", confusion, "confusion/stage_<k>.csv of the final stage"),
+    PlotSpec("training_curves", training_curves, "train loss in curves.csv of a naive or retention job"),
+    PlotSpec("calibration", calibration, "a merging method with calibration.csv"),
+    PlotSpec("headline_bars", headline_bars, "a finished job"),
 )
 
 
-def _attempt(key: str, fn: Callable[[], Any]) -> tuple[Any, str]:
-    """``(fn(), "")``, or ``(None, note)`` when it raises: one broken figure must not sink the report."""
-    try:
-        return fn(), ""
-    except Exception as exc:
-        log.warning("plot %s failed: %s", key, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        return None, f"plot failed: {exc}"
-
-
-def make_all_plots(analysis: agg.Analysis, out_dir: Path, specs: Sequence[PlotSpec] = SPECS) -> list[PlotResult]:
+def make_all_plots(analysis: Analysis, out_dir: Path, specs: Sequence[PlotSpec] = SPECS) -> list[PlotResult]:
     """Draw every figure of ``specs`` into ``out_dir``; one :class:`PlotResult` per figure drawn or skipped."""
     results: list[PlotResult] = []
     for spec in specs:
-        data, note = _attempt(spec.name, lambda: spec.build(analysis))
-        if not data:
-            results.append(PlotResult(spec.name, spec.title, "", note=note or f"nothing to plot: needs {spec.needs}",
-                                      section=spec.section))
-            continue
-        path, note = _attempt(spec.name, lambda: spec.draw(path=Path(out_dir) / f"{spec.name}.png", **data))
-        results.append(PlotResult(spec.name, spec.title, spec.caption, path, note, spec.section))
+        path, note = None, f"nothing to plot: needs {spec.needs}"
+        try:
+            if (fig := spec.draw(analysis)) is not None:
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=DPI)  # the layout already fits everything in
+                path, note = atomic_write_bytes(Path(out_dir) / f"{spec.name}.png", buf.getvalue()), ""
+        except Exception as exc:  # one broken figure must not sink the report
+            log.warning("plot %s failed: %s", spec.name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            note = f"plot failed: {exc}"
+        results.append(PlotResult(spec.name, path, note, spec.section))
     return results

@@ -1,12 +1,8 @@
-"""LightningDataModules that hold every split in memory as tensors.
-
-``TaskDataModule`` does the splitting and serves the loaders; subclasses only say where the raw
-images come from (:class:`MNISTTaskDataModule` from the vendored IDX files,
-:class:`FashionMNISTTaskDataModule` from a local folder of Fashion-MNIST's IDX files, both through
-:class:`IDXTaskDataModule`; :class:`SyntheticTaskDataModule` from a seeded random generator for
-fast tests). Every module serves images flattened to ``[N, 784]`` rows; a model that wants the
-28x28 grid (:class:`~seqft_lightning.models.components.CNN`) reshapes them itself.
-"""
+"""LightningDataModules that hold every split in memory as tensors: ``TaskDataModule`` does the
+splitting and serves the loaders; subclasses only say where the raw images come from (IDX files:
+:class:`MNISTTaskDataModule`, :class:`FashionMNISTTaskDataModule`; a seeded generator for fast tests:
+:class:`SyntheticTaskDataModule`). Every module serves images flattened to ``[N, 784]`` rows; a model
+that wants the 28x28 grid (the CNN) reshapes them itself."""
 
 from __future__ import annotations
 
@@ -24,24 +20,11 @@ from seqft_lightning.errors import DataError
 log = logging.getLogger(__name__)
 
 
-# Normalised copies of the raw tensors of this process (see TaskDataModule._normalised).
-_NORMALISED: dict[tuple, tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]] = {}
-
-
 class TaskDataModule(pl.LightningDataModule):
-    """Pretraining pool, per-class task sets, calibration split and test set, as tensors.
-
-    Args:
-        task_classes: classes held out for fine-tuning (the union of the method's stages).
-        samples_per_task: training images held out per task class (``None``: all that remain).
-        calibration_size: images held out (stratified) for validation and model selection: the
-            selection part, whose metrics carry the prefix ``calibration/``.
-        estimation_size: more held-out images (stratified), the estimation part (``estimation/``
-            metrics): no choice reads them, so they estimate a chosen model without bias.
-        split_seed: seed of the split (the configs set it to the training seed).
-        eval_batch_size: batch size of the calibration and test loaders.
-        mean, std: normalisation applied once to pixel values scaled to [0, 1].
-    """
+    """Pretraining pool, per-class task sets (``task_classes``: the union of the method's stages), the
+    held-out calibration split and the test set, as tensors. ``samples_per_task``, ``calibration_size``,
+    ``estimation_size`` and ``split_seed`` make the split (:mod:`seqft_lightning.data.splits`);
+    ``eval_batch_size`` batches the evaluation loaders; ``mean``, ``std`` normalise pixels scaled to [0, 1]."""
 
     num_classes = 10
 
@@ -60,14 +43,20 @@ class TaskDataModule(pl.LightningDataModule):
         self.splits: Splits | None = None
 
     def load_raw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return ``(train_images uint8 [N,28,28], train_labels, test_images, test_labels)``."""
+        """``(train_images uint8 [N,28,28], train_labels, test_images, test_labels)``."""
         raise NotImplementedError
+
+    def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`load_raw` with the images flattened, scaled to [0, 1] and normalised (``mean``, ``std``)."""
+        train_images, train_labels, test_images, test_labels = self.load_raw()
+        train_x, test_x = (i.reshape(len(i), -1).float().div_(255.0).sub_(self.mean).div_(self.std)
+                           for i in (train_images, test_images))
+        return train_x, train_labels, test_x, test_labels
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        train_images, train_labels, test_images, test_labels = self.load_raw()
-        train_x, test_x = self._normalised(train_images, test_images)
+        train_x, train_labels, test_x, test_labels = self.load()
         self.splits = make_splits(train_labels, self.task_classes, self.samples_per_task, self.calibration_size,
                                   self.split_seed, self.num_classes, self.estimation_size)
         train_y, test_y = train_labels.long(), test_labels.long()
@@ -79,18 +68,6 @@ class TaskDataModule(pl.LightningDataModule):
         log.info("splits: pretrain %d, calibration %d (selection) + %d (estimation), tasks %s, test %d",
                  len(self.pretrain_y), len(self.calib_y), len(self.estim_y),
                  {c: len(v[1]) for c, v in self._task.items()}, len(self.test_y))
-
-    def _normalised(self, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``images`` flattened, scaled to [0, 1] and normalised; memoised per process for the
-        same raw tensors (the jobs of a sweep worker share MNIST), never modified in place later."""
-        settings = (self.mean, self.std)
-        cached = _NORMALISED.get(settings)
-        # The memo keeps the raw tensors alive, so identity (`is`) cannot match a new tensor.
-        if cached is None or len(cached[0]) != len(images) or not all(a is b for a, b in zip(cached[0], images)):
-            normalised = tuple(i.reshape(len(i), -1).float().div_(255.0).sub_(self.mean).div_(self.std) for i in images)
-            _NORMALISED.clear()
-            _NORMALISED[settings] = cached = (images, normalised)
-        return cached[1]
 
     def to(self, device: torch.device | str) -> "TaskDataModule":
         """Move every split to ``device`` once, so batches never cross the bus."""
@@ -112,8 +89,7 @@ class TaskDataModule(pl.LightningDataModule):
         return TensorBatchLoader(self.pretrain_x, self.pretrain_y, batch_size, shuffle=True)
 
     def task_dataloader(self, classes: Sequence[int], batch_size: int) -> TensorBatchLoader:
-        x, y = self.task_data(classes)
-        return TensorBatchLoader(x, y, batch_size, shuffle=True)
+        return TensorBatchLoader(*self.task_data(classes), batch_size, shuffle=True)
 
     def calibration_dataloader(self) -> TensorBatchLoader:
         return TensorBatchLoader(self.calib_x, self.calib_y, self.eval_batch_size, shuffle=False)
@@ -129,20 +105,14 @@ class TaskDataModule(pl.LightningDataModule):
         return TensorBatchLoader(self.test_x, self.test_y, self.eval_batch_size, shuffle=False)
 
 
-# Parsed IDX tensors of this process, keyed by the verified files' identities: the jobs of an
-# in-process sweep parse the dataset once. Callers never modify these tensors (setup() copies).
-_PARSED: dict[tuple, tuple[torch.Tensor, ...]] = {}
+# The loaded (normalised) IDX tensors of this process, keyed by the verified files' identities and
+# the normalisation: the jobs of a sweep worker load the dataset once. Never modified in place.
+_LOADED: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
 
 class IDXTaskDataModule(TaskDataModule):
-    """An MNIST-format dataset from four local IDX archives, verified by their unpacked MD5s
-    (:func:`~seqft_lightning.data.mnist_files.ensure_raw`) and parsed by torchvision's class of
-    the dataset (``MNIST``, ``FashionMNIST``); subclasses name the dataset (:attr:`files`).
-
-    Args:
-        data_dir: torchvision root; the verified IDX files are unpacked to ``<data_dir>/<folder>/raw``.
-        files_dir: folder of the four ``*-ubyte.gz`` archives.
-    """
+    """An MNIST-format dataset (:attr:`files`) from the four ``*-ubyte.gz`` archives in ``files_dir``,
+    verified (:func:`~seqft_lightning.data.mnist_files.ensure_raw`) and parsed by torchvision's class."""
 
     files: IDXDataset
 
@@ -153,21 +123,24 @@ class IDXTaskDataModule(TaskDataModule):
     def prepare_data(self) -> None:
         ensure_raw(self.files, self.files_dir, self.data_dir)
 
+    def load(self):
+        raw = ensure_raw(self.files, self.files_dir, self.data_dir)
+        key = (*(file_identity(raw / name) for name in sorted(self.files.md5)), self.mean, self.std)
+        if key not in _LOADED:
+            _LOADED.clear()  # one copy per process is enough
+            _LOADED[key] = super().load()
+        return _LOADED[key]
+
     def load_raw(self):
         from torchvision import datasets
 
-        raw = ensure_raw(self.files, self.files_dir, self.data_dir)
-        key = tuple(file_identity(raw / name) for name in sorted(self.files.md5))
-        if key not in _PARSED:
-            parser = getattr(datasets, self.files.folder)
-            try:
-                train = parser(self.data_dir, train=True, download=False)
-                test = parser(self.data_dir, train=False, download=False)
-            except (RuntimeError, ValueError, OSError) as err:
-                raise DataError(f"could not parse {self.files.folder} under {self.data_dir} ({err}); delete that folder and rerun") from err
-            _PARSED.clear()  # one parsed copy per process is enough
-            _PARSED[key] = (train.data, train.targets, test.data, test.targets)
-        return _PARSED[key]
+        parser = getattr(datasets, self.files.folder)
+        try:
+            train = parser(self.data_dir, train=True, download=False)
+            test = parser(self.data_dir, train=False, download=False)
+        except (RuntimeError, ValueError, OSError) as err:
+            raise DataError(f"could not parse {self.files.folder} under {self.data_dir} ({err}); delete that folder and rerun") from err
+        return train.data, train.targets, test.data, test.targets
 
 
 class MNISTTaskDataModule(IDXTaskDataModule):
@@ -177,7 +150,6 @@ class MNISTTaskDataModule(IDXTaskDataModule):
 
     def __init__(self, data_dir: str, vendored_dir: str, **kwargs):
         super().__init__(data_dir, vendored_dir, **kwargs)
-        self.vendored_dir = self.files_dir
 
 
 class FashionMNISTTaskDataModule(IDXTaskDataModule):
@@ -188,16 +160,11 @@ class FashionMNISTTaskDataModule(IDXTaskDataModule):
 
 
 class SyntheticTaskDataModule(TaskDataModule):
-    """Tiny, learnable stand-in for MNIST: class-dependent Gaussian blobs rendered as 28×28 uint8.
-
-    For tests and smoke runs only; it touches no file.
-    """
+    """Tiny, learnable stand-in for MNIST for tests and smoke runs: class-dependent Gaussian blobs
+    rendered as 28×28 uint8 (it touches no file)."""
 
     def __init__(self, train_size: int = 600, test_size: int = 200, seed: int = 0, **kwargs):
-        kwargs.setdefault("samples_per_task", 20)
-        kwargs.setdefault("calibration_size", 100)
-        kwargs.setdefault("estimation_size", 100)
-        super().__init__(**kwargs)
+        super().__init__(**{"samples_per_task": 20, "calibration_size": 100, "estimation_size": 100, **kwargs})
         self.train_size, self.test_size, self.seed = int(train_size), int(test_size), int(seed)
 
     def load_raw(self):

@@ -2,14 +2,11 @@
 
     python -m seqft_lightning.data.fetch fashion_mnist --to DIR
 
-For users elsewhere: this is the one command that downloads (through torchvision's downloader,
-which also checks the official archives' own MD5s). A run never calls it and never downloads: it
-reads ``data.files_dir`` and refuses a missing or corrupt file with this command. The archives are
-written to ``DIR/<name>.gz`` (atomically), then verified through the same unpack-and-check path a run
-uses (:func:`~seqft_lightning.data.mnist_files.ensure_raw`, into a temporary folder), and
-``DIR/MD5SUMS.uncompressed`` lists the unpacked sums. Point the config at the folder:
-``python train.py data=fashion_mnist data.files_dir=DIR``.
-"""
+The one command that downloads (torchvision's downloader, which checks the official MD5s); a run
+never does, and refuses a missing or corrupt file with this command. The archives go to
+``DIR/<name>.gz`` (atomically), are verified as a run verifies them
+(:func:`~seqft_lightning.data.mnist_files.ensure_raw`), and ``DIR/MD5SUMS.uncompressed`` lists the
+unpacked sums. Then: ``python train.py data=fashion_mnist data.files_dir=DIR``."""
 
 from __future__ import annotations
 
@@ -19,8 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from seqft_lightning.data.mnist_files import DATASETS, IDXDataset, ensure_raw, raw_dir
-from seqft_lightning.errors import DataError
+from seqft_lightning.data.mnist_files import DATASETS, IDXDataset, download, ensure_raw
 from seqft_lightning.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -29,20 +25,13 @@ log = logging.getLogger(__name__)
 def fetch(dataset: IDXDataset | str, dest: str | Path) -> Path:
     """Download ``dataset`` (an entry or name of :data:`~seqft_lightning.data.mnist_files.DATASETS`)
     with torchvision, copy its four ``.gz`` archives into ``dest`` and verify them; return ``dest``.
-    A failed download or a file that unpacks to other bytes raises :class:`DataError`."""
-    from torchvision import datasets
-
+    A failed download or a file that unpacks to other bytes raises :class:`~seqft_lightning.errors.DataError`."""
     dataset = DATASETS[dataset] if isinstance(dataset, str) else dataset
     dest = Path(dest)
     with tempfile.TemporaryDirectory(prefix="seqft-fetch-") as tmp:
-        try:
-            for train in (True, False):
-                getattr(datasets, dataset.folder)(tmp, train=train, download=True)
-        except Exception as err:  # network errors come in many types; the user needs one line
-            raise DataError(f"downloading {dataset.folder} with torchvision failed ({err}); check the network and retry") from err
-        downloaded = raw_dir(tmp, dataset.folder)
+        download(dataset, tmp, f"downloading {dataset.folder} with torchvision failed ({{err}}); check the network and retry")
         for name in dataset.md5:
-            with open(downloaded / f"{name}.gz", "rb") as src:
+            with open(Path(tmp) / dataset.folder / "raw" / f"{name}.gz", "rb") as src:
                 atomic_write(dest / f"{name}.gz", lambda out: shutil.copyfileobj(src, out), mode="wb")
     with tempfile.TemporaryDirectory(prefix="seqft-verify-") as tmp:
         ensure_raw(dataset, dest, tmp)

@@ -1,17 +1,9 @@
 """The four IDX files of an MNIST-format dataset: unpack the local ``.gz`` copies, verify every byte.
-
-One path for every dataset of the format (MNIST, Fashion-MNIST): an :class:`IDXDataset` entry of
-:data:`DATASETS` names the MD5 of each *unpacked* file (the local ``.gz`` wrappings may differ
-from the official ones: only the unpacked bytes are compared), the folder that torchvision's class
-of that name reads (``<root>/<folder>/raw/<name>``) and how a user gets the files back.
-``ensure_raw`` unpacks the archives into that layout and checks each unpacked file's MD5.
-
-* MNIST ships with the repository (``data/mnist/*.gz``); only when a vendored archive is missing
-  (and no verified unpacked copy is left) does it fall back to torchvision's download.
-* Fashion-MNIST is read from a local folder named in the config (``data.files_dir``) and is never
-  downloaded at run time: a missing archive is refused with the one command that fetches the files
-  (:mod:`seqft_lightning.data.fetch`, for users elsewhere).
-"""
+An :class:`IDXDataset` entry of :data:`DATASETS` names the MD5 of each *unpacked* file (``.gz``
+wrappings may differ from the official ones), the folder torchvision's class of that name reads
+(``<root>/<folder>/raw/<name>``) and how a user gets the files back. MNIST ships with the repository
+(``data/mnist/*.gz``; a missing archive falls back to torchvision's download); Fashion-MNIST is read
+from ``data.files_dir`` and never downloaded at run time (:mod:`seqft_lightning.data.fetch` does)."""
 
 from __future__ import annotations
 
@@ -19,6 +11,7 @@ import gzip
 import hashlib
 import logging
 import os
+import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,17 +53,10 @@ class IDXDataset:
     download_fallback: bool = False
 
 
-FETCH_COMMAND = "python -m seqft_lightning.data.fetch {name} --to {dir}"
-
-MNIST_FILES = IDXDataset(
-    "mnist", "MNIST", MNIST_MD5,
-    "restore it with `git checkout -- {path}` (or delete it to let torchvision download MNIST)",
-    download_fallback=True,
-)
-FASHION_MNIST_FILES = IDXDataset(
-    "fashion_mnist", "FashionMNIST", FASHION_MNIST_MD5,
-    "fetch the files with `" + FETCH_COMMAND.format(name="fashion_mnist", dir="{dir}") + "`",
-)
+MNIST_FILES = IDXDataset("mnist", "MNIST", MNIST_MD5, "restore it with `git checkout -- {path}` (or delete it to let "
+                         "torchvision download MNIST)", download_fallback=True)
+FASHION_MNIST_FILES = IDXDataset("fashion_mnist", "FashionMNIST", FASHION_MNIST_MD5,
+                                 "fetch the files with `python -m seqft_lightning.data.fetch fashion_mnist --to {dir}`")
 DATASETS = {d.name: d for d in (MNIST_FILES, FASHION_MNIST_FILES)}
 # The data module classes (``_target_`` suffixes) that read each dataset, and the config key of the
 # folder that holds its archives: ``plan.check_data`` verifies the files before Lightning loads.
@@ -88,32 +74,24 @@ def file_identity(path: Path) -> tuple[str, int, int]:
     return str(path.resolve()), stat.st_size, stat.st_mtime_ns
 
 
-def md5_of(path: Path, chunk_bytes: int = 1 << 20) -> str:
+def md5_of(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def raw_dir(root: str | os.PathLike, folder: str = "MNIST") -> Path:
-    """Folder where torchvision's ``<folder>(root)`` (``MNIST``, ``FashionMNIST``) looks for the
-    unpacked IDX files."""
-    return Path(root) / folder / "raw"
-
-
-def _unpack(gz_path: Path, dest: Path, hint: str) -> None:
-    """Unpack ``gz_path`` to ``dest`` atomically, refusing a corrupt or truncated archive."""
-
-    def copy(out) -> None:
-        with gzip.open(gz_path, "rb") as src:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                out.write(chunk)
+def download(dataset: IDXDataset, root: str | os.PathLike, failure: str) -> None:
+    """torchvision's download of ``dataset`` into ``root`` (it checks the official archives' MD5s);
+    a failure raises :class:`DataError` with the message ``failure`` (``{err}``: the error)."""
+    from torchvision import datasets
 
     try:
-        atomic_write(dest, copy, mode="wb")
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{gz_path} is corrupt or truncated ({err}); {hint}") from err
+        for train in (True, False):
+            getattr(datasets, dataset.folder)(str(root), train=train, download=True)
+    except Exception as err:  # network errors come in many types; the user needs one line
+        raise DataError(failure.format(err=err)) from err
 
 
 def train_label_counts(raw: Path, num_classes: int = 10) -> list[int]:
@@ -123,31 +101,14 @@ def train_label_counts(raw: Path, num_classes: int = 10) -> list[int]:
     return [labels.count(k) for k in range(num_classes)]
 
 
-def _download_with_torchvision(dataset: IDXDataset, root: Path, source_dir: Path) -> None:
-    from torchvision import datasets
-
-    log.warning("vendored %s files missing; falling back to torchvision's download into %s", dataset.folder, root)
-    try:
-        for train in (True, False):
-            getattr(datasets, dataset.folder)(str(root), train=train, download=True)
-    except Exception as err:  # network errors come in many types; the user needs one line
-        raise DataError(
-            f"{dataset.folder} files are missing from {source_dir} and torchvision's download failed ({err}); "
-            "restore them with `git checkout -- data/mnist`"
-        ) from err
-
-
 def ensure_raw(dataset: IDXDataset | str, source_dir: str | os.PathLike, root: str | os.PathLike) -> Path:
-    """Make ``<root>/<folder>/raw`` hold the four verified IDX files of ``dataset`` (an entry or
-    name of :data:`DATASETS`), unpacked from ``<source_dir>/<name>.gz``; return that folder.
-
-    An unpacked file whose MD5 does not match is unpacked again from its archive; an archive that
-    is missing (without a download fallback), corrupt or unpacks to the wrong bytes is refused with
-    a one-line :class:`DataError` that says how to get the files back.
-    """
+    """Make ``<root>/<folder>/raw`` hold the four verified IDX files of ``dataset`` (an entry or name
+    of :data:`DATASETS`), unpacked from ``<source_dir>/<name>.gz``; return that folder. A file whose MD5
+    does not match is unpacked again; an archive missing (without a download fallback), corrupt or
+    unpacking to the wrong bytes is refused with a one-line :class:`DataError` saying how to get it back."""
     dataset = DATASETS[dataset] if isinstance(dataset, str) else dataset
     source_dir, root = Path(source_dir), Path(root)
-    target = raw_dir(root, dataset.folder)
+    target = root / dataset.folder / "raw"  # where torchvision's `MNIST(root)` (`FashionMNIST`, ...) reads them
 
     def hint(archive: Path) -> str:
         return dataset.restore.format(path=archive, dir=source_dir)
@@ -157,7 +118,9 @@ def ensure_raw(dataset: IDXDataset | str, source_dir: str | os.PathLike, root: s
         where = "the folder does not exist" if not source_dir.is_dir() else f"{len(missing_archives)} of the 4 archives are missing"
         raise DataError(f"{missing_archives[0]} is missing ({where}; nothing is downloaded at run time); {hint(missing_archives[0])}")
     if missing_archives and not all((target / name).is_file() for name in dataset.md5):
-        _download_with_torchvision(dataset, root, source_dir)
+        log.warning("vendored %s files missing; falling back to torchvision's download into %s", dataset.folder, root)
+        download(dataset, root, f"{dataset.folder} files are missing from {source_dir} and torchvision's download failed "
+                                "({err}); restore them with `git checkout -- data/mnist`")
     for name, expected in dataset.md5.items():
         dest = target / name
         if dest.is_file() and (file_identity(dest) in _VERIFIED or md5_of(dest) == expected):
@@ -170,7 +133,11 @@ def ensure_raw(dataset: IDXDataset | str, source_dir: str | os.PathLike, root: s
                 f"and {archive} is missing to unpack it again; " + hint(archive)
             )
         log.info("unpacking %s", archive)
-        _unpack(archive, dest, hint(archive))
+        try:
+            with gzip.open(archive, "rb") as src:
+                atomic_write(dest, lambda out: shutil.copyfileobj(src, out), mode="wb")
+        except (OSError, EOFError, zlib.error) as err:
+            raise DataError(f"{archive} is corrupt or truncated ({err}); {hint(archive)}") from err
         actual = md5_of(dest)
         if actual != expected:
             dest.unlink()

@@ -1,19 +1,13 @@
-"""Deterministic, disjoint splits of the MNIST training set.
+"""Deterministic, disjoint splits of the MNIST training set, seeded by ``split_seed`` only (the study
+sets it to the training seed: methods of one seed share one split), carved in this order:
 
-Order of carving (all seeded by ``split_seed`` only; the study sets it to the training seed, so
-methods of one seed share one split and seeds differ in it):
-
-1. ``calibration``: ``calibration_size`` images stratified by class (largest-remainder rounding of
-   the class proportions): the *selection part* of the held-out data. Validation curves and every
-   model-selection choice use it.
-1b. ``estimation``: ``estimation_size`` more images, stratified the same way: the *estimation part*.
-   No choice reads it; it gives an unbiased estimate of whatever was chosen on the selection part.
-2. ``tasks[c]``: for each task class ``c``, ``samples_per_task`` of the images of ``c`` left after
-   step 1 (``None`` = all of them), held out for fine-tuning on that class alone.
-3. ``pretrain``: everything else, the pool the baseline is pretrained on.
-
-The official test set is never touched here: it is only for reporting.
-"""
+1. ``calibration``: ``calibration_size`` images stratified by class (largest remainder): the
+   *selection part*, which validation curves and every model-selection choice use;
+2. ``estimation``: ``estimation_size`` more, stratified alike: no choice reads it, so it estimates
+   what was chosen without bias;
+3. ``tasks[c]``: ``samples_per_task`` of the images left of each task class ``c`` (``None``: all);
+4. ``pretrain``: everything else, the pool the baseline is pretrained on (the official test set, for
+   reporting only, is never touched here)."""
 
 from __future__ import annotations
 
@@ -77,11 +71,8 @@ def check_split_sizes(counts: Sequence[int], task_classes: Sequence[int], sample
 
 def make_splits(labels: torch.Tensor, task_classes: Sequence[int], samples_per_task: int | None,
                 calibration_size: int, split_seed: int, num_classes: int = 10, estimation_size: int = 0) -> Splits:
-    """Carve calibration, per-task and pretraining index sets out of ``labels``.
-
-    Raises :class:`DataError` when a task class has fewer than ``samples_per_task`` images left
-    after the calibration split (:func:`check_split_sizes`).
-    """
+    """Carve calibration, estimation, per-task and pretraining index sets out of ``labels``
+    (:class:`DataError` when they do not fit, :func:`check_split_sizes`)."""
     import torch
 
     labels = labels.long().cpu()

@@ -1,7 +1,5 @@
-"""The tensor work behind the mergers (:mod:`seqft_lightning.merging.mergers`): task vectors,
-TIES trimming and sign election, DARE sparsification, weight averaging. Pure functions: they never
-mutate their inputs. Task vectors follow ``tau = theta_ft - theta_0``.
-"""
+"""The tensor work behind the mergers (:mod:`.mergers`): task vectors (``tau = theta_ft - theta_0``),
+TIES, DARE, weight averaging. Pure functions: they never mutate their inputs."""
 
 from __future__ import annotations
 
@@ -35,18 +33,16 @@ def task_vectors(base: nn.Module, finetuned: Mapping[str, nn.Module]) -> dict[st
 
 
 def ties_merge(vectors: list[TaskVector], keep_fraction: float) -> TaskVector:
-    """TIES-merging of task vectors (Yadav et al., NeurIPS 2023), without the lambda step; returns
-    ``tau_merged`` (the merged model is ``theta_0 + lambda * tau_merged``).
+    """TIES-merging (Yadav et al., NeurIPS 2023) without the lambda step: ``tau_merged``, the merged
+    model being ``theta_0 + lambda * tau_merged``.
 
-    1. Trim: each vector keeps its ``round(keep_fraction * n)`` (at least 1) entries of largest
-       magnitude, ``n`` counting ALL its entries (one global threshold per task vector, as in the
-       reference implementation, not one per tensor); entries tied with the threshold are kept.
-    2. Elect sign: per entry, the sign of the SUM of the trimmed vectors (total mass, not a vote).
-       Where that sum is exactly 0 the merged entry is 0 (the reference code falls back to the
-       global majority sign there).
-    3. Disjoint mean: per entry, the mean of the trimmed values of the elected sign; zeros and
-       disagreeing values do not count in the denominator.
-    """
+    1. Trim: each vector keeps its ``round(keep_fraction * n)`` (at least 1) largest-magnitude
+       entries, ``n`` counting ALL its entries (one global threshold per vector, as the reference
+       implementation); entries tied with the threshold are kept.
+    2. Elect sign: per entry, the sign of the SUM of the trimmed vectors (mass, not a vote); where
+       it is exactly 0 the merged entry is 0 (the reference code takes the global majority sign).
+    3. Disjoint mean: per entry, the mean of the trimmed values of the elected sign (zeros and
+       disagreeing values do not count in the denominator)."""
     if not vectors:
         raise ValueError("ties_merge: no task vectors given")
     if not 0.0 < keep_fraction <= 1.0:

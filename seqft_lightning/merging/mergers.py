@@ -1,32 +1,20 @@
-"""Mergers (``method.merger``, ``conf/merging/*.yaml``): a pretrained base plus several fine-tuned
-models -> one new model, by ``run(base, finetuned, lambda_=None)``, which never mutates its inputs.
-
-``lambda_`` (dimensionless, the coefficient of the merged task vector, ``tau = theta_ft - theta_0``)
-defaults to the instance's. For a grid, merge once: ``merged = merged_task_vector(base, finetuned)``,
-then ``merged.apply_to(base, lambda_)`` equals ``run(base, finetuned, lambda_)``. Building a merger
-imports no torch (the tensor work is in :mod:`.functional`), so ``plan_run`` checks
-``method.merger`` by building it.
-"""
+"""Mergers (``method.merger``, ``conf/merging/*.yaml``): a pretrained base plus fine-tuned models ->
+one new model by ``run(base, finetuned, lambda_=None)``, never mutating its inputs. ``lambda_``
+(dimensionless, the coefficient of the merged task vector ``tau = theta_ft - theta_0``) defaults to
+the instance's; for a grid, merge once (``merged_task_vector``) and ``apply_to(base, lambda_)`` each
+value. Building a merger imports no torch, so ``plan_run`` checks ``method.merger`` by building it."""
 
 from __future__ import annotations
 
 import abc
-import math
 from typing import TYPE_CHECKING, ClassVar, Mapping
 
-from seqft_lightning import merging  # lazy exports: the tensor work imports torch on first use
-from seqft_lightning.values import is_number
+from seqft_lightning.values import is_finite_number, is_number
 
 if TYPE_CHECKING:  # torch is imported by the methods that merge, not by building a merger
     from torch import nn
 
     from seqft_lightning.merging.task_vector import TaskVector
-
-
-
-def _check_lambda(value: float | None, where: str) -> None:
-    if value is not None and not (is_number(value) and math.isfinite(value)):
-        raise ValueError(f"{where}: lambda_ must be a finite number, got {value!r}")
 
 
 class Merger(abc.ABC):
@@ -55,9 +43,8 @@ class TaskVectorMerger(Merger):
             raise ValueError(f"merger.{old} was renamed to merger.{new}; use method.merger.{new}=...")
         if old_names:
             raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {next(iter(old_names))!r}")
-        _check_lambda(lambda_, type(self).__name__)
-        if lambda_ is None:
-            raise ValueError(f"{type(self).__name__}: lambda_ must be a number, not None")
+        if not is_finite_number(lambda_):
+            raise ValueError(f"{type(self).__name__}: lambda_ must be a finite number, got {lambda_!r}")
         self.lambda_: float = lambda_
 
     @abc.abstractmethod
@@ -66,11 +53,12 @@ class TaskVectorMerger(Merger):
 
     def merged_task_vector(self, base: nn.Module, finetuned: Mapping[str, nn.Module]) -> TaskVector:
         """The merged task vector (before lambda); apply it with ``.apply_to(base, lambda_)``."""
-        return self._merge(list(merging.task_vectors(base, finetuned).values()))
+        from seqft_lightning.merging.functional import task_vectors
+
+        return self._merge(list(task_vectors(base, finetuned).values()))
 
     def run(self, base: nn.Module, finetuned: Mapping[str, nn.Module], lambda_: float | None = None) -> nn.Module:
-        """``theta_0 + lambda * merged_task_vector``; ``lambda_`` overrides ``self.lambda_``."""
-        _check_lambda(lambda_, f"{type(self).__name__}.run")
+        """``theta_0 + lambda * merged_task_vector``; ``lambda_`` (``apply_to`` checks it) overrides the instance's."""
         return self.merged_task_vector(base, finetuned).apply_to(base, self.lambda_ if lambda_ is None else lambda_)
 
 
@@ -95,15 +83,14 @@ class Ties(TaskVectorMerger):
         self.keep_fraction: float = float(keep_fraction)
 
     def _merge(self, vectors: list[TaskVector]) -> TaskVector:
-        return merging.ties_merge(vectors, self.keep_fraction)
+        from seqft_lightning.merging.functional import ties_merge
+
+        return ties_merge(vectors, self.keep_fraction)
 
 
 class Dare(TaskVectorMerger):
-    """DARE + task arithmetic: ``theta = theta_0 + lambda * sum_t DARE_p(tau_t)``, ``p = drop_rate``.
-
-    One ``torch.Generator(seed)`` per call, consumed in ``finetuned``'s order then state-dict
-    order, makes the result deterministic for a given seed and task order (global RNG untouched).
-    """
+    """DARE + task arithmetic: ``theta = theta_0 + lambda * sum_t DARE_p(tau_t)``, ``p = drop_rate``; one
+    ``torch.Generator(seed)`` per call, consumed in task then state-dict order (global RNG untouched)."""
 
     def __init__(self, lambda_: float = 0.3, drop_rate: float = 0.5, seed: int = 0, **old_names: object) -> None:
         super().__init__(lambda_, **old_names)
@@ -117,8 +104,10 @@ class Dare(TaskVectorMerger):
     def _merge(self, vectors: list[TaskVector]) -> TaskVector:
         import torch
 
+        from seqft_lightning.merging.functional import dare_sparsify
+
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        return sum(merging.dare_sparsify(tv, self.drop_rate, generator) for tv in vectors)  # type: ignore[return-value]
+        return sum(dare_sparsify(tv, self.drop_rate, generator) for tv in vectors)  # type: ignore[return-value]
 
 
 class Average(Merger):

@@ -1,7 +1,6 @@
 """Pure functions over state dicts (``dict[str, Tensor]``): they return new tensors, detached from
 autograd (merging is weight algebra), and check compatibility strictly (same keys, same shapes): a
-silent ``strict=False`` would merge a model with half of its weights missing.
-"""
+silent ``strict=False`` would merge a model with half of its weights missing."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Task vectors (Ilharco et al., "Editing Models with Task Arithmetic", ICLR 2023).
-
-A task vector is ``tau = theta_ft - theta_0`` (fine-tuned minus pretrained) per floating-point
-state-dict entry, in the parameters' units; applied with coefficient ``lambda_`` (dimensionless) it
-gives ``theta = theta_base + lambda * tau`` (``lambda = 1`` on the pretrained model gives back the
-fine-tuned one, up to rounding). Integer/bool buffers are not part of it: they come from the base.
-"""
+"""Task vectors (Ilharco et al., "Editing Models with Task Arithmetic", ICLR 2023): ``tau = theta_ft -
+theta_0`` per floating-point state-dict entry, in the parameters' units; applied with ``lambda_``
+(dimensionless): ``theta = theta_base + lambda * tau``. Integer buffers come from the base."""
 
 from __future__ import annotations
 
@@ -16,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from seqft_lightning.merging import state_dict_ops as ops
-from seqft_lightning.values import is_number
+from seqft_lightning.values import is_finite_number, is_number
 
 
 def load_copy(base: nn.Module, state: Mapping[str, Tensor]) -> nn.Module:
@@ -110,7 +106,7 @@ class TaskVector:
     def apply_to(self, base: nn.Module, lambda_: float = 1.0) -> nn.Module:
         """A new model (deep copy of ``base``) with ``theta = theta_base + lambda_ * tau`` on the float
         entries, which must match this vector's keys and shapes, cast to ``base``'s dtypes."""
-        if not is_number(lambda_) or not math.isfinite(lambda_):
+        if not is_finite_number(lambda_):
             raise ValueError(f"apply_to: lambda_ must be a finite number, got {lambda_!r}")
         base_sd = base.state_dict()
         base_float = ops.float_entries(base_sd)

@@ -1,9 +1,6 @@
-"""Methods of the study, by name (``method.name``): one registry entry each.
-
-A :class:`~seqft_lightning.methods.base.Method` pairs its torch-free checks (:mod:`.settings`) with
-its run (``finetune.py``, ``merge.py``), imported only when a run starts (after the baseline, stage
-0, has been evaluated and recorded), so a bad config is refused before torch or Lightning load.
-"""
+"""Methods of the study, by name (``method.name``): one :class:`~seqft_lightning.methods.base.Method`
+each, pairing its torch-free checks (:mod:`.settings`) with its run (``finetune.py``, ``merge.py``),
+imported only when a run starts, so a bad config is refused before torch or Lightning load."""
 
 from __future__ import annotations
 
@@ -22,10 +19,4 @@ METHODS: dict[str, Method] = {
     "task_negation": Method(validate_negation, no_groups, f"{_MERGE}:run_task_negation"),
 }
 
-
-def get_method(name: str) -> Method:
-    """The :class:`Method` registered as ``name`` (a ``KeyError`` for unknown names)."""
-    return METHODS[name]
-
-
-__all__ = ["METHODS", "Method", "MethodResult", "get_method"]
+__all__ = ["METHODS", "Method", "MethodResult"]

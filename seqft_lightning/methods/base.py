@@ -27,10 +27,9 @@ class MethodResult:
 
 @dataclass(frozen=True)
 class Method:
-    """A method of the study. ``validate(cfg)`` raises a one-line ``ConfigError`` naming the user's key
-    on a bad setting, before any work and without torch; ``train_groups(stages)`` are the class groups
-    trained through the stage loop, where retention acts (``[]``: none); ``run_path``
-    (``"module:function"``) names its ``run(runner, plan) -> MethodResult``, imported at run start."""
+    """A method of the study. ``validate(cfg)`` refuses a bad setting (one-line ``ConfigError``) without
+    torch; ``train_groups(stages)`` are the class groups trained through the stage loop, where retention
+    acts (``[]``: none); ``run_path`` (``"module:function"``) names its run, imported at run start."""
 
     validate: Callable[[DictConfig], None]
     train_groups: Callable[[list[list[int]]], list[list[int]]]

@@ -1,8 +1,5 @@
-"""Fine-tuning methods: the pretrained baseline alone, sequential stages, one joint stage.
-
-Sequential and joint run the same stage loop on different class groups (``[[3], [4], [7]]`` versus
-``[[3, 4, 7]]``), so both present the same samples: 3 stages × 1000 × 10 epochs = 1 × 3000 × 10.
-"""
+"""Fine-tuning methods: the pretrained baseline alone, sequential stages, one joint stage: the same
+stage loop on ``[[3], [4], [7]]`` or ``[[3, 4, 7]]``, so both present the same samples."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""Merging methods of the study: task arithmetic, TIES, DARE, averaging, and task negation.
-
-Each task (entry of ``method.stages``) gets its own copy of the pretrained baseline, fine-tuned as
-one stage of ``sequential``; their task vectors ``tau_t = theta_t - theta_0`` are merged, with lambda
-chosen from ``method.lambda_grid`` on the *calibration* split (never on test). Stages recorded:
-``1..T`` the fine-tuned experts, ``T+1`` the merged model (the run's ``final``).
-"""
+"""Merging methods: task arithmetic, TIES, DARE, averaging, and task negation. Each task (entry of
+``method.stages``) gets its own copy of the baseline, fine-tuned as one stage of ``sequential``; their
+task vectors ``tau_t = theta_t - theta_0`` are merged with lambda chosen from ``method.lambda_grid``
+on the *calibration* split. Stages: ``1..T`` the experts, ``T+1`` the merged model (``final``)."""
 
 from __future__ import annotations
 
@@ -15,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from hydra.utils import instantiate
 
-from seqft_lightning import contract
+import seqft_lightning.contract as contract
 from seqft_lightning.cost import tensor_bytes
-from seqft_lightning.merging import TaskVector
+from seqft_lightning.merging.task_vector import TaskVector
 from seqft_lightning.merging.mergers import Merger, TaskVectorMerger
 from seqft_lightning.methods.base import MethodResult
 from seqft_lightning.methods.settings import forget_classes, lambda_grid, merged_stages
@@ -34,11 +31,9 @@ ACCURACIES = ("acc", "acc_target", "acc_retained")
 
 
 def _finetune_experts(runner: Runner, plan: RunPlan, stages: Sequence[Sequence[int]]) -> tuple[dict, dict, int]:
-    """Fine-tune and record a copy of the baseline per class group as ``sequential`` would; save their
-    task vectors ``tau_t = theta_t - theta_0``. Returns the experts, the vectors and their bytes.
-
-    The expert of ``method.stages[j]`` is recorded as stage ``j + 1`` whichever subset
-    ``method.vectors`` picks (README, "Numbering"): ``vectors=[0, 2]`` records stages 1 and 3."""
+    """Fine-tune and record a copy of the baseline per class group as ``sequential`` would (the expert
+    of ``method.stages[j]`` is stage ``j + 1`` whichever ``method.vectors`` picks); save their task
+    vectors ``tau_t = theta_t - theta_0``. Returns the experts, the vectors and their bytes."""
     m, net = plan.cfg.method, runner.net
     base_state = copy.deepcopy(net.state_dict())
     experts = {}
@@ -83,18 +78,18 @@ def run_merge(runner: Runner, plan: RunPlan) -> MethodResult:
     if isinstance(merger, TaskVectorMerger):
         merged_vector = merger.merged_task_vector(base, experts)  # once; each lambda only rescales it
         grid = lambda_grid(cfg.method.lambda_grid, [merger.lambda_])
-        curve = [{"lambda": lam, **_scores(runner, merged_vector.apply_to(base, lam))} for lam in grid]
-        runner.recorder.write_csv(contract.CALIBRATION_FILE, curve)
+        search = [{"lambda": lam, **_scores(runner, merged_vector.apply_to(base, lam))} for lam in grid]
+        runner.recorder.write_csv(contract.CALIBRATION_FILE, search)
         # The study's one rule, on calibration; the grid is in ascending lambda, so ties go to
         # the smaller lambda: the smaller step away from the pretrained weights.
         baseline_retained = runner.recorder.stages()[0].metrics["calibration/acc_retained"]
-        chosen = select(curve, baseline_retained, cfg.selection.rule, float(cfg.selection.delta))
-        best = curve[chosen.index]
+        chosen = select(search, baseline_retained, cfg.selection.rule, float(cfg.selection.delta))
+        best = search[chosen.index]
         lambda_ = best["lambda"]
         merged = merged_vector.apply_to(base, lambda_)
-        # For the report's trade-off plot: the whole curve on test, once lambda is chosen.
-        test_curve = [{"lambda": lam, **_scores(runner, merged_vector.apply_to(base, lam), "test")} for lam in grid]
-        runner.recorder.write_csv(contract.LAMBDA_TEST_FILE, test_curve)
+        # For the report's trade-off plot: the whole λ search on test, once lambda is chosen.
+        test_search = [{"lambda": lam, **_scores(runner, merged_vector.apply_to(base, lam), "test")} for lam in grid]
+        runner.recorder.write_csv(contract.LAMBDA_TEST_FILE, test_search)
         selection = {**chosen.describe(), **{f"calibration/{k}": best[k] for k in ACCURACIES}}
         fields.update({"lambda": lambda_, "lambda_selection": selection})
         log.info("%s: lambda %.3g chosen on calibration by %s (target %.2f %%, retained %.2f %%%s)", cfg.method.name,
@@ -121,9 +116,9 @@ def run_task_negation(runner: Runner, plan: RunPlan) -> MethodResult:
     reference = _scores(runner, base, forget=forget)
     # lambda = 0 (the baseline itself) is always tried: it always keeps the floor.
     grid = lambda_grid(cfg.method.lambda_grid, [0.0])
-    curve = [{"lambda": lam, **_scores(runner, negated.apply_to(base, lam), forget=forget)} for lam in grid]
-    runner.recorder.write_csv(contract.CALIBRATION_FILE, curve)
-    allowed = [row for row in curve if row["acc_other"] >= floor_ratio * reference["acc_other"]]
+    search = [{"lambda": lam, **_scores(runner, negated.apply_to(base, lam), forget=forget)} for lam in grid]
+    runner.recorder.write_csv(contract.CALIBRATION_FILE, search)
+    allowed = [row for row in search if row["acc_other"] >= floor_ratio * reference["acc_other"]]
     best = min(allowed, key=lambda row: (row["acc_forget"], row["lambda"]))
     lambda_ = best["lambda"]
     if lambda_ == 0:

@@ -1,9 +1,6 @@
-"""What each method of the study is configured with, checked before any work, without torch.
-
-``validate_*`` refuse a method's bad settings with a one-line :class:`~seqft_lightning.errors.ConfigError`
-naming the user's key (only a merger's own constructor check needs torch, and runs last);
-``*_groups`` say which class groups a method trains through the stage loop.
-"""
+"""What each method is configured with, checked before any work, without torch: ``validate_*`` refuse
+bad settings with a one-line :class:`~seqft_lightning.errors.ConfigError` naming the key (a merger's
+own constructor check runs last); ``*_groups`` are the class groups a method trains in the stage loop."""
 
 from __future__ import annotations
 
@@ -11,7 +8,7 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, ListConfig
 
-from seqft_lightning.config import instantiate_checked, validate_stages
+from seqft_lightning.config import instantiate_checked, task_classes, validate_stages
 from seqft_lightning.contract import NO_RETENTION, retention_name
 from seqft_lightning.errors import ConfigError
 
@@ -28,7 +25,7 @@ def sequential_groups(stages: list[list[int]]) -> list[list[int]]:
 
 def joint_groups(stages: list[list[int]]) -> list[list[int]]:
     """One stage on the union of every stage's task samples (shuffled together)."""
-    return [sorted({c for s in stages for c in s})]
+    return [task_classes(stages)]
 
 
 def no_groups(stages: list[list[int]]) -> list[list[int]]:
@@ -102,7 +99,7 @@ def validate_negation(cfg: DictConfig) -> None:
     forget = forget_classes(cfg)
     _check_common(cfg)
     stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
-    if sorted({c for s in stages for c in s}) != forget:
+    if task_classes(stages) != forget:
         raise ConfigError(f"method.stages={stages} must hold exactly the classes of method.forget={forget} (leave method.stages unset)")
     lambda_grid(cfg.method.get("lambda_grid"))
     ratio = cfg.method.get("min_retained_ratio", 0.95)

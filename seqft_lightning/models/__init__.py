@@ -1,8 +1,7 @@
-"""Models: plain torch networks (``components``: MLP, CNN) and the Lightning wrapper (``classifier``)."""
+"""Models: plain torch networks (``components``: MLP, CNN) and the Lightning wrapper (``classifier``).
+The names (``__init__.pyi``) load on first use through ``lazy_loader``: building a network for the
+checks before a run does not pay for Lightning's import."""
 
-from seqft_lightning.lazy import lazy_exports
+import lazy_loader
 
-_EXPORTS = {"seqft_lightning.models.classifier": ["ClassifierModule"], "seqft_lightning.models.components.mlp": ["MLP"],
-            "seqft_lightning.models.components.cnn": ["CNN"]}
-__getattr__ = lazy_exports(_EXPORTS)
-__all__ = [name for names in _EXPORTS.values() for name in names]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -1,14 +1,8 @@
 """The LightningModule that every method trains: cross-entropy plus an optional penalty.
 
-It wraps a plain ``nn.Module`` (``net``) and keeps training cheap on purpose: no ``self.log``
-per step (a host sync and dict work each call); train loss and accuracy accumulate on the device
-and reach the logger every ``log_every_n_steps`` steps and at epoch end. Validation runs on the
-calibration split. Test evaluation is not the module's job: see :mod:`seqft_lightning.evaluation`.
-
-What a stage needs (its number, optimizer, the retention penalty and where the run's continuous
-step axis stands) is handed in by :meth:`begin_stage`; the curve rows a stage produced are handed
-back by :meth:`take_curves`. Nothing else is read back from the module.
-"""
+It wraps a plain ``nn.Module`` (``net``) and keeps training cheap: no ``self.log`` per step (a host
+sync each call); train loss and accuracy accumulate on the device and reach the logger every
+``log_every_n_steps`` steps and at epoch end. Validation runs on the calibration split."""
 
 from __future__ import annotations
 
@@ -29,13 +23,8 @@ Penalty = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], "torch
 
 
 class ClassifierModule(pl.LightningModule):
-    """Train ``net`` with cross-entropy (+ penalty); log calibration metrics after each epoch.
-
-    Args:
-        net: the classifier (e.g. :class:`~seqft_lightning.models.components.MLP`); must expose
-            ``num_classes``.
-        log_every_n_steps: interval of train-loss points sent to the logger.
-    """
+    """Train ``net`` (exposing ``num_classes``) with cross-entropy (+ penalty); log calibration metrics
+    after each epoch and the train loss every ``log_every_n_steps`` steps."""
 
     def __init__(self, net: nn.Module, log_every_n_steps: int = 50):
         super().__init__()
@@ -52,21 +41,19 @@ class ClassifierModule(pl.LightningModule):
         self._curves: list[dict] = []
         self._samples = 0  # training samples through forward and backward since take_samples()
         self._val_samples = 0  # calibration samples evaluated since take_samples()
-        self._reset_train_sums()
+        self._train_sums = {"seen": 0}  # on_train_epoch_start sets the device accumulators
 
     def begin_stage(self, stage: int, optimizer: OptimizerFactory, step_offset: int, penalty: Penalty | None = None,
                     keep_optimizer: bool = False) -> None:
-        """Start stage ``stage`` (0 = pretraining) with ``optimizer`` (a partial taking
-        ``params=``), ``penalty`` added to every step's loss, and the continuous step axis at
-        ``step_offset`` optimizer steps. ``keep_optimizer``: continue with the previous stage's
-        optimizer and its state (Adam's moments) instead of a fresh one."""
+        """Start stage ``stage`` (0 = pretraining) with ``optimizer`` (a partial taking ``params=``),
+        ``penalty`` added to every step's loss, the step axis at ``step_offset``; ``keep_optimizer``:
+        continue with the previous stage's optimizer and its state (Adam's moments)."""
         self.stage, self.optimizer_factory, self.penalty = int(stage), optimizer, penalty
         self.step_offset = int(step_offset)
         self.keep_optimizer = bool(keep_optimizer) and self._optimizer is not None
 
     def take_samples(self) -> tuple[int, int]:
-        """``(training samples through forward and backward, calibration samples evaluated)``
-        since the last call."""
+        """``(training samples through forward and backward, calibration samples evaluated)`` since the last call."""
         samples = (self._samples, self._val_samples)
         self._samples = self._val_samples = 0
         return samples
@@ -76,37 +63,23 @@ class ClassifierModule(pl.LightningModule):
         rows, self._curves = self._curves, []
         return rows
 
-    @property
-    def continuous_step(self) -> int:
-        return self.step_offset + (self.trainer.global_step if self._trainer is not None else 0)
-
     def _log_scalars(self, metrics: dict[str, float], step: int) -> None:
-        if self._trainer is not None and self.logger is not None:
+        if self.logger is not None:
             self.logger.log_metrics(metrics, step=step)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def _reset_train_sums(self) -> None:
-        # A plain dict of in-place accumulators: nn.Module.__setattr__ is slow on the hot path.
-        self._train_sums = {
-            "loss": torch.zeros((), device=self.device),
-            "correct": torch.zeros((), dtype=torch.long, device=self.device),
-            "seen": 0,
-        }
-
     def on_train_epoch_start(self) -> None:
-        self._reset_train_sums()
+        self._train_sums = {"loss": torch.zeros((), device=self.device),
+                            "correct": torch.zeros((), dtype=torch.long, device=self.device), "seen": 0}
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self.net(x)
         ce = F.cross_entropy(logits, y)
-        loss = ce
-        if self.penalty is not None:
-            extra = self.penalty(self.net, x, y, logits)
-            if extra is not None:
-                loss = loss + extra
+        extra = None if self.penalty is None else self.penalty(self.net, x, y, logits)
+        loss = ce if extra is None else ce + extra
         sums = self._train_sums
         self._samples += len(y)
         sums["loss"].add_(ce.detach(), alpha=len(y))
@@ -125,7 +98,7 @@ class ClassifierModule(pl.LightningModule):
         self._add_curve_points("train", {"loss": loss, "acc": acc})
 
     def _add_curve_points(self, split: str, values: dict[str, float]) -> None:
-        step, epoch = self.continuous_step, self.current_epoch
+        step, epoch = self.step_offset + self.trainer.global_step, self.current_epoch  # the run's continuous axis
         for metric, value in values.items():
             self._curves.append({"stage": self.stage, "epoch": epoch, "step": step, "split": split, "metric": metric, "value": value})
         self._log_scalars({f"{split}/{metric}": value for metric, value in values.items()}, step)

@@ -1,7 +1,6 @@
 """Retention strategies for sequential fine-tuning, one small class each: ``Retention`` (the no-op
 ``none``: plain fine-tuning), ``Replay``, ``EWC``, ``LwF``, ``L2SP`` and ``Freeze``, built from
-``conf/retention/*.yaml`` with ``hydra.utils.instantiate``.
-"""
+``conf/retention/*.yaml`` with ``hydra.utils.instantiate``."""
 
 from seqft_lightning.retention.base import Retention
 from seqft_lightning.retention.ewc import EWC

@@ -1,11 +1,8 @@
-"""Base classes of the retention strategies.
-
-The stage loop calls ``on_finetune_start(net, datamodule)`` once, after the pretrained baseline is
-ready; then per stage ``k`` (from 1, as in ``stages.csv``; stage 0 is the baseline) on ``classes``:
-``loader = wrap_train_loader(loader, k, classes)``, ``on_stage_start(net, k, classes)``, training
-(every step adds ``penalty(net, x, y, logits)``, unless ``None``, to the cross-entropy loss), and
-``on_stage_end(net, k, classes, datamodule)``. Hooks never mutate the caller's ``classes`` or loader.
-"""
+"""Base classes of the retention strategies. The stage loop calls ``on_finetune_start(net, datamodule)``
+once, after the baseline is ready; then per stage ``k`` (from 1; stage 0 is the baseline) on
+``classes``: ``wrap_train_loader(loader, k, classes)``, ``on_stage_start(net, k, classes)``, training
+(each step adds ``penalty(net, x, y, logits)``, unless ``None``, to the cross-entropy) and
+``on_stage_end(net, k, classes, datamodule)``. Hooks never mutate the caller's ``classes`` or loader."""
 
 from __future__ import annotations
 
@@ -31,6 +28,10 @@ class Retention:
     name: str = "none"
     #: Attribute holding the penalty strength: at 0 the strategy cannot act.
     strength: str | None = None
+
+    def check_model(self, net: nn.Module) -> None:
+        """Raise ``ValueError`` (one line) when a setting does not fit ``net``; ``plan_run`` calls
+        it on the configured model before any work."""
 
     def on_finetune_start(self, net: nn.Module, datamodule: Any) -> None:
         """Called once, after pretraining and before the first fine-tuning stage."""
@@ -80,10 +81,9 @@ class Retention:
 
 class Anchored(Retention):
     """Penalty ``(s/2) · Σ_k w_k · (θ_k − θ*_k)²`` (``s``: the :attr:`strength` attribute; ``w_k = 1``
-    unless :meth:`_weight` says otherwise) towards the anchor ``θ*``, taken at ``on_finetune_start``
-    over the trainable floating-point parameters. The dicts named in :attr:`stored` count as extra
-    memory and move to the net's device at penalty time (Lightning may move the net after a hook).
-    """
+    unless :meth:`_weight` says otherwise) towards the anchor ``θ*`` taken at ``on_finetune_start`` over
+    the trainable float parameters. The dicts in :attr:`stored` count as extra memory and follow the
+    net's device at penalty time (Lightning may move the net after a hook)."""
 
     stored: tuple[str, ...] = ("anchor",)
     anchor: dict[str, Tensor]  # set to {} by the constructor

@@ -1,46 +1,37 @@
 """Online Elastic Weight Consolidation (Kirkpatrick et al. 2017; Schwarz et al. 2018).
 
-Fisher, ``fisher=`` (diagonal, from per-sample gradients, net in eval mode):
+Fisher, ``fisher=`` (diagonal, from per-sample gradients, net in eval mode), units (nats / parameter
+unit)²: ``sampled`` (default), Kirkpatrick et al.'s (PNAS 114(13)) ``F_k = mean_n E_{ŷ ~ p(· | x_n;
+θ)} (∂ log p(ŷ | x_n; θ) / ∂θ_k)²``, with one label ``ŷ_n`` drawn per sample (a seeded generator;
+the global RNG is untouched); ``empirical``, the gradients at the TRUE labels (Kunstner et al. 2019).
+``normalize=true`` (default) divides each estimate by its mean entry, so that ``F`` averages 1 and
+λ reads on the scale of L2-SP's α; what EWC adds is how that weight is spread over the parameters.
 
-* ``sampled`` (default): the Fisher information as Kirkpatrick et al. (2017, PNAS 114(13)) define it,
-  ``F_k = mean_n E_{ŷ ~ p(· | x_n; θ)} (∂ log p(ŷ | x_n; θ) / ∂θ_k)²``, the expectation over the
-  model's own predictive distribution estimated with one label ``ŷ_n`` drawn per sample (a seeded
-  generator; the global RNG is untouched);
-* ``empirical``: the gradients at the TRUE labels ``y_n`` ("empirical Fisher"; Kunstner et al. 2019
-  discuss how it differs).
+``damping`` (ε >= 0, default 0: the published penalty) adds ε to every weight. A parameter that no
+estimated image moves has ``F_k = 0``, and fine-tuning can escape through it unpenalised at any λ
+(in this study some seeds lost 20-37 pp of retained accuracy at every λ up to 1e5 that way); ε
+bounds that path like L2-SP with α = λε.
 
-Units (nats / parameter unit)². ``normalize=true`` (default) divides each estimate by its mean
-entry, so that the weights ``F`` average 1 over the parameters and λ reads on the scale of L2-SP's
-α: ``λ = 1`` costs as much per unit of squared distance, on average, as ``α = 1`` does; what EWC adds
-is how that weight is spread over the parameters.
+At ``on_finetune_start`` the Fisher is estimated on a seeded subset of at most ``fisher_samples``
+samples of the pretraining pool (no pool: ``F = 0`` until the first stage ends); online, at the
+start of each stage after the first, ``F ← decay · F + F_stage`` is estimated on the previous
+stage's task data with the net as that stage left it, whose end set the anchor ``θ* ← θ``.
 
-``damping`` (ε >= 0, default 0: the published penalty) adds ε to every weight: ``(λ/2) Σ (F_k + ε)
-(θ_k − θ*_k)²``. A parameter that no estimated image moves (a hidden unit silent on every one of
-them) has ``F_k = 0``, and fine-tuning can then escape through it unpenalised at any λ: in this
-study some seeds lost 20-37 pp of retained accuracy at every λ up to 1e5 that way. ε bounds that
-path like L2-SP with α = λε.
-
-At ``on_finetune_start`` the Fisher is estimated on a seeded random subset of at most
-``fisher_samples`` samples of the pretraining pool (no pool: ``F = 0``, no penalty until the first
-stage ends); online, after each stage but the last, ``F ← decay · F + F_stage`` is estimated on
-that stage's task data with the net as the stage left it (at the next stage's start: after the
-last stage nothing would use it), and the anchor ``θ* ← θ`` is taken at the stage's end.
-
-Penalty (with the factor 1/2 of Kirkpatrick et al.): ``(λ / 2) · Σ_k F_k · (θ_k − θ*_k)²`` over the
-trainable floating-point parameters present at ``on_finetune_start``; 0 at ``θ = θ*``, > 0 away from
-it wherever ``F > 0``.
-"""
+Penalty (with the factor 1/2 of Kirkpatrick et al.): ``(λ / 2) · Σ_k (F_k + ε) · (θ_k − θ*_k)²``
+over the trainable floating-point parameters present at ``on_finetune_start``; 0 at ``θ = θ*``, > 0
+away from it wherever ``F_k + ε > 0``."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqft_lightning.evaluation import eval_mode
 from seqft_lightning.retention.base import Anchored, pretrain_pool
 
 log = logging.getLogger(__name__)
@@ -53,61 +44,63 @@ FISHER_KINDS = ("sampled", "empirical")
 def sample_labels(net: nn.Module, x: Tensor, generator: torch.Generator, batch_size: int = 1000) -> Tensor:
     """One label per sample drawn from the net's predictive distribution ``p(· | x)`` (eval mode),
     with ``generator`` (a CPU generator: the draw does not depend on the device)."""
-    was_training = net.training
-    net.eval()
-    try:
-        device = next(net.parameters()).device
+    device = next(net.parameters()).device
+    with eval_mode(net):
         probs = torch.cat([F.softmax(net(x[i:i + batch_size].to(device)), dim=-1).double().cpu()
                            for i in range(0, len(x), batch_size)])
-    finally:
-        net.train(was_training)
     return torch.multinomial(probs, 1, generator=generator).flatten().to(x.device)
 
 
 def empirical_fisher(net: nn.Module, x: Tensor, y: Tensor, names: Sequence[str], batch_size: int = 64) -> dict:
-    """Diagonal empirical Fisher ``mean_n g_n²`` of ``log p(y_n | x_n)`` w.r.t. ``names`` (parameters of
-    ``nn.Linear`` layers), shaped like the parameters, on their device; ``.grad`` is not touched.
+    """Diagonal empirical Fisher ``mean_n g_n²`` of ``log p(y_n | x_n)`` w.r.t. the parameters ``names``,
+    shaped like them, on their device, in chunks of ``batch_size`` samples (memory only); ``.grad`` is
+    not touched.
 
-    A Linear weight's per-sample gradient is ``δ_n a_nᵀ`` (error at its output, its input), so
-    ``Σ_n (δ_n a_nᵀ)² = (δ²)ᵀ (a²)`` and the bias's is ``Σ_n δ_n²``: two matmuls per layer per chunk
-    of ``batch_size`` samples (memory only), with ``δ_n`` from one backward pass of the *summed* loss.
-    """
+    When every one belongs to an ``nn.Linear``: a Linear weight's per-sample gradient is ``δ_n a_nᵀ``
+    (error at its output, its input), so ``Σ_n (δ_n a_nᵀ)² = (δ²)ᵀ (a²)`` and the bias's is ``Σ_n δ_n²``:
+    two matmuls per layer per chunk, with ``δ_n`` from one backward pass of the *summed* loss. Any
+    other net (a convolution): per-sample gradients with ``torch.func.vmap``."""
     if not names:
         return {}
+    params = dict(net.named_parameters())
     owners = {n: (net.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2]) for n in names}
-    if not all(isinstance(module, nn.Linear) for module, _ in owners.values()):
-        return _vmap_fisher(net, x, y, names, batch_size)
-    fisher = {n: torch.zeros_like(getattr(module, kind)) for n, (module, kind) in owners.items()}
-    device = fisher[names[0]].device
-    layers = list(dict.fromkeys(module for module, _ in owners.values()))
-    inputs, outputs = {}, {}
-
-    def keep(module: nn.Module, args: tuple, out: Tensor) -> None:
-        inputs[module], outputs[module] = args[0].detach(), out
-
-    handles = [module.register_forward_hook(keep) for module in layers]
-    was_training = net.training
-    net.eval()
-    try:
+    linear = all(isinstance(module, nn.Linear) for module, _ in owners.values())
+    squared_grads = _linear_squared_grads(net, owners) if linear else _vmap_squared_grads(net, names)
+    fisher = {n: torch.zeros_like(params[n]) for n in names}
+    device = params[names[0]].device
+    with eval_mode(net):
         for start in range(0, len(y), batch_size):
-            xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-            with torch.enable_grad():
-                loss = F.cross_entropy(net(xb), yb, reduction="sum")  # = Σ −log p(y|x); same squares
-                errors = torch.autograd.grad(loss, [outputs[module] for module in layers])
-            delta_sq = {module: e.pow(2) for module, e in zip(layers, errors)}
-            for n, (module, kind) in owners.items():
-                d2 = delta_sq[module]
-                fisher[n] += d2.T @ inputs[module].pow(2) if kind == "weight" else d2.sum(0)
-    finally:
-        net.train(was_training)
-        for handle in handles:
-            handle.remove()
+            for n, g2 in squared_grads(x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)).items():
+                fisher[n] += g2
     return {n: f / max(len(y), 1) for n, f in fisher.items()}
 
 
-def _vmap_fisher(net: nn.Module, x: Tensor, y: Tensor, names: Sequence[str], batch_size: int) -> dict:
-    """:func:`empirical_fisher` for any net (e.g. a convolution's parameters): per-sample gradients
-    with ``torch.func.vmap``, chunks of ``batch_size`` samples."""
+def _linear_squared_grads(net: nn.Module, owners: dict) -> Callable[[Tensor, Tensor], dict]:
+    """``Σ_n g_n²`` over a chunk, per parameter of ``owners`` (name -> (Linear, "weight" | "bias"))."""
+    layers = list(dict.fromkeys(module for module, _ in owners.values()))
+
+    def chunk(xb: Tensor, yb: Tensor) -> dict:
+        inputs, outputs = {}, {}
+
+        def keep(module: nn.Module, args: tuple, out: Tensor) -> None:
+            inputs[module], outputs[module] = args[0].detach(), out
+
+        handles = [module.register_forward_hook(keep) for module in layers]
+        try:
+            with torch.enable_grad():
+                loss = F.cross_entropy(net(xb), yb, reduction="sum")  # = Σ −log p(y|x); same squares
+                errors = torch.autograd.grad(loss, [outputs[module] for module in layers])
+        finally:
+            for handle in handles:
+                handle.remove()
+        d2 = {module: e.pow(2) for module, e in zip(layers, errors)}
+        return {n: d2[m].T @ inputs[m].pow(2) if kind == "weight" else d2[m].sum(0) for n, (m, kind) in owners.items()}
+
+    return chunk
+
+
+def _vmap_squared_grads(net: nn.Module, names: Sequence[str]) -> Callable[[Tensor, Tensor], dict]:
+    """``Σ_n g_n²`` over a chunk, per parameter ``names``, from ``torch.func`` per-sample gradients."""
     from torch.func import functional_call, grad, vmap
 
     params = dict(net.named_parameters())
@@ -118,26 +111,13 @@ def _vmap_fisher(net: nn.Module, x: Tensor, y: Tensor, names: Sequence[str], bat
         return F.cross_entropy(functional_call(net, (p, buffers), (x1.unsqueeze(0),)), y1.unsqueeze(0))
 
     per_sample_grad = vmap(grad(nll), in_dims=(None, 0, 0))
-    fisher = {n: torch.zeros_like(t) for n, t in theta.items()}
-    device = params[names[0]].device
-    was_training = net.training
-    net.eval()
-    try:
-        for start in range(0, len(y), batch_size):
-            xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-            for n, g in per_sample_grad(theta, xb, yb).items():
-                fisher[n] += g.pow(2).sum(0)
-    finally:
-        net.train(was_training)
-    return {n: f / max(len(y), 1) for n, f in fisher.items()}
+    return lambda xb, yb: {n: g.pow(2).sum(0) for n, g in per_sample_grad(theta, xb, yb).items()}
 
 
 class EWC(Anchored):
-    """Online EWC penalty ``(λ/2) Σ F (θ − θ*)²``, ``lambda_`` = λ (>= 0, dimensionless multiplier of
-    the Fisher term; with ``normalize`` on L2-SP's scale); ``decay`` is γ in ``F ← γ F + F_new`` (>= 0;
-    1 sums the Fishers); ``fisher`` is ``sampled`` (Kirkpatrick et al.) or ``empirical`` (see the
-    module docstring). Each Fisher estimate uses at most ``fisher_samples`` samples, selected (and,
-    ``sampled``, labelled) with ``seed``, in chunks of ``batch_size`` (memory only)."""
+    """Online EWC penalty ``(λ/2) Σ (F + ε) (θ − θ*)²`` (module doc): ``lambda_`` = λ, ``decay`` = γ in
+    ``F ← γ F + F_new``, ``damping`` = ε (each >= 0); each estimate uses at most ``fisher_samples``
+    samples, drawn (and labelled) with ``seed``, in chunks of ``batch_size`` (memory only)."""
 
     name = "ewc"
     strength = "lambda_"
@@ -146,12 +126,10 @@ class EWC(Anchored):
     def __init__(self, lambda_: float = 100.0, decay: float = 1.0, fisher_samples: int = 1000,
                  batch_size: int = 64, seed: int = 0, fisher: str = "sampled", normalize: bool = True,
                  damping: float = 0.0) -> None:
-        if lambda_ < 0 or decay < 0:
-            raise ValueError(f"lambda_ and decay must be >= 0, got {lambda_}, {decay}")
+        if lambda_ < 0 or decay < 0 or damping < 0:
+            raise ValueError(f"lambda_, decay and damping must be >= 0, got {lambda_}, {decay}, {damping}")
         if fisher_samples < 1 or batch_size < 1:
             raise ValueError(f"fisher_samples and batch_size must be >= 1, got {fisher_samples}, {batch_size}")
-        if damping < 0:
-            raise ValueError(f"damping must be >= 0, got {damping}")
         if fisher not in FISHER_KINDS:
             raise ValueError(f"fisher={fisher!r} is unknown; choose one of {list(FISHER_KINDS)}")
         self.lambda_ = float(lambda_)
@@ -171,9 +149,7 @@ class EWC(Anchored):
 
     def settings(self) -> dict[str, Any]:
         # the `fisher` argument is stored as `fisher_kind` (`fisher` holds the estimate)
-        values = super().settings()
-        values["fisher"] = self.fisher_kind
-        return values
+        return {**super().settings(), "fisher": self.fisher_kind}
 
     def _weight(self, name: str, sq_dist: Tensor) -> Tensor:
         weight = self.fisher[name] * sq_dist

@@ -1,15 +1,9 @@
-"""Freeze all parameters except selected layers.
-
-``trainable`` entries: ``"output"`` (the last layer with weights of ``net.layers``: an ``nn.Linear``
-or a convolution); an int (or digit string) ``k``, the k-th layer with weights of ``net.layers``
-(negative counts from the end; the MLP has only Linear layers, the CNN counts ``conv1, conv2, fc1,
-output``); the name of an entry of ``net.layers`` (the CNN's ``"conv2"``, ``"fc1"``); any other
-string, a parameter-name prefix on a dot boundary (``"layers.0"``, ``"layers.4.bias"``).
-
-``on_stage_start`` sets ``requires_grad = False`` and ``grad = None`` on every other parameter; Adam
-skips parameters without ``grad``, so with ``weight_decay = 0`` frozen weights stay bit-identical.
-Design choice: the freeze is never undone (the net stays frozen after fine-tuning).
-"""
+"""Freeze all parameters except selected layers. ``trainable`` entries: ``"output"`` (the last layer
+with weights of ``net.layers``); an int (or digit string) ``k``, the k-th layer with weights of
+``net.layers`` (negative from the end; the CNN counts ``conv1, conv2, fc1, output``); the name of an
+entry of ``net.layers`` (the CNN's ``"fc1"``); any other string, a parameter-name prefix
+(``"layers.4.bias"``). Every other parameter gets ``requires_grad = False`` and ``grad = None``: Adam
+skips it, so with ``weight_decay = 0`` it stays bit-identical. The freeze is never undone."""
 
 from __future__ import annotations
 
@@ -29,25 +23,22 @@ WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 def resolve_trainable(net: nn.Module, trainable: Sequence[str | int]) -> set[str]:
     """Names of the parameters of ``net`` selected by ``trainable`` entries."""
     all_names = [n for n, _ in net.named_parameters()]
-    linears = [n for n, m in net.named_modules() if n.split(".")[0] == "layers" and isinstance(m, WEIGHT_LAYERS)]
+    layers = [n for n, m in net.named_modules() if n.split(".")[0] == "layers" and isinstance(m, WEIGHT_LAYERS)]
     selected: set[str] = set()
     for entry in trainable:
-        if entry == "output" and linears:
-            prefix = linears[-1]
+        if entry == "output" and layers:
+            prefix = layers[-1]
         elif isinstance(entry, int) or (isinstance(entry, str) and entry.lstrip("-").isdigit()):
-            k = int(entry)
-            if not -len(linears) <= k < len(linears):
-                raise ValueError(f"Freeze: layer index {k} out of range "
-                                 f"for {len(linears)} layers with weights in net.layers")
-            prefix = linears[k]
+            if not -len(layers) <= int(entry) < len(layers):
+                raise ValueError(f"Freeze: layer index {entry} is out of range: the model has {len(layers)} layers with "
+                                 f"weights in net.layers (indices {-len(layers)}..{len(layers) - 1}); fix retention.trainable")
+            prefix = layers[int(entry)]
         else:
-            prefix = f"layers.{entry}" if f"layers.{entry}" in linears else str(entry)
+            prefix = f"layers.{entry}" if f"layers.{entry}" in layers else str(entry)
         hits = [n for n in all_names if n == prefix or n.startswith(prefix + ".")]
         if not hits:
-            raise ValueError(
-                f"Freeze: unknown trainable entry {entry!r}; use 'output', a layer index "
-                f"0..{len(linears) - 1}, or a parameter-name prefix of {all_names}"
-            )
+            raise ValueError(f"Freeze: unknown trainable entry {entry!r}; use 'output', a layer index "
+                             f"0..{len(layers) - 1}, or a parameter-name prefix of {all_names}")
         selected.update(hits)
     return selected
 
@@ -62,6 +53,9 @@ class Freeze(Retention):
         self.trainable = (trainable,) if isinstance(trainable, (str, int)) else tuple(trainable)
         if not self.trainable:
             raise ValueError("Freeze: trainable must name at least one layer")
+
+    def check_model(self, net: nn.Module) -> None:
+        resolve_trainable(net, self.trainable)
 
     def on_stage_start(self, net: nn.Module, stage: int, classes: Sequence[int]) -> None:
         keep = resolve_trainable(net, self.trainable)

@@ -1,10 +1,6 @@
-"""L2-SP: L2 pull towards the pretrained starting point (Li et al. 2018).
-
-``penalty = (α / 2) · Σ_k (θ_k − θ⁰_k)²`` (design choice: with the factor 1/2 of the paper) over
-the trainable floating-point parameters at ``on_finetune_start``, where ``θ⁰`` is stored. The head
-is shared by all tasks here, so it is included (the paper leaves a new head out). Units: α per
-squared parameter unit; 0 at ``θ⁰``, > 0 elsewhere.
-"""
+"""L2-SP (Li et al. 2018): ``penalty = (α / 2) · Σ_k (θ_k − θ⁰_k)²`` towards the trainable float
+parameters ``θ⁰`` at ``on_finetune_start`` (the shared head included). Units: α per squared parameter
+unit; 0 at ``θ⁰``, > 0 elsewhere."""
 
 from __future__ import annotations
 

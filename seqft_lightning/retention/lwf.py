@@ -1,11 +1,7 @@
-"""Learning without Forgetting (Li & Hoiem 2017), single shared head.
-
-A frozen copy of the net taken at ``on_stage_start`` (the model before the stage) is the teacher
-until ``on_stage_end``. On every batch ``penalty = α · T² · KL(softmax(teacher(x) / T) ‖
-softmax(student(x) / T))``, the KL averaged over the batch (in nats); ``T²`` keeps the gradient scale
-independent of the temperature (Hinton et al. 2015). It is 0 when student and teacher logits agree
-(up to a per-sample constant) and > 0 otherwise.
-"""
+"""Learning without Forgetting (Li & Hoiem 2017), single shared head: a frozen copy of the net taken
+at ``on_stage_start`` is the teacher until ``on_stage_end``; ``penalty = α · T² · KL(softmax(teacher(x)
+/ T) ‖ softmax(student(x) / T))``, averaged over the batch (nats); ``T²`` keeps the gradient scale
+independent of the temperature. 0 when the logits agree (up to a per-sample constant), > 0 otherwise."""
 
 from __future__ import annotations
 

@@ -1,17 +1,10 @@
-"""Experience replay from a small class-balanced memory.
-
-Memory: ``memory_per_class`` samples per class, drawn uniformly without replacement with the
-strategy's own ``torch.Generator(seed)`` (independent of the global RNG): from every class of the
-pretraining pool at ``on_finetune_start`` (if ``include_pretrain``), and from each finished stage's
-task data at ``on_stage_end``, replacing what its classes held before (:meth:`Replay.memory_sources`).
-
-Batches (design choice): a task batch of ``b`` samples gets ``k = round(b * replay_share / (1 -
-replay_share))`` memory samples appended, so ``replay_share ≈ k / (b + k)`` is the fraction of each
-batch taken from memory (share 0.5 → ``k = b``, batches twice as large). The wrapped loader has as
-many batches as the task loader: an epoch is still one pass over the task data. Memory samples are
-drawn uniformly with replacement with the global RNG (seeded runs are deterministic). With an empty
-memory or ``replay_share == 0`` task batches are yielded unchanged.
-"""
+"""Experience replay from a small class-balanced memory of ``memory_per_class`` samples per class,
+drawn without replacement with the strategy's own ``torch.Generator(seed)``: from the pretraining
+pool at ``on_finetune_start`` (if ``include_pretrain``) and from each finished stage's task data,
+replacing what its classes held (:meth:`Replay.memory_sources`). A task batch of ``b`` samples gets
+``k = round(b * replay_share / (1 - replay_share))`` memory samples appended (uniform, with
+replacement, global RNG), so ``replay_share ≈ k / (b + k)``; an epoch is still one pass over the task
+data. With an empty memory or ``replay_share == 0`` task batches pass unchanged."""
 
 from __future__ import annotations
 
@@ -68,9 +61,8 @@ class Replay(Retention):
 
     name = "replay"
 
-    def __init__(
-        self, memory_per_class: int = 100, replay_share: float = 0.5, seed: int = 0, include_pretrain: bool = True
-    ) -> None:
+    def __init__(self, memory_per_class: int = 100, replay_share: float = 0.5, seed: int = 0,
+                 include_pretrain: bool = True) -> None:
         if memory_per_class < 0:
             raise ValueError(f"memory_per_class must be >= 0, got {memory_per_class}")
         replay_count(1, replay_share)  # validates the range

@@ -9,11 +9,8 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    """``input_dim`` → ReLU hidden layers of ``hidden_dims`` → ``num_classes`` logits.
-
-    Inputs of any shape ``[B, ...]`` are flattened to ``[B, input_dim]``. The Linear layers sit in
-    ``self.layers`` (an ``nn.Sequential``); the last one is the output layer.
-    """
+    """``input_dim`` → ReLU hidden layers of ``hidden_dims`` → ``num_classes`` logits; inputs ``[B, ...]``
+    are flattened. The Linear layers sit in ``self.layers`` (an ``nn.Sequential``), the output layer last."""
 
     def __init__(self, input_dim: int = 784, hidden_dims: Sequence[int] = (128, 64), num_classes: int = 10):
         super().__init__()

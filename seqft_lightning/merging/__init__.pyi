@@ -1,0 +1,10 @@
+from .functional import dare_sparsify as dare_sparsify
+from .functional import task_vectors as task_vectors
+from .functional import ties_merge as ties_merge
+from .mergers import Average as Average
+from .mergers import Dare as Dare
+from .mergers import Merger as Merger
+from .mergers import TaskArithmetic as TaskArithmetic
+from .mergers import TaskVectorMerger as TaskVectorMerger
+from .mergers import Ties as Ties
+from .task_vector import TaskVector as TaskVector

@@ -65,18 +65,15 @@ class BaselineCache:
         returns ``{"history": [...], "steps": int}``) and cache it; return the entry, ``cached`` telling a hit."""
         if not self.enabled:
             return {**train(), "cached": False}
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
         # Under DDP, ranks > 0 are started by rank 0 while it holds the lock and trains: they must
         # train with it, not wait for it (their atomic save writes the same weights).
         # Lock files live apart (`.locks/`), so the cache folder lists only baselines.
         lock_path = self.cache_dir / ".locks" / f"{path.name}.lock"
-        lock_path.parent.mkdir(exist_ok=True)
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
         ddp_child = int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
-        lock = contextlib.nullcontext() if ddp_child else FileLock(str(lock_path))
-        with lock:
-            entry = self._load(path, net)
-            if entry is not None:
+        with contextlib.nullcontext() if ddp_child else FileLock(str(lock_path)):
+            if (entry := self._load(path, net)) is not None:
                 log.info("baseline cache hit: %s", path)
                 return {"history": entry["history"], "steps": entry["steps"], "cached": True}
             log.info("baseline cache miss (no baseline of this split, model, pretraining, seed, device and code "

@@ -68,17 +68,15 @@ def misspelt_key(args: list[str], config_dir: str, config_name: str = "train") -
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import DictConfig, OmegaConf
 
-    candidates = [a for a in args if "=" in a and not a.startswith("-")]
     try:
-        parsed = OverridesParser.create().parse_overrides(candidates)
+        parsed = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("-")])
     except Exception:
         return None
     keyed = [o for o in parsed if "." in o.key_or_group and not o.key_or_group.startswith("hydra") and not o.is_delete()]
     if not keyed:
         return None
-    groups = [o for o in parsed if "." not in o.key_or_group and "/" not in o.key_or_group and not o.is_delete()]
     first = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()), '') if o.is_sweep_override() else o.get_value_element_as_str()}"
-             for o in groups]
+             for o in parsed if "." not in o.key_or_group and "/" not in o.key_or_group and not o.is_delete()]
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=first, return_hydra_config=True)
@@ -91,8 +89,7 @@ def misspelt_key(args: list[str], config_dir: str, config_name: str = "train") -
         parent = OmegaConf.select(cfg, parent_key, default=None)
         if not isinstance(parent, DictConfig):
             continue  # a missing group node: Hydra's own message names it
-        adds_to_target = override.is_add() and "_target_" in parent
-        if leaf in parent or (override.is_add() and not adds_to_target):
+        if leaf in parent or (override.is_add() and "_target_" not in parent):
             continue
         keys = [k for k in parent if not str(k).startswith("_")]
         close = difflib.get_close_matches(leaf, keys, n=1, cutoff=0.5)

@@ -40,9 +40,7 @@ MINIMA = [("seed", 0, ""), ("torch_threads", 1, "or null for torch's default"), 
 
 def show_value(value: Any) -> str:
     """A config value as the user would type it, on one line."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return str(OmegaConf.to_container(value))
-    return repr(value)
+    return str(OmegaConf.to_container(value)) if isinstance(value, (DictConfig, ListConfig)) else repr(value)
 
 
 def _check_types(cfg: DictConfig) -> None:
@@ -111,8 +109,7 @@ def instantiate_checked(node: DictConfig, key: str) -> Any:
     try:
         return instantiate(node)
     except (InstantiationException, ValueError, TypeError) as err:
-        cause = err.__cause__ or err
-        raise ConfigError(f"{key}: {str(cause).splitlines()[0]}") from err
+        raise ConfigError(f"{key}: {str(err.__cause__ or err).splitlines()[0]}") from err
 
 
 def task_classes(stages: list[list[int]]) -> list[int]:
@@ -128,6 +125,5 @@ def stable_hash(obj: Any) -> str:
 
 
 def resolved_result_config(cfg: DictConfig) -> dict[str, Any]:
-    """Everything that determines a run's results (:func:`seqft_lightning.contract.affects_results`), resolved:
-    what ``config.json`` holds."""
+    """What ``config.json`` holds: the resolved config, only the keys that :func:`~.contract.affects_results` keeps."""
     return result_config(OmegaConf.to_container(cfg, resolve=True))

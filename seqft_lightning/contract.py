@@ -95,9 +95,8 @@ def affects_results(key: str) -> bool:
     (any ``*_dir`` key, e.g. ``data.data_dir``) do not."""
     key = key.lstrip("+~")
     parts = re.split(r"[./]", key)  # `hydra/launcher=joblib` is a Hydra group override
-    if key in NON_RESULT_KEYS or parts[0] in NON_RESULT_GROUPS:
-        return False
-    return not any(part.endswith("_dir") for part in parts)
+    return (key not in NON_RESULT_KEYS and parts[0] not in NON_RESULT_GROUPS
+            and not any(part.endswith("_dir") for part in parts))
 
 
 def result_config(node: Any, prefix: str = "") -> Any:

@@ -32,8 +32,7 @@ def flops_per_sample(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
 
 def tensor_bytes(tensors) -> int:
     """Bytes held by an iterable of tensors (or a dict of them)."""
-    values = tensors.values() if isinstance(tensors, dict) else tensors
-    return int(sum(t.numel() * t.element_size() for t in values))
+    return int(sum(t.numel() * t.element_size() for t in (tensors.values() if isinstance(tensors, dict) else tensors)))
 
 
 @dataclass

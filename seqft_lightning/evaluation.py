@@ -21,9 +21,8 @@ from seqft_lightning.metrics import flat_metrics
 def eval_mode(net: nn.Module) -> Iterator[nn.Module]:
     """``net`` in eval mode for the block; its training flag is restored after."""
     was_training = net.training
-    net.eval()
     try:
-        yield net
+        yield net.eval()
     finally:
         net.train(was_training)
 

@@ -13,8 +13,6 @@ def group_accuracy(confusion: torch.Tensor, classes: Sequence[int]) -> float:
     """Accuracy over the samples whose true class is in ``classes`` (``confusion[i, j]`` counts samples
     of true class ``i`` predicted as ``j``); NaN when the group has no samples."""
     classes = list(classes)
-    if not classes:
-        return float("nan")
     rows = confusion[classes].double()
     total = rows.sum()
     return float(rows[:, classes].diagonal().sum() / total) if total > 0 else float("nan")
@@ -57,8 +55,6 @@ def flat_metrics(confusion: torch.Tensor, loss_sum_per_class: torch.Tensor, targ
 def group_row(confusion: torch.Tensor, loss_sum: torch.Tensor, classes: Sequence[int]) -> dict[str, float]:
     """acc (micro), macro precision/recall/F1 and mean loss over the samples of ``classes``."""
     classes = list(classes)
-    if not classes:
-        return dict.fromkeys(("acc", "precision", "recall", "f1", "loss"), float("nan"))
     precision, recall, f1 = per_class_prf(confusion)
     support = confusion[classes].sum().double()
     return {
@@ -79,7 +75,5 @@ def stage_rows(stage: int, trained_classes: str, confusion: torch.Tensor, loss_s
     retained = [c for c in range(num_classes) if c not in set(target_classes)]
     groups = {"all": range(num_classes), "target": target_classes, "retained": retained}
     groups.update({f"class_{k}": [k] for k in range(num_classes)})
-    return [
-        {"stage": stage, "trained_classes": trained_classes, "evaluated": name, **group_row(confusion, loss_sum, classes)}
-        for name, classes in groups.items()
-    ]
+    return [{"stage": stage, "trained_classes": trained_classes, "evaluated": name,
+             **group_row(confusion, loss_sum, classes)} for name, classes in groups.items()]

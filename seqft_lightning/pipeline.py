@@ -55,8 +55,7 @@ def training_device(trainer: DictConfig) -> torch.device:
         accelerator = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     if accelerator in ("gpu", "cuda"):
         devices, rank = trainer.get("devices", 1), int(os.environ.get("LOCAL_RANK", "0"))
-        index = list(devices)[rank] if OmegaConf.is_list(devices) else rank
-        return torch.device("cuda", int(index))
+        return torch.device("cuda", int(list(devices)[rank] if OmegaConf.is_list(devices) else rank))
     return torch.device("mps" if accelerator == "mps" else "cpu")
 
 
@@ -84,7 +83,7 @@ def obtain_baseline(plan: RunPlan, runner: Runner) -> None:
 
     def pretrain() -> dict[str, Any]:
         steps = runner.fit(runner.datamodule.pretrain_dataloader(p.batch_size), p.epochs, instantiate(p.optimizer), stage=0)
-        return {"history": runner.recorder.curves(), "steps": steps}
+        return {"history": list(runner.recorder.curves), "steps": steps}
 
     cache = BaselineCache(plan.cfg.paths.cache_dir, enabled=p.get("cache", True))
     key = baseline_key(plan.cfg, plan.task_classes, runner.datamodule.device, torch.get_num_threads(), plan.code_version)
@@ -117,9 +116,8 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
     started = time.perf_counter()
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
-    device = training_device(cfg.trainer)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    runner = build_runner(plan, device)
+    runner = build_runner(plan, training_device(cfg.trainer))
     recorder = runner.recorder
     recorder.start()
     obtain_baseline(plan, runner)
@@ -136,14 +134,14 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
         final["calibration/selection_score"] = score(candidate, retained, rule.rule, float(rule.delta))
     if runner.trained_stages:
         # Continual-learning view: tasks are the stages' class groups (after stage i, on task j).
-        confusions = [r.evaluation.confusion for r in recorder.stages()[1:]]
+        confusions = [r.evaluation.confusion for r in recorder.stages[1:]]
         final = {**final, **continual_summary(confusions, runner.trained_stages, plan.stages)}
         recorder.add_task_rows(plan.stages, runner.trained_stages)
     metrics = {  # written with sorted keys
         "method": plan.method_name, "seed": int(cfg.seed), "stages": plan.stages, "task_classes": plan.task_classes,
         "retention": plan.retention.name, "retention_settings": plan.retention.settings(),
         "retention_inactive": plan.retention_inactive, "baseline": baseline, "final": final,
-        "per_stage": [r.metrics for r in recorder.stages()[1:]], "config_hash": plan.config_hash,
+        "per_stage": [r.metrics for r in recorder.stages[1:]], "config_hash": plan.config_hash,
         "code_version": plan.code_version, DIVERGENCE: runner.divergence, "cost": run_cost(runner, result), **result.fields,
     }
     final_net = result.net if result.net is not None else runner.net

@@ -32,8 +32,7 @@ _NON_NEGATIVE_ARGS = ("lr", "eps", "weight_decay", "momentum")
 def check_optimizer_ranges(node: DictConfig, key: str) -> None:
     """The shared ranges (:data:`_NON_NEGATIVE_ARGS`, ``betas``), from the config alone."""
     for name in _NON_NEGATIVE_ARGS:
-        value = node.get(name)
-        if is_number(value) and value < 0:
+        if is_number(value := node.get(name)) and value < 0:
             raise ConfigError(f"{key}.{name}={value!r} is refused by {node.get('_target_')}: it must be >= 0; fix that argument")
     betas = node.get("betas")
     if betas is not None and all(is_number(b) for b in betas) and not all(0 <= b < 1 for b in betas):

@@ -39,15 +39,13 @@ def _duration(seconds: float) -> str:
 
 def _workers(config: DictConfig, total: int) -> int:
     launcher = config.hydra.launcher
-    n_jobs = launcher.get("n_jobs")
-    if n_jobs is None:
-        # submitit: every job at once (SLURM: up to array_parallelism); basic: one at a time
-        if "submitit" in str(launcher.get("_target_", "")).lower():
-            parallel = launcher.get("array_parallelism")
-            return max(1, total if parallel is None else min(total, int(parallel)))
-        return 1
-    n_jobs, cores = int(n_jobs), os.cpu_count() or 1
-    return max(1, min(total, cores + 1 + n_jobs if n_jobs < 0 else n_jobs))  # joblib: -1 = every core
+    if (n_jobs := launcher.get("n_jobs")) is not None:  # joblib: -1 = every core
+        n_jobs = int(n_jobs)
+        return max(1, min(total, (os.cpu_count() or 1) + 1 + n_jobs if n_jobs < 0 else n_jobs))
+    if "submitit" not in str(launcher.get("_target_", "")).lower():
+        return 1  # basic: one at a time
+    parallel = launcher.get("array_parallelism")  # submitit: every job at once (SLURM: up to array_parallelism)
+    return max(1, total if parallel is None else min(total, int(parallel)))
 
 
 def _total(config: DictConfig, task_overrides: list[str]) -> int:
@@ -109,8 +107,7 @@ class SweepProgress(Callback):
         if _is_search(config):
             _search_summary(config, sweep_dir)
         records = [json.loads(p.read_text()) for p in sorted(self._dir(config).glob("*.json"))]
-        failed = [r for r in records if not r.get("ok", True)]
-        if failed:
+        if failed := [r for r in records if not r.get("ok", True)]:
             sys.stderr.write(f"sweep: {len(failed)} of {len(records)} job(s) failed (listed above with their error and "
                              f"log); the others finished\n")
             sys.stderr.flush()
@@ -127,8 +124,13 @@ class SweepProgress(Callback):
         info = read_json(progress / "total")
         job_dir = Path(str(config.hydra.runtime.output_dir))
         name = job_label(list(config.hydra.overrides.task)) or job_dir.name
-        refused = read_json(job_dir / ERROR_FILE).get("error")  # a job refused for bad input
-        ok = job_return.status == JobStatus.COMPLETED and refused is None
+        error = read_json(job_dir / ERROR_FILE).get("error")  # a job refused for bad input
+        if error is None and job_return.status != JobStatus.COMPLETED:  # a crash: compare reads error.json
+            exc = job_return._return_value
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            error = f"{type(exc).__name__}: {first_line}" if exc is not None else "unknown error"
+            atomic_write_json(job_dir / ERROR_FILE, {"error": error, "exit_status": 1})
+        ok = error is None
         mine = progress / f"{config.hydra.job.num}.json"
         done = sorted({*progress.glob("*.json"), mine})
         durations = [elapsed if p == mine else json.loads(p.read_text())["seconds"] for p in done]
@@ -139,22 +141,16 @@ class SweepProgress(Callback):
         run_time = read_json(job_dir / RUN_INFO_FILE).get("wall_time_s") if ok and not was_skipped(job_dir) else None
         head = f"[{len(done)}/{total}] {name} · {elapsed if run_time is None else run_time:.1f} s"
 
-        if refused is not None:
-            line = f"{head} · FAILED: {refused} (see {job_dir / TRAIN_LOG_FILE})"
-        elif job_return.status == JobStatus.COMPLETED and was_skipped(job_dir):
+        if error is not None:
+            line = f"{head} · FAILED: {error} (see {job_dir / TRAIN_LOG_FILE})"
+        elif was_skipped(job_dir):
             line = f"{head} · skipped: complete with the same config and code (resume=true) · ETA {_duration(eta)}"
-        elif job_return.status == JobStatus.COMPLETED:
+        else:
             metrics = read_json(job_dir / METRICS_FILE)
             acc, divergence = (metrics.get("final") or {}).get("test/acc"), metrics.get("divergence")
             acc_text = f" · acc {100 * acc:.1f} %" if is_finite_number(acc) else ""
             diverged = f" · DIVERGED: {divergence['reason']} (left out of compare's means)" if divergence else ""
             line = f"{head}{acc_text}{diverged} · ETA {_duration(eta)}"
-        else:  # a crash: compare reads its error from error.json, never from the log
-            exc = job_return._return_value
-            first_line = (str(exc).strip().splitlines() or [""])[0]
-            error = f"{type(exc).__name__}: {first_line}" if exc is not None else "unknown error"
-            atomic_write_json(job_dir / ERROR_FILE, {"error": error, "exit_status": 1})
-            line = f"{head} · FAILED: {error} (see {job_dir / TRAIN_LOG_FILE})"
         # the record, written atomically, carries the line for launchers whose jobs print elsewhere (submitit)
         atomic_write_json(mine, {"seconds": elapsed, "ok": ok, "line": line})
         sys.stderr.write(line + "\n")

@@ -67,15 +67,16 @@ class StageRecord:
 
 
 class RunRecorder:
-    """Collects each stage's evaluation and the training curves; writes the run's result files."""
+    """Collects each stage's evaluation (:attr:`stages`, in order) and the ``curves.csv`` rows
+    (:attr:`curves`, ``contract.CURVE_COLUMNS``); writes the run's result files."""
 
     def __init__(self, run_dir: str | Path, target_classes: Sequence[int]):
         self.run_dir = Path(run_dir)
         self.target_classes = list(target_classes)
-        self._stages: list[StageRecord] = []
+        self.stages: list[StageRecord] = []
+        self.curves: list[dict] = []
         self._rows: list[dict] = []
         self._task_rows: list[dict] = []
-        self._curves: list[dict] = []
 
     def start(self) -> None:
         """Remove what an earlier run left that would make a crashed rerun look complete (an old
@@ -84,24 +85,13 @@ class RunRecorder:
         for stale in self.run_dir.rglob(".*.tmp"):
             stale.unlink(missing_ok=True)
 
-    def stages(self) -> list[StageRecord]:
-        """Every recorded stage, in order (a copy)."""
-        return list(self._stages)
-
-    def curves(self) -> list[dict]:
-        """The ``curves.csv`` rows so far (a copy)."""
-        return list(self._curves)
-
-    def add_curves(self, rows: Sequence[dict]) -> None:
-        """Append ``curves.csv`` rows (``contract.CURVE_COLUMNS``)."""
-        self._curves.extend(rows)
-
     def record_stage(self, stage: int, trained: Sequence[int] | str, metrics: dict[str, float], evaluation: Evaluation) -> None:
         """Record the test evaluation after ``stage`` (0 = baseline) and write its files."""
         label = classes_label(trained)
-        self._stages.append(StageRecord(stage, label, dict(metrics), evaluation))
+        self.stages.append(StageRecord(stage, label, dict(metrics), evaluation))
         self._rows += stage_rows(stage, label, evaluation.confusion, evaluation.loss_per_class, self.target_classes)
-        self._write_confusion(stage, evaluation.confusion)
+        self.write_csv(contract.confusion_file(stage), [{"true": i, **{f"pred_{j}": n for j, n in enumerate(row)}}
+                                                        for i, row in enumerate(evaluation.confusion.tolist())])
         self._write_stages()
         log.info("stage %d (%s): test acc %s, target %s, retained %s", stage, label,
                  *(_show(metrics[f"test/{k}"]) for k in ("acc", "acc_target", "acc_retained")))
@@ -113,27 +103,21 @@ class RunRecorder:
         (positive = accuracy lost; empty until the task was trained and followed by another stage)."""
         seen: set[int] = set()
         trained_at, rows = [-1] * len(task_groups), []  # -1: not trained yet
-        for i, record in enumerate(self._stages):
+        for i, record in enumerate(self.stages):
             if record.stage >= 1:
                 seen |= set(trained_stages[record.stage - 1])
-            ev = record.evaluation
             for j, classes in enumerate(task_groups):
                 if trained_at[j] < 0 and record.stage >= 1 and set(classes) <= seen:
                     trained_at[j] = i
                 rows.append({"stage": record.stage, "trained_classes": record.trained, "evaluated": f"task_{j}",
-                             **group_row(ev.confusion, ev.loss_per_class, classes)})
-        R = np.array([row["acc"] for row in rows]).reshape(len(self._stages), len(task_groups))
+                             **group_row(record.evaluation.confusion, record.evaluation.loss_per_class, classes)})
+        R = np.array([row["acc"] for row in rows]).reshape(len(self.stages), len(task_groups))
         for row, forgetting in zip(rows, forgetting_matrix(R, trained_at).flatten()):
             row["forgetting"] = float(forgetting)
         self._task_rows = rows
 
     def _write_stages(self) -> None:
         atomic_write_text(self.run_dir / contract.STAGES_FILE, _csv_text(self._rows + self._task_rows, contract.STAGE_COLUMNS))
-
-    def _write_confusion(self, stage: int, confusion: torch.Tensor) -> None:
-        n = confusion.shape[0]
-        rows = [{"true": i, **{f"pred_{j}": int(confusion[i, j]) for j in range(n)}} for i in range(n)]
-        atomic_write_text(self.run_dir / contract.confusion_file(stage), _csv_text(rows, ["true"] + [f"pred_{j}" for j in range(n)]))
 
     def write_csv(self, name: str, rows: Sequence[dict]) -> None:
         """Write another long-format CSV result (e.g. ``calibration.csv``) atomically."""
@@ -150,7 +134,7 @@ class RunRecorder:
 
     def finish(self, metrics: dict) -> Path:
         """Write ``curves.csv``, ``stages.csv`` and finally ``metrics.json``."""
-        atomic_write_text(self.run_dir / contract.CURVES_FILE, _csv_text(self._curves, contract.CURVE_COLUMNS))
+        atomic_write_text(self.run_dir / contract.CURVES_FILE, _csv_text(self.curves, contract.CURVE_COLUMNS))
         self._write_stages()
         path = atomic_write_json(self.run_dir / contract.METRICS_FILE, _json_safe(metrics))
         log.info("wrote %s", path)

@@ -14,8 +14,7 @@ def project_root() -> str:
 
 
 def singletons(classes) -> ListConfig:
-    """``[3, 7]`` -> ``[[3], [7]]``: one stage per class (e.g. the classes a model must forget), as a
-    ListConfig (see :func:`grid`)."""
+    """``[3, 7]`` -> ``[[3], [7]]``: one stage per class (e.g. classes to forget), a ListConfig (see :func:`grid`)."""
     return ListConfig([[int(c)] for c in classes])
 
 
@@ -25,8 +24,7 @@ def grid(start: float, stop: float, step: float) -> ListConfig:
     start, stop, step = float(start), float(stop), float(step)
     if step <= 0 or stop < start:
         raise ValueError(f"grid({start}, {stop}, {step}) needs step > 0 and stop >= start")
-    count = int(round((stop - start) / step)) + 1
-    return ListConfig([round(start + i * step, 9) for i in range(count)])
+    return ListConfig([round(start + i * step, 9) for i in range(int(round((stop - start) / step)) + 1)])
 
 
 _GLOB_SAFE = str.maketrans({"[": "(", "]": ")", "*": "x", "?": "_", "/": "_", " ": "", "'": "", '"': ""})

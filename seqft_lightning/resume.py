@@ -23,8 +23,7 @@ def was_skipped(run_dir: str | Path) -> bool:
 def completed_run(run_dir: str | Path, config_hash: str, code_version: str) -> dict | None:
     """The metrics of a finished run in ``run_dir`` computed from the same config (``config_hash``)
     by the same training code (``code_version``), else ``None``; the log says why a run is redone."""
-    metrics = read_json(Path(run_dir) / METRICS_FILE)
-    if not metrics:
+    if not (metrics := read_json(Path(run_dir) / METRICS_FILE)):
         return None
     if metrics.get("config_hash") != config_hash:
         log.info("resume: %s holds results of another config; recomputing", run_dir)

@@ -76,9 +76,7 @@ class Runner:
         trainer.fit(self.module, train_dataloaders=loader, val_dataloaders=self.datamodule.val_dataloader())
         steps = trainer.global_step
         self.steps_done += steps
-        curves = self.module.take_curves()
-        self.recorder.add_curves(curves)
-        self._check_divergence(curves)
+        self._add_curves(self.module.take_curves())
         samples, calibration_samples = self.module.take_samples()
         # each rank saw its shard: count them all (one device: the count itself)
         samples = int(trainer.strategy.reduce(torch.tensor(samples, device=self.datamodule.device), reduce_op="sum"))
@@ -91,8 +89,9 @@ class Runner:
             self.work.train_wall_s += time.perf_counter() - started
         return steps
 
-    def _check_divergence(self, curves: Sequence[dict]) -> None:
-        """Keep the first training epoch whose mean loss is not finite or above :attr:`divergence_loss`."""
+    def _add_curves(self, curves: Sequence[dict]) -> None:
+        """Record ``curves.csv`` rows; keep the first train epoch whose mean loss is not finite or > divergence_loss."""
+        self.recorder.curves.extend(curves)
         losses = [(row, float(row["value"])) for row in curves if row["split"] == "train" and row["metric"] == "loss"]
         diverged = [(row, loss) for row, loss in losses if not math.isfinite(loss) or loss > self.divergence_loss]
         if self.divergence is None and diverged:
@@ -149,10 +148,8 @@ class Runner:
 
     def adopt_pretraining(self, curves: Sequence[dict], steps: int) -> None:
         """Continue from a cached baseline: its pretraining curve and ``steps`` become stage 0."""
-        self.recorder.add_curves(curves)
-        self._check_divergence(curves)
-        self.steps_done = int(steps)
-        self.work.pretrain_steps = int(steps)
+        self._add_curves(curves)
+        self.steps_done = self.work.pretrain_steps = int(steps)
         for row in curves:
             for logger in self.loggers:
                 logger.log_metrics({f"{row['split']}/{row['metric']}": row["value"]}, step=row["step"])

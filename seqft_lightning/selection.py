@@ -74,8 +74,7 @@ def select(candidates: Sequence[Mapping[str, float]], baseline_retained: float, 
         raise ValueError("select() needs at least one candidate")
     order = range(len(candidates))
     if rule == "overall":
-        best = max(order, key=lambda i: (candidates[i][ACC], -i))
-        return Selection(best, rule, float(delta), False)
+        return Selection(max(order, key=lambda i: (candidates[i][ACC], -i)), rule, float(delta), False)
     qualified = [i for i in order if candidates[i][RETAINED] >= baseline_retained - delta - 1e-12]
     if qualified:
         best = max(qualified, key=lambda i: (candidates[i][TARGET], candidates[i][RETAINED], -i))

@@ -105,7 +105,7 @@ def write_job(job_dir: Path, cfg: dict, final: dict | None = None, baseline: dic
                              final["test/acc_retained"] + 0.01 * (T - k)) for k in range(1, T)] + [final] * (T > 0)
     cost, run_info = job_cost(cfg)
     metrics = {"method": cfg["method"]["name"], "seed": cfg["seed"], "stages": stages,
-               "retention": retention_name(cfg),
+               "task_classes": sorted({c for stage in stages for c in stage}), "retention": retention_name(cfg),
                "baseline": baseline, "final": {**final, "calibration/selection_score": final["calibration/acc_target"]},
                "per_stage": per_stage, "cost": cost, "retention_inactive": None}
     (job_dir / "run_info.json").write_text(json.dumps(run_info))

@@ -164,13 +164,8 @@ def counted(job: Job, include_diverged: bool = False) -> bool:
 
 
 def task_classes_of(jobs: Iterable[Job]) -> list[int]:
-    """Union of the jobs' ``task_classes`` (metrics.json; else the classes of ``method.stages``)."""
-    classes: set[int] = set()
-    for job in jobs:
-        stages = job.config.get("method", {}).get("stages")
-        found = (job.metrics or {}).get("task_classes") or (sum(stages, []) if isinstance(stages, list) else [])
-        classes.update(int(c) for c in found if is_finite_number(c))
-    return sorted(classes)
+    """Union of the finished jobs' ``task_classes`` (metrics.json)."""
+    return sorted({int(c) for job in jobs if job.ok for c in job.metrics.get("task_classes") or ()})
 
 
 def _num(d: Mapping[str, Any] | None, key: str) -> float:
@@ -188,9 +183,9 @@ def _metric_row(d: Mapping[str, Any] | None, task_classes: Sequence[int]) -> dic
 
 def jobs_frame(jobs: Sequence[Job], labels: Mapping[str, str], task_classes: Sequence[int],
                include_diverged: bool = False) -> pd.DataFrame:
-    """One row per job: identity, final test metrics (fractions; all ten class accuracies), the baseline's, the
-    final calibration metrics of both parts and the baseline's, and cost; ``excluded`` (internal) marks the rows
-    left out of the statistics (:func:`counted`)."""
+    """One row per job, in summary.csv's column order: identity, final test metrics (fractions; all ten class
+    accuracies), the baseline's, the final calibration metrics of both parts and the baseline's, and cost;
+    ``excluded`` (internal) marks the rows left out of the statistics (:func:`counted`)."""
     rows = []
     for job in jobs:
         m, info, d = job.metrics or {}, job.run_info or {}, job.divergence or {}
@@ -203,23 +198,22 @@ def jobs_frame(jobs: Sequence[Job], labels: Mapping[str, str], task_classes: Seq
             "stages": json.dumps(m["stages"]) if m.get("stages") is not None else "",
             **_metric_row(final, task_classes), **{k: _num(final, k) for k in CL_METRICS}, "lambda": _num(m, "lambda"),
             **{f"baseline/{k}": _num(base, k) for k in HEADLINE_METRICS},
-            **{k: _num(final, k) for k in (*CALIBRATION_METRICS, *ESTIMATION_METRICS)},
-            **{f"baseline/{k}": _num(base, k) for k in (*SELECT_KEYS.values(), *ESTIMATION_METRICS)},
+            **{k: _num(final, k) for k in CALIBRATION_METRICS},
+            **{f"baseline/{k}": _num(base, k) for k in SELECT_KEYS.values()},
+            **{k: _num(final, k) for k in ESTIMATION_METRICS},
+            **{f"baseline/{k}": _num(base, k) for k in ESTIMATION_METRICS},
             **{k: _num(m.get("cost"), k) for k in COST_KEYS}, TRAIN_WALL: _num(info, TRAIN_WALL),
             DEVICE: info.get(DEVICE, ""), "excluded": job.diverged and not include_diverged})
     return pd.DataFrame(rows).astype({"seed": "Int64"})
 
 
-def summary_csv_frame(frame: pd.DataFrame, task_classes: Sequence[int], knob_keys: Sequence[str] = ()) -> pd.DataFrame:
-    """The columns of ``summary.csv`` (``cl/*`` and ``lambda`` only where a job has them; the knob columns of the
-    sweep's grids; ``chosen_for``: the tuned variants that chose the job)."""
-    cols = ["job", "status", "diverged", "reason", "method", "retention", "variant", "seed", "stages",
-            *BASE_METRICS, *[class_metric(k) for k in task_classes], CLASS_MEAN,
-            *[c for c in (*CL_METRICS, "lambda") if frame[c].notna().any()],
-            *[f"baseline/{k}" for k in HEADLINE_METRICS], *CALIBRATION_METRICS,
-            *[f"baseline/{k}" for k in SELECT_KEYS.values()], *ESTIMATION_METRICS,
-            *[f"baseline/{k}" for k in ESTIMATION_METRICS], *COST_KEYS, TRAIN_WALL, DEVICE, *knob_keys, "chosen_for"]
-    return frame[[c for c in cols if c in frame.columns]]
+def summary_csv_frame(analysis: Analysis) -> pd.DataFrame:
+    """``summary.csv``: the job frame without the other classes' accuracies, the ``cl/*`` and ``lambda`` columns
+    no job has, and ``excluded``; after the cost, the knob columns of the sweep's grids and ``chosen_for`` (the tuned
+    variants that chose the job)."""
+    frame = analysis.frame
+    unused = [class_metric(k) for k in range(10) if k not in analysis.task_classes]
+    return frame.drop(columns=[*unused, *(c for c in (*CL_METRICS, "lambda") if frame[c].isna().all()), "excluded"])
 
 
 def _used(frame: pd.DataFrame) -> pd.Series:

@@ -1,21 +1,21 @@
 """PNG figures of a sweep (matplotlib ``Figure`` objects, no pyplot state; seaborn draws).
 
-Accuracies are drawn in percent; bands and error bars are the 95 % t-intervals over seeds of :mod:`.stats` (clipped
-as stated there; none for a single seed). Line plots have one column of panels per family (naive, retention,
-merging). The two answer figures (trade-off, accuracy vs compute) zoom on the points that hold the answer, keep a
-small full-scale panel, and number their points (their key names each number). Each figure is a function
-``analysis -> Figure | None`` listed in :data:`SPECS`; one without data or whose drawing fails is reported as skipped
-instead of aborting the report.
+Accuracies in percent; bands and error bars are the 95 % t-intervals over seeds of :mod:`.stats` (clipped as stated
+there; none for a single seed). Line plots have a column of panels per family (naive, retention, merging). The answer
+figures (trade-off, accuracy vs compute) zoom on the points that hold the answer beside a small full-scale panel and
+number their points (their key names each number). Each figure is a function ``analysis -> Figure | None`` of
+:data:`SPECS`; one without data or whose drawing fails is reported as skipped instead of aborting the report.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import namedtuple
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import make_dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,10 +71,6 @@ def _tidy(parts: Iterable[tuple[str, Job, pd.DataFrame | None]], columns: list[s
     return pd.concat(frames, ignore_index=True).dropna(subset=subset)
 
 
-TRADEOFF_COLUMNS = ["kind", "series", "variant", "method", "retention", "knob", "value", "n",
-                    "x", "x_lo", "x_hi", "y", "y_lo", "y_hi", "selected"]
-
-
 def pareto_front(x: Sequence[float], y: Sequence[float]) -> np.ndarray:
     """Mask of the points no other point dominates (at least as good in both coordinates and better in one;
     higher is better; NaNs never on it)."""
@@ -84,44 +80,39 @@ def pareto_front(x: Sequence[float], y: Sequence[float]) -> np.ndarray:
     return ok & ~(ok & (x >= xi) & (y >= yi) & ((x > xi) | (y > yi))).any(axis=1)
 
 
-def _xy(x: Iterable[float], y: Iterable[float], **ident: Any) -> dict[str, Any]:
-    """Mean and clipped 95% t-interval over seeds of test retained (x) and target (y) accuracy."""
-    xs, ys = (t_interval(v, 0.95, (0.0, 1.0)) for v in (x, y))
-    return {**ident, "n": min(xs.n, ys.n), "x": xs.mean, "x_lo": xs.ci_low, "x_hi": xs.ci_high,
-            "y": ys.mean, "y_lo": ys.ci_low, "y_hi": ys.ci_high}
-
-
 def tradeoff_frame(analysis: Analysis) -> pd.DataFrame:
-    """Test target (y) vs retained (x) accuracy of everything on the trade-off plot, means over seeds.
+    """Test target (y) vs retained (x) accuracy of everything on the trade-off plot: means over seeds, clipped 95%
+    t-intervals ``x_lo``..``x_hi``, ``y_lo``..``y_hi``. ``kind``: ``grid`` (a knob grid's grid points, ``series`` =
+    its tuned label, ``value`` = the knob value), ``lambda`` (a merging method's λ grid from ``lambda_test.csv``),
+    ``point`` (every shown variant and the pretrained baseline). ``selected``: a tuned variant, or a merging variant
+    whose λ was chosen on calibration. ``pareto``: on the Pareto front of all of them."""
+    method, retention = analysis.variant_method, analysis.variant_retention
 
-    ``kind``: ``grid`` (a knob grid's grid points, ``series`` = its tuned label, ``value`` = the knob value),
-    ``lambda`` (a merging method's λ grid from ``lambda_test.csv``), ``point`` (every shown variant and the
-    pretrained baseline). ``selected``: a tuned variant, or a merging variant whose λ was chosen on calibration.
-    ``pareto``: on the Pareto front of all of them."""
-    seeds, method, retention = analysis.seeds, analysis.variant_method, analysis.variant_retention
+    def xy(variant: str, x: Iterable[float] | None = None, y: Iterable[float] | None = None, kind: str = "point",
+           series: str = "", knob: str = "", value: str = "", **ident: Any) -> dict[str, Any]:
+        """The row of ``x``, ``y`` (per seed; None: ``variant``'s)."""
+        xs, ys = (t_interval(analysis.seeds.get(m, variant).values() if v is None else v, 0.95, (0.0, 1.0))
+                  for m, v in ((RETAINED, x), (TARGET, y)))
+        return {"variant": variant, "kind": kind, "series": series or variant, "knob": knob, "value": value,
+                "selected": False, **ident, "n": min(xs.n, ys.n), "x": xs.mean, "x_lo": xs.ci_low,
+                "x_hi": xs.ci_high, "y": ys.mean, "y_lo": ys.ci_low, "y_hi": ys.ci_high}
 
-    def variant_xy(v: str, **ident: Any) -> dict[str, Any]:
-        return _xy(seeds.get(RETAINED, v).values(), seeds.get(TARGET, v).values(), variant=v, **ident)
-
-    out = [variant_xy(label, kind="grid", series=c.label, method=c.method, retention=c.retention, knob=c.key,
-                      value=format_value(value), selected=False) for c in analysis.grids for value, label in c.points]
+    out = [xy(label, kind="grid", series=c.label, method=c.method, retention=c.retention, knob=c.key,
+              value=format_value(value)) for c in analysis.grids for value, label in c.points]
     columns = ["lambda", "acc_target", "acc_retained"]
     lam = _tidy([(analysis.labels[j.rel], j, j.lambda_test) for j in analysis.finished
                  if j.method not in OWN_RULE_METHODS], columns, columns)
-    out += [_xy(g["acc_retained"], g["acc_target"], kind="lambda", series=v, variant=v, method=method[v],
-                retention=NO_RETENTION, knob="lambda", value=format_value(float(value)), selected=False)
-            for (v, value), g in lam.groupby(["variant", "lambda"], sort=True)]
-    if b := analysis.baseline_row:
-        out.append(_xy(*(analysis.baseline.get(m, []) for m in (RETAINED, TARGET)), kind="point", series=b[0],
-                       variant=BASELINE_LABEL, method=BASELINE_METHOD, retention=NO_RETENTION, knob="", value="",
-                       selected=False))
-    # task negation's target is the classes it forgets: another question, not on these axes
-    out += [variant_xy(v, kind="point", series=v, method=method[v], retention=retention[v], knob="", value="",
-                       selected=v in analysis.tuned or v in set(lam["variant"]))
+    out += [xy(v, g["acc_retained"], g["acc_target"], kind="lambda", method=method[v], retention=NO_RETENTION,
+               knob="lambda", value=format_value(float(value))) for (v, value), g in lam.groupby(["variant", "lambda"])]
+    if analysis.baseline_row:
+        out.append(xy(BASELINE_LABEL, *(analysis.baseline.get(m, []) for m in (RETAINED, TARGET)),
+                      method=BASELINE_METHOD, retention=NO_RETENTION))
+    chosen = {*analysis.tuned, *lam["variant"]}  # task negation: its target is what it forgets, not on these axes
+    out += [xy(v, method=method[v], retention=retention[v], selected=v in chosen)
             for v in analysis.shown if method[v] not in OWN_RULE_METHODS]
-    frame = pd.DataFrame(out, columns=TRADEOFF_COLUMNS)
-    frame["pareto"] = pareto_front(frame["x"], frame["y"]) if len(frame) else []
-    return frame
+    frame = pd.DataFrame(out, columns=["kind", "series", "variant", "method", "retention", "knob", "value", "n", "x",
+                                       "x_lo", "x_hi", "y", "y_lo", "y_hi", "selected"])
+    return frame.assign(pareto=pareto_front(frame["x"], frame["y"]))
 
 
 # --- drawing ---
@@ -132,24 +123,10 @@ BASELINE_COLOR = (0.45, 0.45, 0.45)
 FAMILY_COLORS = dict(zip(FAMILIES, sns.color_palette("colorblind", len(FAMILIES))))
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 LINESTYLES = {"joint": (0, (4, 2)), "baseline": (0, (1, 2))}  # other methods: solid
-
-
-@dataclass
-class PlotResult:
-    """One figure: ``path`` is None when it was skipped (``note`` says why)."""
-
-    key: str
-    path: Path | None = None
-    note: str = ""
-    section: str = "plots"
-
-
-class Style(NamedTuple):
-    color: tuple
-    marker: str
-    ls: Any = "-"
-
-
+#: one figure: ``path`` is None when it was skipped (``note`` says why)
+PlotResult = make_dataclass("PlotResult", ["key", ("path", Path | None, None), ("note", str, ""),
+                                           ("section", str, "plots")])
+Style = namedtuple("Style", "color marker ls", defaults=["-"])
 GREY = Style(BASELINE_COLOR, "o")
 
 
@@ -163,13 +140,10 @@ def variant_styles(analysis: Analysis) -> dict[str, Style]:
         key = {v: analysis.variant_retention[v] if family == "retention" else v for v in members}
         keys = list(dict.fromkeys(key.values()))
         tab = sns.color_palette("tab10" if len(keys) <= 5 else "tab20")
-        start = len(tab) // 2 if family == "merging" else 0
-        palette = (sns.color_palette("Greys_r", len(keys) + 2) if family == "naive"
-                   else [tab[(start + i) % len(tab)] for i in range(len(keys))])
-        for v in members:
-            i = keys.index(key[v])
-            styles[v] = Style(tuple(palette[i]), MARKERS[i % len(MARKERS)],
-                              LINESTYLES.get(analysis.variant_method[v], "-"))
+        palette = {"naive": sns.color_palette("Greys_r", len(keys) + 2), "retention": tab,
+                   "merging": tab[len(tab) // 2:] + tab[:len(tab) // 2]}[family]
+        styles |= {v: Style(tuple(palette[(i := keys.index(key[v])) % len(palette)]), MARKERS[i % len(MARKERS)],
+                            LINESTYLES.get(analysis.variant_method[v], "-")) for v in members}
     return styles
 
 
@@ -188,9 +162,9 @@ def _wrapped(n: int, max_cols: int, width: float, height: float, pad: float = 0.
     return fig, axes
 
 
-def _zoomed_floor(values: np.ndarray, pad: float = 2.0, step: float = 5.0) -> float:
+def _zoomed_floor(values: Iterable[float], pad: float = 2.0, step: float = 5.0) -> float:
     """Lower y/colour limit (percent) that keeps differences of a few points visible."""
-    finite = values[np.isfinite(values)]
+    finite = (values := np.asarray(values, dtype=float))[np.isfinite(values)]
     return float(max(0.0, step * np.floor((finite.min() - pad) / step))) if finite.size else 0.0
 
 
@@ -210,37 +184,6 @@ def zoom_limits(points: Any, reach: float = 5.0, pad: float = 0.75, span: float 
     return [(float(max(-0.5, a)), float(min(100.5, b))) for a, b in zip(lo - grow, hi + grow)]
 
 
-def place_labels(ax: Axes, items: Sequence[tuple[float, float, str, str, Any]],
-                 obstacles: Iterable[tuple[float, float, float]] = ()) -> None:
-    """Write each ``(x, y, text, gid, colour)`` (data coordinates) beside its point: at the first offset (rings
-    of 12 directions, nearest first) where it stays inside the axes and overlaps neither a marker of ``obstacles``
-    (``(x, y, size in points)``) nor a label placed before it (else where it overlaps the fewest); a thin line joins
-    a label set off further than the first ring to its point. Lays the figure out for good first."""
-    fig = ax.figure
-    if fig.get_layout_engine() is not None:
-        FigureCanvasAgg(fig).draw()
-        fig.set_layout_engine("none")  # placement reads final positions
-    renderer, scale, frame = fig.canvas.get_renderer(), fig.dpi / 72, ax.get_window_extent()
-    taken = [Bbox.from_bounds(px - r, py - r, 2 * r, 2 * r) for (px, py), r in (
-        (ax.transData.transform((x, y)), scale * size / 2 + 2) for x, y, size in obstacles)]
-    offsets = [(r * np.cos(a), r * np.sin(a)) for r in (9, 15, 23, 33, 45, 60) for a in np.radians(range(0, 360, 30))]
-    for x, y, text, gid, color in items:  # gid "number": a point's number, else smaller
-        ann = ax.annotate(text, (x, y), xytext=(0, 0), textcoords="offset points", ha="center", va="center", gid=gid,
-                          fontsize=7.5 if gid == "number" else 6, color=color, fontweight="bold", zorder=6,
-                          arrowprops=dict(arrowstyle="-", color=color, lw=0.5, shrinkA=1, shrinkB=3))
-        ann.update_positions(renderer)
-        box = Text.get_window_extent(ann, renderer)  # the text alone, without its line
-
-        def clashes(offset: tuple[float, float]) -> int:
-            b = box.translated(*offset)
-            inside = frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1
-            return sum(b.overlaps(t) for t in taken) + (0 if inside else len(taken) + 1)
-        best = next((o for o in offsets if not clashes(o)), min(offsets, key=clashes))
-        ann.xyann = (best[0] / scale, best[1] / scale)  # in points: the same at any dpi
-        ann.arrow_patch.set_visible(np.hypot(*best) > offsets[0][0] + 1)
-        taken.append(box.translated(*best))
-
-
 def _numbered(analysis: Analysis, data: pd.DataFrame) -> pd.DataFrame:
     """``data`` with ``number``: the pretrained baseline 1, then the shown variants (the same on both figures)."""
     order = [*analysis.baseline_row, *(v for v in analysis.shown if analysis.variant_method[v] not in OWN_RULE_METHODS)]
@@ -252,57 +195,78 @@ def _ci(g: pd.DataFrame, c: str) -> np.ndarray:
     return 100 * np.vstack([g[c] - g[f"{c}_lo"], g[f"{c}_hi"] - g[c]]).astype(float).clip(min=0)
 
 
-def _points(ax: Axes, points: pd.DataFrame, x: str, styles: Mapping[str, Style], tuned: Sequence[str],
-            xerr: bool = False, dotted: set = frozenset()) -> dict[str, Line2D]:
-    """Each variant's mean (``x`` column; y percent) with its 95% CI: the baseline a black star, tuned variants ●
-    sequential / ■ joint, ``selected`` ones (chosen on calibration) large and outlined. Returns each variant's key
-    entry: number and name, naive variants marked as such, ``dotted``: the variants drawn with a λ grid."""
+def _points(axes: Sequence[Axes], points: pd.DataFrame, x: str, styles: Mapping[str, Style], tuned: Sequence[str],
+            xerr: bool = False, dotted: Iterable[str] = ()) -> dict[str, Line2D]:
+    """Each variant's mean (``x`` column; y fractions) with its 95% CI in each of ``axes``: the baseline a black star,
+    tuned variants ● sequential / ■ joint, ``selected`` ones (chosen on calibration) large and outlined. Returns each
+    variant's key entry: number and name, naive variants marked as such, so are ``dotted`` ones (with a λ grid)."""
     handles = {}
-    for row in points.sort_values("number").itertuples(index=False):
-        base = BASELINE_METHOD in (row.method, row.variant) or row.variant == BASELINE_LABEL
-        style = Style((0.0, 0.0, 0.0), "*") if base else styles.get(row.variant, GREY)
-        style = style._replace(marker="s" if row.method == "joint" else "o") if row.variant in tuned else style
-        size = dict(ms=12, mec="black", mew=1.8) if row.selected else dict(ms=8, mec="white", mew=0.6)
-        one = points[points["variant"] == row.variant]
-        ax.errorbar(one[x], 100 * one["y"], xerr=_ci(one, "x") if xerr else None, yerr=_ci(one, "y"), capsize=2,
-                    fmt=style.marker, color=style.color, elinewidth=0.8, zorder=4 if row.selected else 3,
-                    label=f"point {row.variant}", **size)
-        naive = " (naive)" if not base and variant_family(row.method, row.retention) == "naive" else ""
-        lam = " (λ grid dotted)" if row.variant in dotted else ""
-        handles[row.variant] = Line2D([], [], color=style.color, ls=":" if lam else "none", marker=style.marker,
-                                      ms=0.75 * size["ms"], mec=size["mec"], mew=0.8 * size["mew"],
-                                      label=f"{row.number}  {row.variant}{naive}{lam}")
+    for i, r in points.sort_values("number").iterrows():
+        base, lam = r.method == BASELINE_METHOD, r.variant in dotted
+        style = Style((0.0, 0.0, 0.0), "*") if base else styles.get(r.variant, GREY)
+        style = style._replace(marker="s" if r.method == "joint" else "o") if r.variant in tuned else style
+        size = dict(ms=12, mec="black", mew=1.8) if r.selected else dict(ms=8, mec="white", mew=0.6)
+        for ax in axes:
+            ax.errorbar(points.loc[[i], x], [100 * r.y], xerr=_ci(points.loc[[i]], "x") if xerr else None,
+                        yerr=_ci(points.loc[[i]], "y"), capsize=2, fmt=style.marker, color=style.color,
+                        elinewidth=0.8, zorder=4 if r.selected else 3, label=f"point {r.variant}", **size)
+        naive = " (naive)" if not base and variant_family(r.method, r.retention) == "naive" else ""
+        handles[r.variant] = Line2D([], [], color=style.color, ls=":" if lam else "none", marker=style.marker,
+                                    ms=0.75 * size["ms"], mec=size["mec"], mew=0.8 * size["mew"],
+                                    label=f"{r.number}  {r.variant}{naive}{' (λ grid dotted)' if lam else ''}")
     return handles
 
 
 def _number(zoom: Axes, full: Axes, points: pd.DataFrame, x: str, more: Sequence = (), others: Sequence = ()) -> None:
-    """Number the ``points`` (``x`` column; y fractions) in ``zoom``'s view there (with the ``more`` labels, among
-    ``others`` markers), the rest in ``full``; ``zoom``'s title lists the rest."""
+    """Number the ``points`` (``x`` column; y fractions) in ``zoom``'s view there, then write its labels ``more``
+    (``(x, y, text, gid, colour)``); number the rest in ``full`` (``zoom``'s title lists them). Each label goes to the
+    first offset (rings of 12 directions, nearest first) inside the axes that overlaps neither a marker (``points``'s
+    and ``others``: ``(x, y, size in points)``) nor a label placed before it (else where it overlaps the fewest); a
+    thin line joins a label set off beyond the first ring. Lays the figure out for good first."""
     (x0, x1), (y0, y1) = zoom.get_xlim(), zoom.get_ylim()
     seen = points[x].between(x0, x1) & (100 * points["y"]).between(y0, y1)
-    out = points[~seen & points["y"].notna()]
-    if len(out):
+    if len(out := points[~seen & points["y"].notna()]):
         zoom.set_title(f"{zoom.get_title()}\nout of this view (see full scale): {', '.join(map(str, out['number']))}",
                        fontsize=zoom.title.get_fontsize())
+    if (fig := zoom.figure).get_layout_engine() is not None:
+        FigureCanvasAgg(fig).draw()
+        fig.set_layout_engine("none")  # placement reads final positions
+    renderer, scale = fig.canvas.get_renderer(), fig.dpi / 72
     markers = [*((getattr(r, x), 100 * r.y, 12 if r.selected else 8) for r in points.itertuples()), *others]
+    offsets = [(d * np.cos(a), d * np.sin(a)) for d in (9, 15, 23, 33, 45, 60) for a in np.radians(range(0, 360, 30))]
     for ax, shown, extra in ((zoom, points[seen], more), (full, out, ())):
-        order = shown.sort_values("selected", ascending=False, kind="stable").itertuples()
-        numbers = [(getattr(r, x), 100 * r.y, str(r.number), "number", "black") for r in order]
-        place_labels(ax, [*numbers, *extra], markers)
+        frame, order = ax.get_window_extent(), shown.sort_values("selected", ascending=False, kind="stable")
+        taken = [Bbox.from_bounds(px - d, py - d, 2 * d, 2 * d) for (px, py), d in (
+            (ax.transData.transform((mx, my)), scale * size / 2 + 2) for mx, my, size in markers)]
+        for lx, ly, text, gid, color in [*((getattr(r, x), 100 * r.y, str(r.number), "number", "black")
+                                           for r in order.itertuples()), *extra]:
+            ann = ax.annotate(text, (lx, ly), xytext=(0, 0), textcoords="offset points", ha="center", va="center",
+                              gid=gid, fontsize=7.5 if gid == "number" else 6, color=color, fontweight="bold",
+                              zorder=6, arrowprops=dict(arrowstyle="-", color=color, lw=0.5, shrinkA=1, shrinkB=3))
+            ann.update_positions(renderer)
+            box = Text.get_window_extent(ann, renderer)  # the text alone, without its line
+            def clashes(offset: tuple[float, float]) -> int:
+                b = box.translated(*offset)
+                inside = frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1)
+                return sum(b.overlaps(t) for t in taken) + (0 if inside else len(taken) + 1)
+            best = min(offsets, key=clashes)  # the first of the fewest
+            ann.xyann = (best[0] / scale, best[1] / scale)  # in points: the same at any dpi
+            ann.arrow_patch.set_visible(np.hypot(*best) > offsets[0][0] + 1)
+            taken.append(box.translated(*best))
 
 
 def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequence[str], rule: str) -> Figure:
     """:func:`tradeoff_frame` with ``number`` drawn in axes ``zoom`` (around the selected points and the baseline,
     :func:`zoom_limits`), ``full`` (0-100 %, the zoom framed) and ``key``."""
     fig, _ = _figure(13.0, 8.0)
-    axes = fig.subplot_mosaic([["zoom", "full"], ["zoom", "key"]], width_ratios=[2.3, 1], height_ratios=[1, 1.3])
-    zoom, full, key = axes["zoom"], axes["full"], axes["key"]
+    zoom, full, key = fig.subplot_mosaic([["zoom", "full"], ["zoom", "key"]], width_ratios=[2.3, 1],
+                                         height_ratios=[1, 1.3]).values()
     points = data[data["kind"] == "point"].astype({"number": int}).assign(pct=lambda d: 100 * d["x"])
     answer = points[points["selected"] | (points["method"] == BASELINE_METHOD)]
     xlim, ylim = zoom_limits(100 * (answer if len(answer) else points)[["x", "y"]])
-    lam = set(data.loc[data["kind"] == "lambda", "series"])
+    front, lines = data[data["pareto"]].sort_values(["x", "y"], ascending=[True, False]), data[data["kind"] != "point"]
     for ax in (zoom, full):
-        for series, g in data[data["kind"] != "point"].groupby("series", sort=False):
+        for series, g in lines.groupby("series", sort=False):
             color, kind = styles.get(series, GREY).color, g["kind"].iloc[0]
             ax.plot(100 * g["x"], 100 * g["y"], color=color, lw=1.4, alpha=0.9, zorder=2, label=f"{kind} {series}",
                     **(dict(ls=":", marker=".", ms=4) if kind == "lambda" else
@@ -310,12 +274,12 @@ def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequen
             if kind == "grid":
                 ax.errorbar(100 * g["x"], 100 * g["y"], xerr=_ci(g, "x"), yerr=_ci(g, "y"), fmt="none", ecolor=color,
                             alpha=0.35, elinewidth=0.8, capsize=2, zorder=1)
-        handles = list(_points(ax, points, "pct", styles, tuned, xerr=True, dotted=lam).values())
-        front = data[data["pareto"]].sort_values(["x", "y"], ascending=[True, False])
         ax.plot(100 * front["x"], 100 * front["y"], color="0.25", lw=6, alpha=0.15, drawstyle="steps-pre", zorder=0)
         ax.scatter(100 * front["x"], 100 * front["y"], s=260, facecolors="none", edgecolors="0.3", linewidths=0.9,
                    zorder=5, label="pareto")
         ax.grid(alpha=0.3)
+    handles = list(_points((zoom, full), points, "pct", styles, tuned, xerr=True,
+                           dotted=set(lines.loc[lines["kind"] == "lambda", "series"])).values())
     zoom.set(xlim=xlim, ylim=ylim, xlabel="retained accuracy on test (%, classes not trained)",
              ylabel="target accuracy on test (%)")
     zoom.set_title(f"Target vs retained test accuracy: every knob's grid (mean over seeds, 95% CI)\n{rule}", fontsize=9)
@@ -323,7 +287,7 @@ def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequen
     full.set_title("full scale (dashed frame: the zoom)", fontsize=8)
     full.tick_params(labelsize=7)
     full.add_patch(Rectangle((xlim[0], ylim[0]), xlim[1] - xlim[0], ylim[1] - ylim[0], fill=False, ls="--", lw=0.8))
-    grids = data[data["kind"] == "grid"]
+    grids = lines[lines["kind"] == "grid"]
     handles += [Line2D([], [], color=styles.get(r.series, GREY).color, marker="o", ms=3.5,
                        label=f"{r.retention} over {r.knob}") for r in grids.drop_duplicates("retention").itertuples()]
     handles += [Line2D([], [], color="0.2", ls=ls, label=label) for ls, label in
@@ -336,9 +300,8 @@ def draw_tradeoff(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequen
     key.legend(handles=handles, loc="upper left", fontsize=7, frameon=False, borderaxespad=0)
     ends = grids.groupby("series", sort=False).nth([0, -1]).dropna(subset=["x", "y"])  # each grid's end values
     ends = ends[(100 * ends["x"]).between(*xlim) & (100 * ends["y"]).between(*ylim)]
-    _number(zoom, full, points, "pct", [(100 * r.x, 100 * r.y, r.value, "value", styles.get(r.series, GREY).color)
-                                        for r in ends.itertuples()],
-            [(100 * r.x, 100 * r.y, 4) for r in data[data["kind"] != "point"].itertuples()])
+    values = [(100 * r.x, 100 * r.y, r.value, "value", styles.get(r.series, GREY).color) for r in ends.itertuples()]
+    _number(zoom, full, points, "pct", values, [(100 * r.x, 100 * r.y, 4) for r in lines.itertuples()])
     return fig
 
 
@@ -349,44 +312,11 @@ def tradeoff(a: Analysis) -> Figure | None:
     return draw_tradeoff(_numbered(a, data), variant_styles(a), a.tuned, a.selection.short())
 
 
-def draw_accuracy_vs_compute(data: pd.DataFrame, styles: Mapping[str, Style], tuned: Sequence[str],
-                             baseline: Mapping[str, float]) -> Figure:
-    """One column per metric of ``data`` (a row per variant and metric: ``flops``, ``grid_flops``, ``y``, ``y_lo``,
-    ``y_hi`` fractions, ``selected``, ``number``): above, zoomed on the tuned and merging points and the baseline
-    (:func:`zoom_limits`); below, 0-100 % (the zoom shaded)."""
-    metrics, data = list(dict.fromkeys(data["metric"])), data.astype({"number": int})
-    fig, _ = _figure(6.0 * len(metrics) + 3.2, 7.5)
-    axes = fig.subplots(2, len(metrics), squeeze=False, sharex=True, height_ratios=[3, 1])
-    for (zoom, full), metric in zip(axes.T, metrics):
-        d = data[data["metric"] == metric]
-        answer = d[d["selected"] | d["method"].isin(MERGING_METHODS)]
-        (ylim,) = zoom_limits(np.r_[100 * (answer if len(answer) else d)["y"], 100 * baseline.get(metric, np.nan)])
-        for ax in (zoom, full):
-            handles = _points(ax, d, "flops", styles, tuned)
-            for r in d[d["grid_flops"] > d["flops"]].itertuples():  # hollow: the whole knob grid's training FLOPs
-                color, marker = handles[r.variant].get_color(), handles[r.variant].get_marker()
-                ax.plot([r.flops, r.grid_flops], [100 * r.y] * 2, color=color, lw=0.8, alpha=0.6)
-                ax.plot([r.grid_flops], [100 * r.y], marker=marker, mfc="none", color=color, ms=7)
-            if np.isfinite(baseline.get(metric, np.nan)):
-                ax.axhline(100 * baseline[metric], color="0.3", ls=":", lw=1)
-            ax.set_xscale("log")
-            ax.grid(alpha=0.3, which="both")
-        zoom.set(ylim=ylim, ylabel="test accuracy (%)", title=agg.metric_name(metric), label=f"zoom {metric}")
-        full.set(ylim=(-2, 102), ylabel="full scale (%)", xlabel="training FLOPs (log scale; hollow = the whole grid)",
-                 label=f"full {metric}")
-        full.axhspan(*ylim, color="0.5", alpha=0.15, lw=0)
-    baseline_line = Line2D([], [], color="0.3", ls=":", label="pretrained baseline")
-    fig.legend(handles=[*handles.values(), *[baseline_line][:len(baseline)]],
-               loc="outside right upper", fontsize=7, frameon=False)
-    fig.suptitle("Accuracy vs training compute (mean over seeds, error bars = 95% CI; tuned variants outlined)")
-    for (zoom, full), metric in zip(axes.T, metrics):
-        _number(zoom, full, data[data["metric"] == metric], "flops")
-    return fig
-
-
 def accuracy_vs_compute(a: Analysis) -> Figure | None:
-    """The baseline, which trains nothing, is a line; task negation, whose target is what it forgets, is left out."""
-    cost, summary = agg.cost_table(a), a.summary.set_index(["variant", "metric"])
+    """A column per metric (target, overall): test accuracy vs training FLOPs, above zoomed on the tuned and merging
+    points and the baseline (:func:`zoom_limits`), below at 0-100 % (the zoom shaded). The baseline, which trains
+    nothing, is a line; task negation, whose target is what it forgets, is left out."""
+    cost, summary, styles = agg.cost_table(a), a.summary.set_index(["variant", "metric"]), variant_styles(a)
     rows = [{"variant": v, "method": a.variant_method[v], "retention": a.variant_retention[v], "selected": v in a.tuned,
              "metric": metric, "flops": c[agg.TRAIN_FLOPS], "grid_flops": c[agg.GRID_FLOPS], "y": s["mean"],
              "y_lo": s["ci_low"], "y_hi": s["ci_high"]}
@@ -395,9 +325,39 @@ def accuracy_vs_compute(a: Analysis) -> Figure | None:
             for metric in (TARGET, ACC) if (v, metric) in summary.index for s in [summary.loc[(v, metric)]]]
     if not rows:
         return None
-    base = {m: float(a.baseline[m].mean()) for m in (TARGET, ACC) if m in a.baseline and not a.baseline.empty}
-    return draw_accuracy_vs_compute(_numbered(a, pd.DataFrame(rows)), variant_styles(a), a.tuned, base)
+    data = _numbered(a, pd.DataFrame(rows)).astype({"number": int})
+    base = {m: 100 * a.baseline[m].mean() for m in (TARGET, ACC) if m in a.baseline and not a.baseline.empty}
+    metrics = list(dict.fromkeys(data["metric"]))
+    fig, _ = _figure(6.0 * len(metrics) + 3.2, 7.5)
+    axes = fig.subplots(2, len(metrics), squeeze=False, sharex=True, height_ratios=[3, 1]).T
+    for (zoom, full), metric in zip(axes, metrics):
+        d = data[data["metric"] == metric]
+        answer = d[d["selected"] | d["method"].isin(MERGING_METHODS)]
+        (ylim,) = zoom_limits(np.r_[100 * (answer if len(answer) else d)["y"], base.get(metric, np.nan)])
+        handles = _points((zoom, full), d, "flops", styles, a.tuned)
+        for ax in (zoom, full):
+            for r in d[d["grid_flops"] > d["flops"]].itertuples():  # hollow: the whole knob grid's training FLOPs
+                color, marker = handles[r.variant].get_color(), handles[r.variant].get_marker()
+                ax.plot([r.flops, r.grid_flops], [100 * r.y] * 2, color=color, lw=0.8, alpha=0.6)
+                ax.plot([r.grid_flops], [100 * r.y], marker=marker, mfc="none", color=color, ms=7)
+            if np.isfinite(base.get(metric, np.nan)):
+                ax.axhline(base[metric], color="0.3", ls=":", lw=1)
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3, which="both")
+        zoom.set(ylim=ylim, ylabel="test accuracy (%)", title=agg.metric_name(metric), label=f"zoom {metric}")
+        full.set(ylim=(-2, 102), ylabel="full scale (%)", xlabel="training FLOPs (log scale; hollow = the whole grid)",
+                 label=f"full {metric}")
+        full.axhspan(*ylim, color="0.5", alpha=0.15, lw=0)
+    baseline_line = Line2D([], [], color="0.3", ls=":", label="pretrained baseline")
+    fig.legend(handles=[*handles.values(), *[baseline_line][:len(base)]], loc="outside right upper", fontsize=7,
+               frameon=False)
+    fig.suptitle("Accuracy vs training compute (mean over seeds, error bars = 95% CI; tuned variants outlined)")
+    for (zoom, full), metric in zip(axes, metrics):
+        _number(zoom, full, data[data["metric"] == metric], "flops")
+    return fig
 
+
+# --- line plots, heat maps and bars ---
 
 def draw_family_grid(analysis: Analysis, panels: Sequence[tuple], families: Sequence[str], xlabel: str,
                      suptitle: str, stage_lines: bool = False) -> Figure:
@@ -419,11 +379,11 @@ def draw_family_grid(analysis: Analysis, panels: Sequence[tuple], families: Sequ
                 ax.plot(b["x"], b["mean"], color=st.color, marker=st.marker if markers else None, ms=4,
                         ls=st.ls, lw=1.4, label=v)
                 ax.fill_between(b["x"], b["ci_low"], b["ci_high"], color=st.color, alpha=0.15, linewidth=0)
-            for stage, start in data.groupby("stage")["x"].min().items() if stage_lines else []:
-                if stage >= 2:
-                    ax.axvline(start, color="0.5", ls=":", lw=1)
-                    ax.annotate(f"S{stage:.0f}", (start, 1.0), xycoords=("data", "axes fraction"),
-                                fontsize=7, color="0.4", ha="left", va="top")
+            starts = data.groupby("stage")["x"].min() if stage_lines else pd.Series()
+            for stage, start in starts[starts.index >= 2].items():
+                ax.axvline(start, color="0.5", ls=":", lw=1)
+                ax.annotate(f"S{stage:.0f}", (start, 1.0), xycoords=("data", "axes fraction"), fontsize=7, color="0.4",
+                            ha="left", va="top")
             ax.set_title(title, fontsize=9)
             ax.set(xlabel=xlabel, ylabel=ylabel)
             ax.grid(alpha=0.3)
@@ -468,9 +428,8 @@ def training_curves(a: Analysis) -> Figure | None:
 
 
 def class_heatmap(a: Analysis) -> Figure | None:
-    classes, b, rows = [class_metric(k) for k in range(10)], a.baseline, {}
-    if a.baseline_row:
-        rows[BASELINE_LABEL] = [b[c].mean() if c in b else np.nan for c in classes]
+    classes, b = [class_metric(k) for k in range(10)], a.baseline
+    rows = {BASELINE_LABEL: [b[c].mean() if c in b else np.nan for c in classes]} if a.baseline_row else {}
     rows.update({v: [a.seeds.mean(c, v) for c in classes] for v in a.shown})
     values = 100 * pd.DataFrame.from_dict(rows, orient="index", columns=list(range(10))).astype(float)
     if values.empty or values.isna().all().all():
@@ -488,21 +447,21 @@ def class_heatmap(a: Analysis) -> Figure | None:
 
 
 def confusion(a: Analysis) -> Figure | None:
-    found: dict[str, tuple[np.ndarray, int, list]] = {}  # variant: (counts summed over seeds, jobs, stages)
+    found: dict[str, list[Job]] = {}  # variant: its jobs with a confusion matrix
     for variant, job in shown_jobs(a):
         if job.confusion is not None:
-            total, n, stages = found.get(variant, (0, 0, []))
-            found[variant] = (total + job.confusion, n + 1, [*stages, job.confusion_stage])
+            found.setdefault(variant, []).append(job)
     if not found:
         return None
     fig, axes = _wrapped(len(found), 4, 3.4, 3.5, pad=0.8)
-    for ax, (variant, (counts, n_jobs, stages)) in zip(axes, found.items()):
+    for ax, (variant, jobs) in zip(axes, found.items()):
+        counts = sum(j.confusion for j in jobs)  # summed over seeds
         norm = 100 * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # a class without samples: 0
         text = np.where(norm >= 9.95, np.char.mod("%.0f", norm), np.char.mod("%.1f", norm))
         sns.heatmap(norm, ax=ax, cmap="Blues", vmin=0, vmax=100, cbar=False, square=True, fmt="",
                     annot=np.where(norm >= 0.5, text, ""), annot_kws={"fontsize": 5.5})  # blank: text is slow to draw
         ax.tick_params(labelsize=6, rotation=0)
-        ax.set_title(f"{variant}\n(stage {max(stages)}, {n_jobs} seed(s))", fontsize=7)
+        ax.set_title(f"{variant}\n(stage {max(j.confusion_stage for j in jobs)}, {len(jobs)} seed(s))", fontsize=7)
         ax.set_xlabel("predicted", fontsize=7)
         ax.set_ylabel("true", fontsize=7)
     fig.colorbar(axes[0].collections[0], ax=axes.tolist(), label="% of true class", shrink=0.6)
@@ -536,24 +495,24 @@ def calibration(a: Analysis) -> Figure | None:
 
 
 def headline_bars(a: Analysis) -> Figure | None:
-    """Each y-axis starts at a round value below its lowest bar (0 when a bar is near 0)."""
-    if a.summary.empty:
-        return None
-    variants = [*a.baseline_row, *a.shown]
+    """Each y-axis starts at a round value below its lowest bar or CI (0 when one is near 0)."""
+    variants, metrics = [*a.baseline_row, *a.shown], agg.HEADLINE_METRICS
     families = [a.family(v) for v in variants]
     x = np.arange(len(variants)) + np.cumsum([0] + [f != g for f, g in zip(families, families[1:])]) * 0.6
-    colors = [BASELINE_COLOR if v == BASELINE_LABEL else FAMILY_COLORS[f] for v, f in zip(variants, families)]
-    metrics = agg.HEADLINE_METRICS
+    colors = {v: BASELINE_COLOR if v == BASELINE_LABEL else FAMILY_COLORS[f] for v, f in zip(variants, families)}
+    seeds = pd.DataFrame([(m, v, pos, 100 * value) for m in metrics for v, pos in zip(variants, x) for value in (
+        a.baseline.get(m, pd.Series()).dropna() if v == BASELINE_LABEL else a.seeds.get(m, v).values())],
+        columns=["metric", "variant", "x", "y"])
+    if seeds.empty:
+        return None
     fig, axes = _figure(max(8.0, 0.42 * len(variants) + 2.5), 2.6 * len(metrics) + 2.0, len(metrics), sharex=True)
     for ax, metric in zip(axes, metrics):
-        sub = a.summary[a.summary["metric"] == metric].set_index("variant")
-        mean, lo, hi = (100 * np.array([sub[c].get(v, np.nan) for v in variants], dtype=float)
-                        for c in ("mean", "ci_low", "ci_high"))
-        ax.bar(x, mean, 0.8, yerr=np.nan_to_num(np.vstack([mean - lo, hi - mean])), capsize=3, color=colors,
-               edgecolor="white")
-        floor = _zoomed_floor(np.concatenate([lo, mean]))
-        ax.set_ylim(floor, min(100.5, np.nanmax(np.concatenate([hi, mean, [floor]])) + 1))
-        ax.set(title=agg.metric_name(metric), ylabel="test accuracy (%)")
+        sns.barplot(seeds[seeds["metric"] == metric], x="x", y="y", hue="variant", palette=colors, native_scale=True,
+                    dodge=False, saturation=1, edgecolor="white", errorbar=t_errorbar(PERCENT), capsize=0.2,
+                    err_kws={"color": "black", "linewidth": 1.5}, legend=False, ax=ax)
+        floor = _zoomed_floor(np.r_[[p.get_height() for p in ax.patches], *[line.get_ydata() for line in ax.lines]])
+        ax.set_ylim(floor, min(100.5, max(ax.dataLim.y1, floor) + 1))
+        ax.set(title=agg.metric_name(metric), ylabel="test accuracy (%)", xlabel="")
         ax.grid(axis="y", alpha=0.3)
         if floor > 0:
             ax.text(1.0, 1.01, f"y-axis starts at {floor:.0f}%", transform=ax.transAxes, ha="right", fontsize=8,
@@ -565,17 +524,10 @@ def headline_bars(a: Analysis) -> Figure | None:
     return fig
 
 
-class PlotSpec(NamedTuple):
-    """One figure, ``plots/<name>.png``: ``draw(analysis)`` gives it, or None (skipped: "needs <needs>"). ``section``:
-    where the report puts it: "answer" (the first figure), "cost" (beside the cost table) or "plots". Its title and
-    caption are in ``templates/figures.md.j2``."""
-
-    name: str
-    draw: Callable[[Analysis], Figure | None]
-    needs: str
-    section: str = "plots"
-
-
+#: one figure, ``plots/<name>.png``: ``draw(analysis)`` gives it, or None (skipped: "needs <needs>"). ``section``:
+#: where the report puts it: "answer" (the first figure), "cost" (beside the cost table) or "plots". Its title and
+#: caption are in ``templates/figures.md.j2``.
+PlotSpec = namedtuple("PlotSpec", "name draw needs section", defaults=["plots"])
 SPECS: tuple[PlotSpec, ...] = (
     PlotSpec("tradeoff", tradeoff, "test target and retained accuracy in a finished job", "answer"),
     PlotSpec("accuracy_vs_compute", accuracy_vs_compute, "cost/train_flops in metrics.json", "cost"),

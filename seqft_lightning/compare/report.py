@@ -84,8 +84,6 @@ def stats_cells(analysis: agg.Analysis, v: str, metrics: Sequence[str]) -> list[
             *[cell(rows.loc[m] if m in rows.index else None) for m in metrics]]
 
 
-
-
 def seed_cells(analysis: agg.Analysis, v: str, columns: Iterable[str]) -> list[str]:
     """``mean ± std [95% CI]`` (percent, clipped) over the seeds of ``v`` of each of ``columns``."""
     return [cell(asdict(t_interval(analysis.seeds.get(c, v).values(), 0.95, (0.0, 1.0)))) for c in columns]
@@ -105,8 +103,7 @@ def write_outputs(analysis: agg.Analysis, sweep_dir: Path, out_dir: Path, plots:
     """Write every text output atomically; returns ``{name: path}``."""
     out_dir, sweep_dir = Path(out_dir), Path(sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    knobs = list(dict.fromkeys(g.key for g in analysis.grids))
-    csv, tuned = agg.summary_csv_frame(analysis.frame, analysis.task_classes, knobs), analysis.choices
+    csv, tuned = agg.summary_csv_frame(analysis), analysis.choices
     tuned = tuned if not tuned.empty else pd.DataFrame(columns=TUNED_COLUMNS)
     figures = [{**vars(p), "src": Path(os.path.relpath(p.path, out_dir)).as_posix()  # links relative to the .md
                 if p.path is not None and Path(p.path).is_file() else None} for p in plots]

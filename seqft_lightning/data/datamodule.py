@@ -33,12 +33,9 @@ class TaskDataModule(pl.LightningDataModule):
                  mean: float = 0.1307, std: float = 0.3081, estimation_size: int = 0):
         super().__init__()
         self.task_classes = sorted(int(c) for c in task_classes)
-        self.samples_per_task = samples_per_task
-        self.calibration_size = int(calibration_size)
-        self.estimation_size = int(estimation_size)
-        self.split_seed = int(split_seed)
-        self.eval_batch_size = int(eval_batch_size)
-        self.mean, self.std = float(mean), float(std)
+        self.samples_per_task, self.split_seed = samples_per_task, int(split_seed)
+        self.calibration_size, self.estimation_size = int(calibration_size), int(estimation_size)
+        self.eval_batch_size, self.mean, self.std = int(eval_batch_size), float(mean), float(std)
         self.device = torch.device("cpu")
         self.splits: Splits | None = None
 
@@ -79,8 +76,7 @@ class TaskDataModule(pl.LightningDataModule):
 
     def task_data(self, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Held-out task samples of ``classes`` (concatenated, unshuffled)."""
-        unknown = [c for c in classes if c not in self._task]
-        if unknown:
+        if unknown := [c for c in classes if c not in self._task]:
             raise DataError(f"classes {unknown} were not held out as task classes (held out: {self.task_classes})")
         xs, ys = zip(*(self._task[int(c)] for c in classes))
         return torch.cat(xs), torch.cat(ys)
@@ -136,8 +132,7 @@ class IDXTaskDataModule(TaskDataModule):
 
         parser = getattr(datasets, self.files.folder)
         try:
-            train = parser(self.data_dir, train=True, download=False)
-            test = parser(self.data_dir, train=False, download=False)
+            train, test = (parser(self.data_dir, train=split, download=False) for split in (True, False))
         except (RuntimeError, ValueError, OSError) as err:
             raise DataError(f"could not parse {self.files.folder} under {self.data_dir} ({err}); delete that folder and rerun") from err
         return train.data, train.targets, test.data, test.targets
@@ -160,8 +155,7 @@ class FashionMNISTTaskDataModule(IDXTaskDataModule):
 
 
 class SyntheticTaskDataModule(TaskDataModule):
-    """Tiny, learnable stand-in for MNIST for tests and smoke runs: class-dependent Gaussian blobs
-    rendered as 28×28 uint8 (it touches no file)."""
+    """Tiny, learnable stand-in for MNIST (tests, smoke runs; no file): class-dependent Gaussian blobs, 28×28 uint8."""
 
     def __init__(self, train_size: int = 600, test_size: int = 200, seed: int = 0, **kwargs):
         super().__init__(**{"samples_per_task": 20, "calibration_size": 100, "estimation_size": 100, **kwargs})

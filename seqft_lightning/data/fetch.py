@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 
 from seqft_lightning.data.mnist_files import DATASETS, IDXDataset, download, ensure_raw
-from seqft_lightning.io import atomic_write, atomic_write_text
+from seqft_lightning.io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +30,7 @@ def fetch(dataset: IDXDataset | str, dest: str | Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="seqft-fetch-") as tmp:
         download(dataset, tmp, f"downloading {dataset.folder} with torchvision failed ({{err}}); check the network and retry")
         for name in dataset.md5:
-            with open(Path(tmp) / dataset.folder / "raw" / f"{name}.gz", "rb") as src:
-                atomic_write(dest / f"{name}.gz", lambda out: shutil.copyfileobj(src, out), mode="wb")
+            atomic_write_bytes(dest / f"{name}.gz", (Path(tmp) / dataset.folder / "raw" / f"{name}.gz").read_bytes())
     with tempfile.TemporaryDirectory(prefix="seqft-verify-") as tmp:
         ensure_raw(dataset, dest, tmp)
     atomic_write_text(dest / "MD5SUMS.uncompressed", "".join(f"{md5}  {name}\n" for name, md5 in sorted(dataset.md5.items())))

@@ -11,14 +11,13 @@ import gzip
 import hashlib
 import logging
 import os
-import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from seqft_lightning.errors import DataError
-from seqft_lightning.io import atomic_write
+from seqft_lightning.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -128,18 +127,14 @@ def ensure_raw(dataset: IDXDataset | str, source_dir: str | os.PathLike, root: s
             continue
         archive = source_dir / f"{name}.gz"
         if not archive.is_file():
-            raise DataError(
-                f"{dest} has MD5 {md5_of(dest) if dest.is_file() else 'missing'}, expected {expected}, "
-                f"and {archive} is missing to unpack it again; " + hint(archive)
-            )
+            raise DataError(f"{dest} has MD5 {md5_of(dest) if dest.is_file() else 'missing'}, expected {expected}, "
+                            f"and {archive} is missing to unpack it again; " + hint(archive))
         log.info("unpacking %s", archive)
         try:
-            with gzip.open(archive, "rb") as src:
-                atomic_write(dest, lambda out: shutil.copyfileobj(src, out), mode="wb")
+            atomic_write_bytes(dest, gzip.decompress(archive.read_bytes()))
         except (OSError, EOFError, zlib.error) as err:
             raise DataError(f"{archive} is corrupt or truncated ({err}); {hint(archive)}") from err
-        actual = md5_of(dest)
-        if actual != expected:
+        if (actual := md5_of(dest)) != expected:
             dest.unlink()
             raise DataError(f"{archive} unpacks to MD5 {actual}, expected {expected} (corrupt file); " + hint(archive))
         _VERIFIED.add(file_identity(dest))

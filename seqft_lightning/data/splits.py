@@ -56,16 +56,13 @@ def check_split_sizes(counts: Sequence[int], task_classes: Sequence[int], sample
     if not 0 <= estimation_size < total - calibration_size:
         raise DataError(f"data.estimation_size={estimation_size} must be in [0, {total - calibration_size}) "
                         f"(the images left after data.calibration_size={calibration_size}); lower it")
-    quotas = stratified_quotas(counts, calibration_size)
-    estimation = stratified_quotas(counts, estimation_size)
+    quotas, estimation = stratified_quotas(counts, calibration_size), stratified_quotas(counts, estimation_size)
     for c in sorted(int(c) for c in task_classes):
         left = int(counts[c]) - quotas[c] - estimation[c]
         if samples_per_task is not None and int(samples_per_task) > left:
-            raise DataError(
-                f"data.samples_per_task={samples_per_task} exceeds the {left} training images of class {c} "
-                f"left after the calibration and estimation parts; lower data.samples_per_task, "
-                f"data.calibration_size or data.estimation_size"
-            )
+            raise DataError(f"data.samples_per_task={samples_per_task} exceeds the {left} training images of class {c} "
+                            "left after the calibration and estimation parts; lower data.samples_per_task, "
+                            "data.calibration_size or data.estimation_size")
     return quotas, estimation
 
 
@@ -78,8 +75,7 @@ def make_splits(labels: torch.Tensor, task_classes: Sequence[int], samples_per_t
     labels = labels.long().cpu()
     counts = torch.bincount(labels, minlength=num_classes).tolist()
     quotas, est_quotas = check_split_sizes(counts, task_classes, samples_per_task, calibration_size, estimation_size)
-    generator = torch.Generator().manual_seed(int(split_seed))
-    perm = torch.randperm(len(labels), generator=generator)
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(split_seed)))
 
     calibration, estimation, pretrain, tasks = [], [], [], {}
     for c in range(num_classes):

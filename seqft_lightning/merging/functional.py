@@ -74,10 +74,8 @@ def _trim_global(deltas: Mapping[str, Tensor], keep_fraction: float) -> dict[str
     # The n_keep-th largest magnitude is the (total - n_keep + 1)-th smallest.
     threshold = torch.kthvalue(flat, total - n_keep + 1).values
     log.debug("TIES trim: keeping %d of %d entries (|tau| >= %g)", n_keep, total, threshold.item())
-    return {
-        key: torch.where(tensor.abs().to(dtype) >= threshold, tensor, torch.zeros_like(tensor))
-        for key, tensor in deltas.items()
-    }
+    return {key: torch.where(tensor.abs().to(dtype) >= threshold, tensor, torch.zeros_like(tensor))
+            for key, tensor in deltas.items()}
 
 
 def dare_sparsify(tv: TaskVector, drop_rate: float, generator: torch.Generator) -> TaskVector:
@@ -89,11 +87,9 @@ def dare_sparsify(tv: TaskVector, drop_rate: float, generator: torch.Generator) 
     if drop_rate == 0.0:
         return TaskVector._wrap(tv.state_dict())
     keep_scale = 1.0 / (1.0 - drop_rate)
-    sparse = {}
-    for key, tensor in tv._deltas.items():
-        keep = torch.rand(tensor.shape, generator=generator) >= drop_rate
-        sparse[key] = torch.where(keep.to(tensor.device), tensor * keep_scale, torch.zeros_like(tensor))
-    return TaskVector._wrap(sparse)
+    keep = {key: torch.rand(tensor.shape, generator=generator) >= drop_rate for key, tensor in tv._deltas.items()}
+    return TaskVector._wrap({key: torch.where(keep[key].to(t.device), t * keep_scale, torch.zeros_like(t))
+                             for key, t in tv._deltas.items()})
 
 
 def average_models(base: nn.Module, finetuned: Mapping[str, nn.Module]) -> nn.Module:

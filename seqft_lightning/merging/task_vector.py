@@ -29,8 +29,7 @@ class TaskVector:
 
     def __init__(self, deltas: Mapping[str, Tensor]) -> None:
         """Wrap copies of ``deltas``, which must all be floating point."""
-        not_float = [key for key, tensor in deltas.items() if not torch.is_floating_point(tensor)]
-        if not_float:
+        if not_float := [key for key, tensor in deltas.items() if not torch.is_floating_point(tensor)]:
             raise ValueError(f"TaskVector: deltas must be floating-point tensors; not float: {not_float[:5]}")
         self._deltas: dict[str, Tensor] = {key: tensor.detach().clone() for key, tensor in deltas.items()}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -36,5 +36,4 @@ class Method:
     run_path: str
 
     def run(self, runner: "Runner", plan: "RunPlan") -> MethodResult:
-        module, function = self.run_path.split(":")
-        return getattr(importlib.import_module(module), function)(runner, plan)
+        return pkgutil.resolve_name(self.run_path)(runner, plan)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def run_baseline(runner: Runner, plan: RunPlan) -> MethodResult:
     """No fine-tuning: the pretrained model (stage 0) is the result."""
-    return MethodResult(final=runner.recorder.stages()[0].metrics)
+    return MethodResult(final=runner.recorder.stages[0].metrics)
 
 
 def run_stage_loop(runner: Runner, plan: RunPlan) -> MethodResult:

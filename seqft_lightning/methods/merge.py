@@ -71,8 +71,7 @@ def run_merge(runner: Runner, plan: RunPlan) -> MethodResult:
     """Fine-tune experts, merge their task vectors, pick lambda on calibration, record the result."""
     cfg = plan.cfg
     merger: Merger = instantiate(cfg.method.merger)
-    stages = merged_stages(cfg)
-    experts, _, vectors_bytes = _finetune_experts(runner, plan, stages)
+    experts, _, vectors_bytes = _finetune_experts(runner, plan, merged_stages(cfg))
     base = runner.net
     fields: dict[str, Any] = {"merged_vectors": list(experts)}
     if isinstance(merger, TaskVectorMerger):
@@ -82,7 +81,7 @@ def run_merge(runner: Runner, plan: RunPlan) -> MethodResult:
         runner.recorder.write_csv(contract.CALIBRATION_FILE, search)
         # The study's one rule, on calibration; the grid is in ascending lambda, so ties go to
         # the smaller lambda: the smaller step away from the pretrained weights.
-        baseline_retained = runner.recorder.stages()[0].metrics["calibration/acc_retained"]
+        baseline_retained = runner.recorder.stages[0].metrics["calibration/acc_retained"]
         chosen = select(search, baseline_retained, cfg.selection.rule, float(cfg.selection.delta))
         best = search[chosen.index]
         lambda_ = best["lambda"]
@@ -128,15 +127,10 @@ def run_task_negation(runner: Runner, plan: RunPlan) -> MethodResult:
     final = runner.record_stage(len(plan.stages) + 1, contract.TRAINED_NEGATED, net=model)
     runner.recorder.save_net("negated.pt", model)
     # Test evaluations already recorded: stage 0 is the baseline, the last one the negated model.
-    records = runner.recorder.stages()
-    groups = ("acc_forget", "acc_other")
-    negation = {
-        "forget_classes": forget, "lambda": lambda_, "min_retained_ratio": floor_ratio,
-        **{f"calibration/{k}": best[k] for k in groups},
-        **{f"calibration/baseline_{k}": reference[k] for k in groups},
-        **{f"test/{k}": v for k, v in _forget_other(records[-1].evaluation.confusion, forget).items()},
-        **{f"test/baseline_{k}": v for k, v in _forget_other(records[0].evaluation.confusion, forget).items()},
-    }
+    test, test_baseline = (_forget_other(runner.recorder.stages[i].evaluation.confusion, forget) for i in (-1, 0))
+    rows = {"calibration/": best, "calibration/baseline_": reference, "test/": test, "test/baseline_": test_baseline}
+    negation = {"forget_classes": forget, "lambda": lambda_, "min_retained_ratio": floor_ratio,
+                **{f"{prefix}{k}": row[k] for prefix, row in rows.items() for k in ("acc_forget", "acc_other")}}
     log.info("task negation of %s: lambda %.3g; test acc on forgotten %.2f %% (baseline %.2f %%), on others %.2f %% "
              "(baseline %.2f %%)", forget, lambda_, *(100 * negation[k] for k in (
                  "test/acc_forget", "test/baseline_acc_forget", "test/acc_other", "test/baseline_acc_other")))

@@ -34,8 +34,7 @@ def no_groups(stages: list[list[int]]) -> list[list[int]]:
 
 
 def lambda_grid(spec: Any, defaults: Sequence[float] = ()) -> list[float]:
-    """The lambda values to try: ``spec`` (a list) plus the method's own default(s); sorted,
-    duplicates (to 1e-9) removed."""
+    """The lambda values to try: the list ``spec`` plus the method's ``defaults``, sorted, deduplicated to 1e-9."""
     if not isinstance(spec, (ListConfig, list, tuple)) or len(spec) == 0:
         raise ConfigError(f"method.lambda_grid={spec!r} must be a non-empty list, e.g. [0.1,0.3,0.5] or ${{grid:0,1,0.05}}")
     try:
@@ -48,8 +47,7 @@ def lambda_grid(spec: Any, defaults: Sequence[float] = ()) -> list[float]:
 def merged_stages(cfg: DictConfig) -> list[list[int]]:
     """The tasks whose vectors are merged: all stages, or those listed in ``method.vectors``."""
     stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
-    chosen = cfg.method.get("vectors")
-    if chosen is None:
+    if (chosen := cfg.method.get("vectors")) is None:
         return stages
     if len(chosen) == 0 or not all(isinstance(i, int) and 0 <= i < len(stages) for i in chosen):
         raise ConfigError(f"method.vectors={list(chosen)} must list stage indices in 0..{len(stages) - 1} (e.g. [0, 2] for tau_3 + tau_7)")
@@ -58,25 +56,21 @@ def merged_stages(cfg: DictConfig) -> list[list[int]]:
 
 def _check_common(cfg: DictConfig) -> None:
     """Merging trains no stage loop (retention=none) and picks lambda on the calibration split."""
-    retention = retention_name(cfg)
-    if retention != NO_RETENTION:
-        raise ConfigError(
-            f"retention={retention} applies to sequential and joint fine-tuning; use retention=none with method={cfg.method.name}"
-        )
+    if (retention := retention_name(cfg)) != NO_RETENTION:
+        raise ConfigError(f"retention={retention} applies to sequential and joint fine-tuning; "
+                          f"use retention=none with method={cfg.method.name}")
     if int(cfg.data.calibration_size) == 0:
         raise ConfigError(f"data.calibration_size=0: method={cfg.method.name} chooses lambda on the calibration split; set data.calibration_size > 0")
 
 
 def validate_merge(cfg: DictConfig) -> None:
-    """Refuse bad merging settings: retention, calibration size, grid, vectors, then (torch) the
-    merger's own arguments."""
+    """Refuse bad merging settings: retention, calibration size, grid, vectors, then (torch) the merger's arguments."""
     _check_common(cfg)
     merged_stages(cfg)
     if cfg.method.get("select_metric") is not None:
-        raise ConfigError(
-            f"method.select_metric={cfg.method.select_metric} was replaced by the study's one selection rule: "
-            "remove it and set selection.rule=target_at_retained (default) or selection.rule=overall"
-        )
+        raise ConfigError(f"method.select_metric={cfg.method.select_metric} was replaced by the study's one selection "
+                          "rule: remove it and set selection.rule=target_at_retained (default) or "
+                          "selection.rule=overall")
     if "lambda_grid" in cfg.method:
         lambda_grid(cfg.method.lambda_grid)
     merger = instantiate_checked(cfg.method.merger, "method.merger")  # its constructor checks its arguments

@@ -126,9 +126,7 @@ class ClassifierModule(pl.LightningModule):
         self.val_confusion.reset()
         if confusion.sum() == 0 or self.trainer.sanity_checking:
             return
-        loss = self._val_loss
-        if self.trainer.world_size > 1:
-            loss = self.trainer.strategy.reduce(loss, reduce_op="sum")
+        loss = self.trainer.strategy.reduce(self._val_loss, reduce_op="sum")  # over DDP ranks (one device: itself)
         self._val_samples += int(confusion.sum())
         row = group_row(confusion, loss.cpu(), range(self.num_classes))
         self._add_curve_points(VAL, {k: row[k] for k in ("acc", "precision", "recall", "f1", "loss")})

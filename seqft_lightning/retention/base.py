@@ -22,16 +22,14 @@ def pretrain_pool(datamodule: Any) -> tuple[Tensor, Tensor] | None:
 
 
 class Retention:
-    """No-op retention strategy (``none``): plain sequential fine-tuning. Subclasses override the
-    hooks they need."""
+    """No-op retention strategy (``none``): plain sequential fine-tuning. Subclasses override the hooks they need."""
 
     name: str = "none"
     #: Attribute holding the penalty strength: at 0 the strategy cannot act.
     strength: str | None = None
 
     def check_model(self, net: nn.Module) -> None:
-        """Raise ``ValueError`` (one line) when a setting does not fit ``net``; ``plan_run`` calls
-        it on the configured model before any work."""
+        """Raise ``ValueError`` (one line) when a setting does not fit ``net`` (``plan_run``: before any work)."""
 
     def on_finetune_start(self, net: nn.Module, datamodule: Any) -> None:
         """Called once, after pretraining and before the first fine-tuning stage."""

@@ -103,8 +103,7 @@ def _vmap_squared_grads(net: nn.Module, names: Sequence[str]) -> Callable[[Tenso
     """``Σ_n g_n²`` over a chunk, per parameter ``names``, from ``torch.func`` per-sample gradients."""
     from torch.func import functional_call, grad, vmap
 
-    params = dict(net.named_parameters())
-    theta = {n: params[n].detach() for n in names}
+    theta = {n: p.detach() for n, p in net.named_parameters() if n in names}
     buffers = {n: b.detach() for n, b in net.named_buffers()}
 
     def nll(p: dict[str, Tensor], x1: Tensor, y1: Tensor) -> Tensor:
@@ -132,14 +131,9 @@ class EWC(Anchored):
             raise ValueError(f"fisher_samples and batch_size must be >= 1, got {fisher_samples}, {batch_size}")
         if fisher not in FISHER_KINDS:
             raise ValueError(f"fisher={fisher!r} is unknown; choose one of {list(FISHER_KINDS)}")
-        self.lambda_ = float(lambda_)
-        self.decay = float(decay)
-        self.fisher_samples = int(fisher_samples)
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.fisher_kind = str(fisher)
-        self.normalize = bool(normalize)
-        self.damping = float(damping)
+        self.lambda_, self.decay, self.damping = float(lambda_), float(decay), float(damping)
+        self.fisher_samples, self.batch_size, self.seed = int(fisher_samples), int(batch_size), int(seed)
+        self.fisher_kind, self.normalize = str(fisher), bool(normalize)  # `fisher` holds the estimate
         self.fisher: dict[str, Tensor] = {}
         self.anchor = {}
         self.fisher_samples_used = 0  # per-sample gradients computed (cost accounting)
@@ -148,7 +142,6 @@ class EWC(Anchored):
         self._pending: tuple[Tensor, Tensor] | None = None  # the finished stage's task data
 
     def settings(self) -> dict[str, Any]:
-        # the `fisher` argument is stored as `fisher_kind` (`fisher` holds the estimate)
         return {**super().settings(), "fisher": self.fisher_kind}
 
     def _weight(self, name: str, sq_dist: Tensor) -> Tensor:

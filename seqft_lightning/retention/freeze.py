@@ -35,8 +35,7 @@ def resolve_trainable(net: nn.Module, trainable: Sequence[str | int]) -> set[str
             prefix = layers[int(entry)]
         else:
             prefix = f"layers.{entry}" if f"layers.{entry}" in layers else str(entry)
-        hits = [n for n in all_names if n == prefix or n.startswith(prefix + ".")]
-        if not hits:
+        if not (hits := [n for n in all_names if n == prefix or n.startswith(prefix + ".")]):
             raise ValueError(f"Freeze: unknown trainable entry {entry!r}; use 'output', a layer index "
                              f"0..{len(layers) - 1}, or a parameter-name prefix of {all_names}")
         selected.update(hits)

@@ -18,8 +18,7 @@ from seqft_lightning.retention.base import Retention
 
 
 class LwF(Retention):
-    """Distillation, with weight ``alpha`` = α (>= 0) and softmax ``temperature`` = T (> 0), towards
-    the net snapshot taken at the start of each stage."""
+    """Distillation (weight ``alpha`` = α >= 0, softmax ``temperature`` = T > 0) towards the net as each stage began."""
 
     name = "lwf"
     strength = "alpha"
@@ -27,8 +26,7 @@ class LwF(Retention):
     def __init__(self, alpha: float = 1.0, temperature: float = 2.0) -> None:
         if alpha < 0 or temperature <= 0:
             raise ValueError(f"need alpha >= 0 and temperature > 0, got {alpha}, {temperature}")
-        self.alpha = float(alpha)
-        self.temperature = float(temperature)
+        self.alpha, self.temperature = float(alpha), float(temperature)
         self.teacher: nn.Module | None = None
         self.teacher_samples = 0  # samples through the teacher's forward (cost accounting)
         self.teacher_bytes = 0  # size of the latest teacher copy
@@ -40,10 +38,8 @@ class LwF(Retention):
         return self.teacher_bytes
 
     def on_stage_start(self, net: nn.Module, stage: int, classes: Sequence[int]) -> None:
-        self.teacher = copy.deepcopy(net).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-            p.grad = None  # deepcopy copies .grad; the teacher never needs it
+        self.teacher = copy.deepcopy(net).eval().requires_grad_(False)
+        self.teacher.zero_grad(set_to_none=True)  # deepcopy copies .grad; the teacher never needs it
         self.teacher_bytes = tensor_bytes(list(self.teacher.parameters()))
 
     def on_stage_end(self, net: nn.Module, stage: int, classes: Sequence[int], datamodule: Any) -> None:

@@ -66,10 +66,8 @@ class Replay(Retention):
         if memory_per_class < 0:
             raise ValueError(f"memory_per_class must be >= 0, got {memory_per_class}")
         replay_count(1, replay_share)  # validates the range
-        self.memory_per_class = int(memory_per_class)
-        self.replay_share = float(replay_share)
-        self.seed = int(seed)
-        self.include_pretrain = bool(include_pretrain)
+        self.memory_per_class, self.replay_share = int(memory_per_class), float(replay_share)
+        self.seed, self.include_pretrain = int(seed), bool(include_pretrain)
         self._gen = torch.Generator().manual_seed(self.seed)
         self._memory: dict[int, Tensor] = {}  # class -> x samples [n_c, D]
         self._sources: dict[int, str] = {}  # class -> "pretrain" | "stage <k>"
@@ -100,8 +98,7 @@ class Replay(Retention):
         return dict(sorted(self._sources.items()))
 
     def _store(self, x: Tensor, y: Tensor, source: str) -> None:
-        """Hold ``memory_per_class`` samples of every class in ``y``, drawn from ``x`` (replacing
-        what the class held before)."""
+        """Hold ``memory_per_class`` samples of each class in ``y``, drawn from ``x``, replacing what it held."""
         for c in sorted(int(v) for v in torch.unique(y).tolist()):
             idx = torch.nonzero(y == c, as_tuple=False).flatten()
             pick = torch.randperm(len(idx), generator=self._gen)[: self.memory_per_class].to(idx.device)

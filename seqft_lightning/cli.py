@@ -75,8 +75,9 @@ def misspelt_key(args: list[str], config_dir: str, config_name: str = "train") -
     keyed = [o for o in parsed if "." in o.key_or_group and not o.key_or_group.startswith("hydra") and not o.is_delete()]
     if not keyed:
         return None
+    groups = [o for o in parsed if "." not in o.key_or_group and "/" not in o.key_or_group and not o.is_delete()]
     first = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()), '') if o.is_sweep_override() else o.get_value_element_as_str()}"
-             for o in parsed if "." not in o.key_or_group and "/" not in o.key_or_group and not o.is_delete()]
+             for o in groups]
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=first, return_hydra_config=True)

@@ -32,7 +32,8 @@ def flops_per_sample(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
 
 def tensor_bytes(tensors) -> int:
     """Bytes held by an iterable of tensors (or a dict of them)."""
-    return int(sum(t.numel() * t.element_size() for t in (tensors.values() if isinstance(tensors, dict) else tensors)))
+    values = tensors.values() if isinstance(tensors, dict) else tensors
+    return int(sum(t.numel() * t.element_size() for t in values))
 
 
 @dataclass

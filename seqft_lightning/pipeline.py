@@ -55,7 +55,8 @@ def training_device(trainer: DictConfig) -> torch.device:
         accelerator = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     if accelerator in ("gpu", "cuda"):
         devices, rank = trainer.get("devices", 1), int(os.environ.get("LOCAL_RANK", "0"))
-        return torch.device("cuda", int(list(devices)[rank] if OmegaConf.is_list(devices) else rank))
+        index = list(devices)[rank] if OmegaConf.is_list(devices) else rank
+        return torch.device("cuda", int(index))
     return torch.device("mps" if accelerator == "mps" else "cpu")
 
 

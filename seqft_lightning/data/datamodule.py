@@ -33,9 +33,12 @@ class TaskDataModule(pl.LightningDataModule):
                  mean: float = 0.1307, std: float = 0.3081, estimation_size: int = 0):
         super().__init__()
         self.task_classes = sorted(int(c) for c in task_classes)
-        self.samples_per_task, self.split_seed = samples_per_task, int(split_seed)
-        self.calibration_size, self.estimation_size = int(calibration_size), int(estimation_size)
-        self.eval_batch_size, self.mean, self.std = int(eval_batch_size), float(mean), float(std)
+        self.samples_per_task = samples_per_task
+        self.calibration_size = int(calibration_size)
+        self.estimation_size = int(estimation_size)
+        self.split_seed = int(split_seed)
+        self.eval_batch_size = int(eval_batch_size)
+        self.mean, self.std = float(mean), float(std)
         self.device = torch.device("cpu")
         self.splits: Splits | None = None
 

@@ -22,7 +22,8 @@ class TensorBatchLoader:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.x, self.y = x, y
-        self.batch_size, self.shuffle = int(batch_size), shuffle
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
 
     @staticmethod
     def _rank_and_world() -> tuple[int, int]:

@@ -56,7 +56,8 @@ def check_split_sizes(counts: Sequence[int], task_classes: Sequence[int], sample
     if not 0 <= estimation_size < total - calibration_size:
         raise DataError(f"data.estimation_size={estimation_size} must be in [0, {total - calibration_size}) "
                         f"(the images left after data.calibration_size={calibration_size}); lower it")
-    quotas, estimation = stratified_quotas(counts, calibration_size), stratified_quotas(counts, estimation_size)
+    quotas = stratified_quotas(counts, calibration_size)
+    estimation = stratified_quotas(counts, estimation_size)
     for c in sorted(int(c) for c in task_classes):
         left = int(counts[c]) - quotas[c] - estimation[c]
         if samples_per_task is not None and int(samples_per_task) > left:

@@ -87,9 +87,11 @@ def dare_sparsify(tv: TaskVector, drop_rate: float, generator: torch.Generator) 
     if drop_rate == 0.0:
         return TaskVector._wrap(tv.state_dict())
     keep_scale = 1.0 / (1.0 - drop_rate)
-    keep = {key: torch.rand(tensor.shape, generator=generator) >= drop_rate for key, tensor in tv._deltas.items()}
-    return TaskVector._wrap({key: torch.where(keep[key].to(t.device), t * keep_scale, torch.zeros_like(t))
-                             for key, t in tv._deltas.items()})
+    sparse = {}
+    for key, tensor in tv._deltas.items():
+        keep = torch.rand(tensor.shape, generator=generator) >= drop_rate
+        sparse[key] = torch.where(keep.to(tensor.device), tensor * keep_scale, torch.zeros_like(tensor))
+    return TaskVector._wrap(sparse)
 
 
 def average_models(base: nn.Module, finetuned: Mapping[str, nn.Module]) -> nn.Module:

@@ -9,15 +9,16 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 from seqft_lightning.config import stable_hash
 from seqft_lightning.contract import result_config
 from seqft_lightning.io import atomic_torch_save
+from seqft_lightning.lockstep import pause
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,24 @@ def baseline_key(cfg: DictConfig, task_classes: list[int], device: torch.device,
     machine = {"device": device.type, "cpu_threads": int(threads) if cpu else None,
                "cpu_capability": torch.backends.cpu.get_cpu_capability() if cpu else None}
     return stable_hash({"task_classes": task_classes, **parts, **machine, "code_version": code_version})
+
+
+@contextlib.contextmanager
+def _held(lock: FileLock) -> Iterator[None]:
+    """Hold ``lock``. Inside a :class:`~seqft_lightning.lockstep.Lockstep`, wait by letting the other
+    jobs run (the holder may be one of them, parked until they park too); elsewhere, simply block."""
+    while True:
+        try:
+            lock.acquire(timeout=0)
+            break
+        except Timeout:
+            if not pause():
+                lock.acquire()
+                break
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class BaselineCache:
@@ -72,7 +91,7 @@ class BaselineCache:
         lock_path = self.cache_dir / ".locks" / f"{path.name}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         ddp_child = int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
-        with contextlib.nullcontext() if ddp_child else FileLock(str(lock_path)):
+        with contextlib.nullcontext() if ddp_child else _held(FileLock(str(lock_path))):
             if (entry := self._load(path, net)) is not None:
                 log.info("baseline cache hit: %s", path)
                 return {"history": entry["history"], "steps": entry["steps"], "cached": True}

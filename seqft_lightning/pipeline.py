@@ -5,6 +5,7 @@ The training seed is re-applied after the baseline, so a cache hit and a miss fi
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -25,11 +26,11 @@ from seqft_lightning.cost import cost_metrics, flops_per_sample
 from seqft_lightning.io import atomic_write_json
 from seqft_lightning.loggers import end_run
 from seqft_lightning.methods.base import MethodResult
-from seqft_lightning.models.classifier import ClassifierModule
+from seqft_lightning.lockstep import Lockstep
 from seqft_lightning.run_plan import RunPlan
 from seqft_lightning.recorder import RunRecorder
 from seqft_lightning.selection import score
-from seqft_lightning.runner import Runner
+from seqft_lightning.runner import Runner, train_stack
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,10 @@ def build_runner(plan: RunPlan, device: torch.device) -> Runner:
     datamodule.setup()
     _quiet_lightning()
     datamodule.to(device)
-    module = ClassifierModule(instantiate(cfg.model), log_every_n_steps=cfg.trainer.get("log_every_n_steps", 50))
+    net = instantiate(cfg.model).to(device)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     recorder = RunRecorder(plan.run_dir, plan.task_classes)
-    return Runner(cfg.trainer, cfg.get("callbacks"), datamodule, module, recorder, loggers, plan.retention, plan.task_classes,
+    return Runner(cfg.trainer, cfg.get("callbacks"), datamodule, net, recorder, loggers, plan.retention, plan.task_classes,
                   divergence_loss=float(cfg.get("divergence_loss") or math.inf))
 
 
@@ -112,7 +113,7 @@ def log_hparams(loggers: list, plan: RunPlan, final: dict[str, float]) -> None:
 
 def run(plan: RunPlan) -> tuple[dict, dict]:
     """Run the checked ``plan``; return ``(metrics, objects)``: the content of ``metrics.json``, and the
-    datamodule, module and runner for callers (tests, notebooks) that want to look further."""
+    datamodule, net and runner for callers (tests, notebooks) that want to look further."""
     cfg = plan.cfg
     started = time.perf_counter()
     if cfg.get("torch_threads"):
@@ -156,4 +157,10 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
         "code_version": plan.code_version, "cost/device": device, "cost/train_wall_s": round(runner.work.train_wall_s, 3),
     })
     recorder.finish(metrics)
-    return metrics, {"datamodule": runner.datamodule, "module": runner.module, "runner": runner}
+    return metrics, {"datamodule": runner.datamodule, "net": runner.net, "runner": runner}
+
+
+def run_group(plans: list[RunPlan]) -> list[tuple[bool, Any]]:
+    """Run the checked ``plans`` in one process, their equal fits trained as stacks (each run's result
+    files are those it writes alone); per plan, ``(True, run(plan))`` or ``(False, the exception)``."""
+    return Lockstep(train_stack).run([functools.partial(run, plan) for plan in plans])

@@ -7,10 +7,12 @@ rank on, like ``DistributedSampler``: together the ranks see one epoch of the da
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
+
+from seqft_lightning.lockstep import RandomState
 
 
 class TensorBatchLoader:
@@ -47,3 +49,38 @@ class TensorBatchLoader:
             x, y = self.x[rank::world], self.y[rank::world]  # basic slices are views: no copy for evaluation
             for start in range(0, stop, self.batch_size):
                 yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+
+    def batch_key(self) -> tuple:
+        """What fixes the batch shapes: loaders with equal keys yield batches that stack."""
+        return ("tensor", len(self.x), tuple(self.x.shape[1:]), str(self.x.dtype), self.batch_size, self.shuffle)
+
+
+class StackedLoader:
+    """The batches of K loaders with equal :meth:`batch_key`, stacked: ``(x [K, B, ...], y [K, B])``.
+    Loader ``k`` draws its batches with its own random generators ``randoms[k]`` (None: the process's)."""
+
+    def __init__(self, loaders: Sequence, randoms: Sequence[RandomState | None] | None = None):
+        self.loaders = list(loaders)
+        self.randoms = list(randoms) if randoms is not None else [None] * len(self.loaders)
+
+    def __len__(self) -> int:
+        return len(self.loaders[0])
+
+    def _next(self, k: int, iterator: Iterator) -> tuple[torch.Tensor, torch.Tensor]:
+        random = self.randoms[k]
+        if random is None:
+            return next(iterator)
+        random.restore(torch_only=True)
+        try:
+            return next(iterator)
+        finally:
+            random.capture(torch_only=True)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        iterators = [iter(loader) for loader in self.loaders]
+        while True:
+            try:
+                batches = [self._next(k, it) for k, it in enumerate(iterators)]
+            except StopIteration:
+                return
+            yield torch.stack([x for x, _ in batches]), torch.stack([y for _, y in batches])

@@ -41,6 +41,11 @@ class ReplayLoader:
     def __len__(self) -> int:
         return len(self.task_loader)
 
+    def batch_key(self) -> tuple | None:
+        """Loaders with equal keys yield batches of equal shapes (see ``TensorBatchLoader.batch_key``)."""
+        task = getattr(self.task_loader, "batch_key", None)
+        return None if task is None else ("replay", task(), self.replay_share, tuple(self.mem_x.shape[1:]))
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         for xb, yb in self.task_loader:
             k = replay_count(int(yb.shape[0]), self.replay_share)

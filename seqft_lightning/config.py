@@ -26,12 +26,12 @@ SCHEMA: dict[str | None, dict[str, Any]] = {
     "method": {"name": str, "stages": list[list[int]], "epochs_per_stage": int, "steps_per_stage": Optional[int],
                "reset_optimizer": bool, "batch_size": int},
     None: {"seed": int, "resume": bool, "optimized_metric": str, "torch_threads": Optional[int], "cpu_kernels": str,
-           "divergence_loss": float},
+           "divergence_loss": float, "stack_size": int},
 }
 
 #: Lower bounds of the keys every run has, in the order they are checked: ``(key, minimum, null)``,
 #: ``null`` saying what ``null`` means where the key may be null.
-MINIMA = [("seed", 0, ""), ("torch_threads", 1, "or null for torch's default"), ("model.num_classes", 2, ""),
+MINIMA = [("seed", 0, ""), ("torch_threads", 1, "or null for torch's default"), ("stack_size", 1, ""), ("model.num_classes", 2, ""),
           ("method.epochs_per_stage", 0, ""), ("method.batch_size", 1, ""), ("pretrain.epochs", 0, ""),
           ("pretrain.batch_size", 1, ""), ("data.calibration_size", 0, ""), ("data.estimation_size", 0, ""),
           ("data.eval_batch_size", 1, ""), ("data.samples_per_task", 1, "or null for every available sample"),

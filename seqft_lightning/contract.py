@@ -84,7 +84,7 @@ def class_metric_key(split: str, name: str, k: int) -> str:
 #: Dotted keys that never change what a run computes: whether to skip a finished run, whether a
 #: baseline may come from the cache (a hit equals a miss bit for bit), and console switches.
 NON_RESULT_KEYS = frozenset({"resume", "pretrain.cache", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-                             "trainer.log_every_n_steps", "trainer.default_root_dir"})
+                             "trainer.log_every_n_steps", "trainer.default_root_dir", "stack_size"})
 #: Top-level groups that never change a result: where files go, Hydra itself, loggers, callbacks.
 NON_RESULT_GROUPS = frozenset({"paths", "hydra", "logger", "callbacks"})
 
@@ -133,3 +133,10 @@ def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def result_overrides(overrides: Iterable[str]) -> list[str]:
     """The command-line overrides (``key=value``) that affect results, in order."""
     return [o for o in overrides if affects_results(o.split("=", 1)[0])]
+
+
+def is_seed_key(key: str) -> bool:
+    """Whether the dotted ``key`` is a seed (``seed``, ``data.split_seed``, ``retention.seed``, ...): seeds vary over
+    the repeats of one variant and never tell variants or knobs apart."""
+    last = key.rsplit(".", 1)[-1]
+    return last == "seed" or last.endswith("_seed")

@@ -55,12 +55,11 @@ class RandomState:
 
 class ProcessState:
     """What one job changes in the process and must find again when it resumes: the random
-    generators, the root logger's handlers, the working directory and (under Hydra) the job config.
-    ``extra`` holds further ``(capture, restore)`` pairs, e.g. Hydra's singletons."""
+    generators, the root logger's handlers and the working directory; ``extras``: further
+    ``(capture, restore)`` pairs, e.g. Hydra's job config."""
 
-    extras: list[tuple[Callable[[], Any], Callable[[Any], None]]] = []
-
-    def __init__(self) -> None:
+    def __init__(self, extras: Sequence[tuple[Callable[[], Any], Callable[[Any], None]]] = ()) -> None:
+        self.extras = list(extras)
         self.random = RandomState()
         self.handlers: list[logging.Handler] = []
         self.cwd = ""
@@ -98,7 +97,7 @@ class TrainRequest:
 class _Member:
     work: Callable[[], Any]
     index: int
-    state: ProcessState = field(default_factory=ProcessState)
+    state: ProcessState = field(default_factory=ProcessState)  # replaced by Lockstep.run
     go: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     request: TrainRequest | None = None
     reply: tuple[bool, Any] | None = None  # (ok, result or exception) for the parked request
@@ -110,18 +109,21 @@ class _Member:
 class Lockstep:
     """Run ``works`` one thread at a time, training their parked requests in stacks through
     ``train(requests) -> results`` (one result per request, in order; an exception fails them all).
-    :meth:`run` returns each work's ``(ok, return value or exception)``, in order."""
+    :meth:`run` returns each work's ``(ok, return value or exception)``, in order. ``extras``: what
+    else each job keeps of the process, as ``(capture, restore)`` pairs (see :class:`ProcessState`)."""
 
-    def __init__(self, train: Callable[[list[TrainRequest]], Sequence[Any]]):
+    def __init__(self, train: Callable[[list[TrainRequest]], Sequence[Any]],
+                 extras: Sequence[tuple[Callable[[], Any], Callable[[Any], None]]] = ()):
         self.train = train
+        self.extras = list(extras)
         self._yielded = threading.Semaphore(0)
         self.stacks: list[int] = []  # the size of every stack trained, in order (for tests and logs)
 
     def run(self, works: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
         members = [_Member(work, i) for i, work in enumerate(works)]
-        initial = ProcessState().capture()
+        initial = ProcessState(self.extras).capture()
         for member in members:
-            member.state = ProcessState().capture()
+            member.state = ProcessState(self.extras).capture()
             threading.Thread(target=self._body, args=(member,), name=f"lockstep-{member.index}", daemon=True).start()
         ready = list(members)
         while True:

@@ -5,7 +5,10 @@ is still being trained only when nothing else is left. The order never changes a
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
+
+from seqft_lightning.contract import is_seed_key
 
 #: Override keys (and config groups) that never change the pretrained baseline. Everything else
 #: is treated as if it could: an unknown key only makes its own group, it never merges two.
@@ -33,3 +36,44 @@ def baseline_first(job_overrides: Sequence[Sequence[str]]) -> list[int]:
     for index, overrides in enumerate(job_overrides):
         groups.setdefault(baseline_group(overrides), []).append(index)
     return [jobs[0] for jobs in groups.values()] + [i for jobs in groups.values() for i in jobs[1:]]
+
+
+def _is_number_text(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return value.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity")
+
+
+def stack_key(overrides: Sequence[str]) -> tuple[str, ...]:
+    """The overrides of one job that decide which jobs it may share a stack with: all but the seeds
+    and the scalar knobs (numbers: ``retention.lambda_=30``, ``method.merger.lambda_=0.5``). The one
+    place of the stacking rule: jobs that agree on these train in one process, and whatever of their
+    training is alike (same stage, shapes and optimizer: ``runner.fit_key``) is stacked there."""
+    kept = []
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if not (is_seed_key(key) or _is_number_text(value)):
+            kept.append(override.lstrip("+~"))
+    return tuple(sorted(kept))
+
+
+def stack_groups(job_overrides: Sequence[Sequence[str]], stack_size: int, workers: int = 1) -> list[list[int]]:
+    """Indices into ``job_overrides``, grouped by :func:`stack_key` in sweep order, each group cut into
+    even parts of at most ``stack_size`` jobs; the largest parts are halved until there are ``workers``
+    groups (so that every worker has one) or every group is one job."""
+    if stack_size < 1:
+        raise ValueError(f"stack_size must be >= 1, got {stack_size}")
+    by_key: dict[tuple[str, ...], list[int]] = {}
+    for index, overrides in enumerate(job_overrides):
+        by_key.setdefault(stack_key(overrides), []).append(index)
+    groups = []
+    for jobs in by_key.values():
+        parts = math.ceil(len(jobs) / stack_size)
+        groups.extend(jobs[part::parts] for part in range(parts))
+    while len(groups) < workers and max(map(len, groups), default=1) > 1:
+        largest = max(range(len(groups)), key=lambda i: len(groups[i]))
+        jobs = groups.pop(largest)
+        groups[largest:largest] = [jobs[0::2], jobs[1::2]]
+    return groups

@@ -22,7 +22,8 @@ from seqft_lightning.compare import aggregate as agg
 from seqft_lightning.compare import cli, report
 from seqft_lightning.compare.load import load_jobs
 from seqft_lightning.compare.stats import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, holm, verdict, wilcoxon_min_pairs
-from seqft_lightning.compare.variants import is_knob_key, is_seed_key, knob_grids, variant_labels
+from seqft_lightning.compare.variants import is_knob_key, knob_grids, variant_labels
+from seqft_lightning.contract import is_seed_key
 from seqft_lightning.contract import METRICS_FILE
 from tests.test_compare import (BASE, JOINT_ACC, JOINT_TARGET, SEQ_ACC, SEQ_TARGET, build_study, make_config,
                                 metric_dict, paired_arrays, study_metrics, tuned_choices, write_job)

@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
 from seqft_lightning.data import TensorBatchLoader
+from seqft_lightning.data.loaders import StackedLoader
 from seqft_lightning.evaluation import evaluate
 from seqft_lightning.models import MLP, ClassifierModule
 
@@ -131,15 +132,15 @@ def test_validation_curves_use_the_same_metric_functions_as_test():
     x, y = _synthetic(n=96)
     net = MLP(input_dim=8, hidden_dims=[8], num_classes=3)
     module = ClassifierModule(net)
-    module.begin_stage(1, sgd(0.1), step_offset=7)
+    module.begin_stage(1, sgd(0.1), step_offsets=7)
     calib = TensorBatchLoader(x[:40], y[:40], 16, shuffle=False)
-    _trainer(max_epochs=1).fit(module, train_dataloaders=TensorBatchLoader(x, y, 32), val_dataloaders=calib)
-    rows = {r["metric"]: r for r in module.take_curves() if r["split"] == "val"}
+    _trainer(max_epochs=1).fit(module, train_dataloaders=StackedLoader([TensorBatchLoader(x, y, 32)]), val_dataloaders=StackedLoader([calib]))
+    rows = {r["metric"]: r for r in module.take_curves()[0] if r["split"] == "val"}
     expected = evaluate(net, calib, 3).metrics([0], prefix="val")
     for name in ("acc", "precision", "recall", "f1", "loss"):
         assert rows[name]["value"] == pytest.approx(expected[f"val/{name}"], abs=1e-6), name
     assert rows["acc"]["step"] == 7 + 3 and rows["acc"]["stage"] == 1  # continuous step axis
-    assert module.take_curves() == []  # handed over once
+    assert module.take_curves() == [[]]  # handed over once
 
 
 # -- training --------------------------------------------------------------------------------------
@@ -160,26 +161,26 @@ def test_a_few_epochs_lower_the_loss():
     x, y = _synthetic()
     net = MLP(input_dim=8, hidden_dims=[16], num_classes=3)
     module = ClassifierModule(net)
-    module.begin_stage(1, functools.partial(torch.optim.Adam, lr=0.01), step_offset=0)
+    module.begin_stage(1, functools.partial(torch.optim.Adam, lr=0.01), step_offsets=0)
     before = _full_loss(net, x, y)
-    _trainer(max_epochs=5).fit(module, train_dataloaders=TensorBatchLoader(x, y, 32))
+    _trainer(max_epochs=5).fit(module, train_dataloaders=StackedLoader([TensorBatchLoader(x, y, 32)]))
     after = _full_loss(net, x, y)
     assert after < 0.7 * before
-    train_losses = [r["value"] for r in module.take_curves() if r["split"] == "train" and r["metric"] == "loss"]
+    train_losses = [r["value"] for r in module.take_curves()[0] if r["split"] == "train" and r["metric"] == "loss"]
     assert len(train_losses) == 5 and train_losses[-1] < train_losses[0]
 
 
 def test_configure_optimizers_uses_the_partial():
     net = MLP(input_dim=8, hidden_dims=[4], num_classes=3)
     module = ClassifierModule(net)
-    module.begin_stage(1, sgd(0.123), step_offset=0)
+    module.begin_stage(1, sgd(0.123), step_offsets=0)
     opt = module.configure_optimizers()
     assert type(opt) is torch.optim.SGD
     assert opt.param_groups[0]["lr"] == 0.123
     params = [p for group in opt.param_groups for p in group["params"]]
     assert [id(p) for p in params] == [id(p) for p in net.parameters()]
     # begin_stage swaps the optimizer for the next fit
-    module.begin_stage(2, functools.partial(torch.optim.Adam, lr=0.5), step_offset=0)
+    module.begin_stage(2, functools.partial(torch.optim.Adam, lr=0.5), step_offsets=0)
     opt = module.configure_optimizers()
     assert type(opt) is torch.optim.Adam and opt.param_groups[0]["lr"] == 0.5 and module.stage == 2
 
@@ -196,8 +197,8 @@ def test_fit_trains_with_the_given_optimizer(lr, changes):
     net = MLP(input_dim=8, hidden_dims=[4], num_classes=3)
     start = {k: v.clone() for k, v in net.state_dict().items()}
     module = ClassifierModule(net)
-    module.begin_stage(1, sgd(lr), step_offset=0)
-    _trainer(max_epochs=1).fit(module, train_dataloaders=TensorBatchLoader(x, y, 16))
+    module.begin_stage(1, sgd(lr), step_offsets=0)
+    _trainer(max_epochs=1).fit(module, train_dataloaders=StackedLoader([TensorBatchLoader(x, y, 16)]))
     same = all(torch.equal(start[k], v) for k, v in net.state_dict().items())
     assert same is not changes
 
@@ -226,9 +227,9 @@ def _step_losses(retention) -> list[float]:
     x, y = _synthetic(n=48)
     net = MLP(input_dim=8, hidden_dims=[4], num_classes=3)
     module = ClassifierModule(net)
-    module.begin_stage(1, sgd(0.0), step_offset=0, penalty=None if retention is None else retention.penalty)
+    module.begin_stage(1, sgd(0.0), step_offsets=0, penalties=None if retention is None else retention.penalty)
     recorder = LossRecorder()
-    _trainer(max_epochs=1, callbacks=[recorder]).fit(module, train_dataloaders=TensorBatchLoader(x, y, 16, shuffle=False))
+    _trainer(max_epochs=1, callbacks=[recorder]).fit(module, train_dataloaders=StackedLoader([TensorBatchLoader(x, y, 16, shuffle=False)]))
     return recorder.losses
 
 
@@ -256,8 +257,8 @@ def test_retention_penalty_gradient_reaches_the_weights():
         x, y = _synthetic(n=64)
         net = MLP(input_dim=8, hidden_dims=[8], num_classes=3)
         module = ClassifierModule(net)
-        module.begin_stage(1, sgd(0.001), step_offset=0, penalty=None if retention is None else retention.penalty)
-        _trainer(max_epochs=2).fit(module, train_dataloaders=TensorBatchLoader(x, y, 16))
+        module.begin_stage(1, sgd(0.001), step_offsets=0, penalties=None if retention is None else retention.penalty)
+        _trainer(max_epochs=2).fit(module, train_dataloaders=StackedLoader([TensorBatchLoader(x, y, 16)]))
         return float(sum((p.detach() ** 2).sum() for p in net.parameters()))
 
     assert norm_after(WeightDecayPenalty()) < 0.5 * norm_after(None)

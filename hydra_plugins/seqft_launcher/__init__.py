@@ -1,4 +1,5 @@
-"""Hydra launcher plugin ``hydra/launcher=baseline_first`` (the default of ``train.py -m``).
+"""Hydra launcher plugins: ``hydra/launcher=stacked`` (the default of ``train.py -m``) and
+``hydra/launcher=baseline_first``.
 
 Hydra finds plugins in the ``hydra_plugins`` namespace package; this one is found because
 ``train.py`` sits beside it (the script's folder is on ``sys.path``).
@@ -6,23 +7,72 @@ Hydra finds plugins in the ``hydra_plugins`` namespace package; this one is foun
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from typing import Sequence
 
-from hydra.core.utils import JobReturn
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, configure_log, setup_globals
+from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+from joblib import Parallel, delayed
+from omegaconf import DictConfig
 
-from seqft_lightning.schedule import baseline_first
+from seqft_lightning.schedule import baseline_first, stack_groups
+
+
+def _in_sweep_order(order: Sequence[int], returns: Sequence[JobReturn]) -> list[JobReturn]:
+    """``returns[position]`` belongs to job ``order[position]``: put them back in sweep order."""
+    in_sweep_order: list[JobReturn] = [None] * len(order)  # type: ignore[list-item]
+    for position, index in enumerate(order):
+        in_sweep_order[index] = returns[position]
+    return in_sweep_order
+
+
+def checked_stack_size(config: DictConfig) -> int:
+    """The sweep's ``stack_size`` (an int >= 1); anything else ends the sweep with one line and exit 2."""
+    value = config.get("stack_size", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        sys.stderr.write(f"Error: stack_size={value!r} must be an integer >= 1 (1 turns stacking off)\n")
+        raise SystemExit(2)
+    return value
 
 
 class BaselineFirstJoblibLauncher(JoblibLauncher):
-    """Hydra's joblib launcher (every option of ``hydra/launcher=joblib``), starting the jobs in
-    :func:`seqft_lightning.schedule.baseline_first` order. Returns come back in sweep order, as
-    every sweeper (basic, Optuna) expects."""
+    """Hydra's joblib launcher (every option of ``hydra/launcher=joblib``), one process per job, starting
+    the jobs in :func:`seqft_lightning.schedule.baseline_first` order. Returns come back in sweep
+    order, as every sweeper (basic, Optuna) expects."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         order = baseline_first(job_overrides)
-        returns = super().launch([job_overrides[i] for i in order], initial_job_idx)
-        in_sweep_order: list[JobReturn] = [None] * len(order)  # type: ignore[list-item]
-        for position, index in enumerate(order):
-            in_sweep_order[index] = returns[position]
-        return in_sweep_order
+        return _in_sweep_order(order, super().launch([job_overrides[i] for i in order], initial_job_idx))
+
+
+class StackingJoblibLauncher(JoblibLauncher):
+    """Hydra's joblib launcher (every option of ``hydra/launcher=joblib``) that runs a sweep's jobs in
+    groups (:func:`seqft_lightning.schedule.stack_groups`: jobs that differ only in seeds and scalar
+    knobs, at most ``stack_size`` per group), one group per worker process, each group's equal fits
+    trained as one stack (:mod:`seqft_lightning.sweep_stack`). ``stack_size=1``: one job per group,
+    the plain joblib launcher. Returns come back in sweep order."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from seqft_lightning.sweep_stack import execute_group  # torch and Lightning: only once a sweep runs
+
+        setup_globals()
+        stack_size = checked_stack_size(self.config)
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        joblib_cfg = self.joblib
+        joblib_cfg["backend"] = "loky"  # as Hydra's joblib launcher: threads do not suit Hydra
+        process_joblib_cfg(joblib_cfg)
+        n_jobs = int(joblib_cfg.get("n_jobs") or 1)
+        workers = (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
+        groups = stack_groups(job_overrides, stack_size, workers)
+        singleton_state = Singleton.get_state()
+        runs = Parallel(**joblib_cfg)(
+            delayed(execute_group)([initial_job_idx + i for i in group], [job_overrides[i] for i in group],
+                                   self.hydra_context, self.config, self.task_function, singleton_state)
+            for group in groups)
+        order = [i for group in groups for i in group]
+        return _in_sweep_order(order, [r for group_returns in runs for r in group_returns])

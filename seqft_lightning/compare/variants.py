@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from seqft_lightning.contract import NO_RETENTION, affects_results, flatten, retention_name
+from seqft_lightning.contract import NO_RETENTION, affects_results, flatten, is_seed_key, retention_name
 
 NAIVE_METHODS = ("baseline", "joint", "sequential")  # report order: naive (and their retention variants), merging
 MERGING_METHODS = ("task_arithmetic", "ties", "dare", "average", "task_negation")
@@ -25,13 +25,6 @@ FAMILIES = ("naive", "retention", "merging")
 def variant_family(method: str, retention: str) -> str:
     """``"merging"`` (merging and negation methods), else ``"retention"`` (a retention method on), else ``"naive"``."""
     return "merging" if method in MERGING_METHODS else "naive" if retention == NO_RETENTION else "retention"
-
-
-def is_seed_key(key: str) -> bool:
-    """Whether the dotted ``key`` is a seed (``seed``, ``data.split_seed``, ``retention.seed``, ...): seeds vary over
-    the repeats of one variant and never tell variants or knobs apart."""
-    last = key.rsplit(".", 1)[-1]
-    return last == "seed" or last.endswith("_seed")
 
 
 def is_knob_key(key: str) -> bool:

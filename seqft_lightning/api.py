@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from seqft_lightning.config import resolved_result_config
 from seqft_lightning.contract import CONFIG_FILE
+from seqft_lightning.interrupts import watching_interrupts
 from seqft_lightning.io import atomic_write_json
 from seqft_lightning.plan import plan_run
 from seqft_lightning.resume import completed_run
@@ -29,4 +30,5 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         return done, {}
     from seqft_lightning.pipeline import run
 
-    return run(plan)
+    with watching_interrupts():
+        return run(plan)

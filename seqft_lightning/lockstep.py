@@ -125,24 +125,25 @@ class Lockstep:
         for member in members:
             member.state = ProcessState(self.extras).capture()
             threading.Thread(target=self._body, args=(member,), name=f"lockstep-{member.index}", daemon=True).start()
-        ready = list(members)
+        for member in members:
+            self._turn(member)
         while True:
-            for member in ready:
-                self._turn(member)
-            ready = []
-            parked = [m for m in members if m.request is not None]
-            if parked:
-                groups: dict[Hashable, list[_Member]] = {}
-                for member in parked:
+            # Requests parked by then, by key; each stack's jobs go on as soon as it is trained
+            # (a job whose fits are short does not wait for another's long fit to finish its run).
+            groups: dict[Hashable, list[_Member]] = {}
+            for member in members:
+                if member.request is not None:
                     groups.setdefault(member.request.key, []).append(member)
-                for group in groups.values():
-                    self._train(group)
-                    ready.extend(group)
+            for group in groups.values():
+                self._train(group)
+                for member in group:
+                    self._turn(member)
             paused = [m for m in members if m.paused]
-            ready.extend(paused)
-            if not ready:
+            for member in paused:
+                self._turn(member)
+            if not groups and not paused:
                 break
-            if paused and not parked:  # what they wait for is held outside this process
+            if paused and not groups:  # what they wait for is held outside this process
                 time.sleep(0.05)
         initial.restore()
         return [m.outcome for m in members]

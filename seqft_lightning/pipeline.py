@@ -23,6 +23,7 @@ from seqft_lightning.cl_metrics import continual_summary
 from seqft_lightning.config import resolved_result_config
 from seqft_lightning.contract import DIVERGENCE, FINAL_CHECKPOINT, RUN_INFO_FILE, TRAINED_PRETRAIN, flatten
 from seqft_lightning.cost import cost_metrics, flops_per_sample
+from seqft_lightning.interrupts import check_interrupted
 from seqft_lightning.io import atomic_write_json
 from seqft_lightning.loggers import end_run
 from seqft_lightning.methods.base import MethodResult
@@ -146,6 +147,7 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
         "per_stage": [r.metrics for r in recorder.stages[1:]], "config_hash": plan.config_hash,
         "code_version": plan.code_version, DIVERGENCE: runner.divergence, "cost": run_cost(runner, result), **result.fields,
     }
+    check_interrupted()  # a Ctrl-C swallowed by a finalizer still leaves no complete-looking results
     final_net = result.net if result.net is not None else runner.net
     recorder.save_net(FINAL_CHECKPOINT, final_net, model=OmegaConf.to_container(cfg.model, resolve=True), method=plan.method_name, seed=int(cfg.seed))
     log_hparams(runner.loggers, plan, final)

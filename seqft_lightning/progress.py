@@ -27,6 +27,7 @@ from seqft_lightning.errors import EXIT_USER_ERROR
 from seqft_lightning.io import atomic_write_json, read_json
 from seqft_lightning.resolvers import short_number
 from seqft_lightning.resume import was_skipped
+from seqft_lightning.schedule import checked_stack_size
 from seqft_lightning.values import is_finite_number
 
 PROGRESS_DIR = ".progress"
@@ -82,6 +83,7 @@ class SweepProgress(Callback):
         return Path(str(config.hydra.sweep.dir)) / PROGRESS_DIR
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        checked_stack_size(config)
         progress = self._dir(config)
         progress.mkdir(parents=True, exist_ok=True)
         for stale in progress.glob("*.json"):

@@ -6,9 +6,11 @@ is still being trained only when nothing else is left. The order never changes a
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import sys
+from typing import Any, Sequence
 
 from seqft_lightning.contract import is_seed_key
+from seqft_lightning.errors import EXIT_USER_ERROR
 
 #: Override keys (and config groups) that never change the pretrained baseline. Everything else
 #: is treated as if it could: an unknown key only makes its own group, it never merges two.
@@ -77,3 +79,13 @@ def stack_groups(job_overrides: Sequence[Sequence[str]], stack_size: int, worker
         jobs = groups.pop(largest)
         groups[largest:largest] = [jobs[0::2], jobs[1::2]]
     return groups
+
+
+def checked_stack_size(config: Any) -> int:
+    """The sweep config's ``stack_size`` (an int >= 1); anything else ends the sweep, before any job
+    starts, with one line and exit 2 (checked by the launchers and by the sweep's console callback)."""
+    value = config.get("stack_size", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        sys.stderr.write(f"Error: stack_size={value!r} must be an integer >= 1 (1 turns stacking off)\n")
+        raise SystemExit(EXIT_USER_ERROR)
+    return value

@@ -17,6 +17,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 from seqft_lightning.errors import ConfigError
+from seqft_lightning.interrupts import watching_interrupts
 from seqft_lightning.provenance import pin_cpu_kernels
 
 #: Hydra's per-job singletons, as (capture, restore) pairs for :class:`~seqft_lightning.lockstep.ProcessState`.
@@ -52,7 +53,9 @@ def execute_group(indices: Sequence[int], job_overrides: Sequence[Sequence[str]]
 
     works = [functools.partial(_execute_job, i, o, hydra_context, config, task_function) for i, o in zip(indices, job_overrides)]
     returns = []
-    for ok, value in Lockstep(train_stack, extras=HYDRA_STATE).run(works):
+    with watching_interrupts():
+        outcomes = Lockstep(train_stack, extras=HYDRA_STATE).run(works)
+    for ok, value in outcomes:
         if not ok:  # run_job keeps the task's own errors in its JobReturn: this is Hydra failing
             raise value
         returns.append(value)

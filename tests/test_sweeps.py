@@ -362,6 +362,23 @@ def test_sigint_stops_the_run_without_complete_results(jobs):
     assert not (run_dir / "confusion" / "stage_3.csv").exists()
 
 
+def test_a_sigint_swallowed_by_a_finalizer_still_stops_the_run():
+    """Python only prints a KeyboardInterrupt raised inside ``__del__``: the run must still not write results."""
+    from seqft_lightning.interrupts import check_interrupted, watching_interrupts
+
+    class SignalledWhileCollected:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # the handler runs here, inside the finalizer
+
+    with watching_interrupts():
+        check_interrupted()  # nothing yet
+        SignalledWhileCollected()  # collected at once: "Exception ignored in ... KeyboardInterrupt"
+        with pytest.raises(KeyboardInterrupt):
+            check_interrupted()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    check_interrupted()  # forgotten once the run is over
+
+
 # --------------------------------------------------------------------------- the baseline cache
 
 def test_two_processes_needing_the_same_baseline_train_it_once(jobs):

@@ -8,7 +8,6 @@ Hydra finds plugins in the ``hydra_plugins`` namespace package; this one is foun
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +18,7 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from joblib import Parallel, delayed
 from omegaconf import DictConfig
 
-from seqft_lightning.schedule import baseline_first, stack_groups
+from seqft_lightning.schedule import baseline_first, checked_stack_size, stack_groups
 
 
 def _in_sweep_order(order: Sequence[int], returns: Sequence[JobReturn]) -> list[JobReturn]:
@@ -28,15 +27,6 @@ def _in_sweep_order(order: Sequence[int], returns: Sequence[JobReturn]) -> list[
     for position, index in enumerate(order):
         in_sweep_order[index] = returns[position]
     return in_sweep_order
-
-
-def checked_stack_size(config: DictConfig) -> int:
-    """The sweep's ``stack_size`` (an int >= 1); anything else ends the sweep with one line and exit 2."""
-    value = config.get("stack_size", 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        sys.stderr.write(f"Error: stack_size={value!r} must be an integer >= 1 (1 turns stacking off)\n")
-        raise SystemExit(2)
-    return value
 
 
 class BaselineFirstJoblibLauncher(JoblibLauncher):

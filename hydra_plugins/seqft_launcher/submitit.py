@@ -24,9 +24,9 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 from omegaconf import OmegaConf
 
-from hydra_plugins.seqft_launcher import _in_sweep_order, checked_stack_size
+from hydra_plugins.seqft_launcher import _in_sweep_order
 from seqft_lightning.progress import PROGRESS_DIR, new_lines
-from seqft_lightning.schedule import stack_groups
+from seqft_lightning.schedule import checked_stack_size, stack_groups
 
 #: seconds between two looks at the sweep's progress records (a job takes seconds to hours)
 POLL_S = 0.2

@@ -1,0 +1,105 @@
+"""Benchmark: ``make run``'s sweeps stacked (the default) and unstacked (``stack_size=1``), side by side.
+
+The sweep commands are read from ``make -n run`` (so they are the study's, whatever the Makefile
+says today); each mode runs all of them into fresh sweep and cache folders (cold cache), then
+``compare.py``. Modes alternate (stacked, unstacked, stacked, ...) for ``--pairs`` pairs, and the
+script prints each mode's wall time, the ratio stacked / unstacked per pair, the peak resident
+memory of the largest process (a stacked group's worker: ``resource.getrusage`` of the children),
+and whether every job's ``metrics.json`` is byte-identical between the modes.
+
+    python bench/bench_stacking.py                     # the whole study, one pair (~20 min on 2 cores)
+    python bench/bench_stacking.py --seeds 0,1 --pairs 2 pretrain.epochs=1 method.epochs_per_stage=1
+
+Run it by hand on an otherwise idle machine; it is not a test. Extra arguments are overrides added
+to every sweep (``trainer.accelerator=gpu`` on a GPU machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study_commands(seeds: str) -> list[list[str]]:
+    """``make -n run``'s ``train.py -m`` and ``compare.py`` commands, as argument lists."""
+    dry = subprocess.run(["make", "-n", "run", f"SEEDS={seeds}", "STUDY_DIR=@STUDY@"], cwd=ROOT, capture_output=True, text=True, check=True)
+    commands = []
+    for line in dry.stdout.splitlines():
+        words = shlex.split(line)
+        if len(words) > 1 and words[1] in ("train.py", "compare.py"):
+            commands.append([sys.executable, *words[1:]])
+    if not commands:
+        raise SystemExit("bench_stacking: `make -n run` printed no train.py command")
+    return commands
+
+
+def run_mode(work: Path, commands: list[list[str]], extra: list[str]) -> float:
+    """Every command of the study into ``work`` (sweep dir, cache); the wall time in seconds."""
+    study, cache = work / "study", work / "cache"
+    started = time.perf_counter()
+    for command in commands:
+        command = [str(study) if word == "@STUDY@" else word.replace("@STUDY@", str(study)) for word in command]
+        if command[1] == "train.py":
+            command = [*command, f"paths.cache_dir={cache}", "trainer.enable_progress_bar=false", *extra]
+        done = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"bench_stacking: {shlex.join(command)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def metrics(work: Path) -> dict[str, bytes]:
+    return {str(p.parent.relative_to(work)): p.read_bytes() for p in sorted((work / "study").glob("*/metrics.json"))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--pairs", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the run folders (their path is printed)")
+    args, extra = parser.parse_known_args()
+    commands = study_commands(args.seeds)
+    base = Path(tempfile.mkdtemp(prefix="bench_stacking_"))
+    modes = {"stacked": [], "unstacked": ["stack_size=1"]}
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
+    peak_kib = 0
+    identical = True
+    try:
+        for pair in range(args.pairs):
+            results = {}
+            for mode, overrides in modes.items():
+                work = base / f"{mode}{pair}"
+                times[mode].append(run_mode(work, commands, [*overrides, *extra]))
+                results[mode] = metrics(work)
+                if mode == "stacked" and pair == 0:  # before any unstacked process ran
+                    peak_kib = max(peak_kib, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+                print(f"pair {pair}: {mode:9s} {times[mode][-1]:8.1f} s  ({len(results[mode])} jobs)", flush=True)
+            same = results["stacked"] == results["unstacked"] and len(results["stacked"]) > 0
+            identical &= same
+            print(f"pair {pair}: ratio stacked/unstacked {times['stacked'][-1] / times['unstacked'][-1]:.3f}; "
+                  f"metrics.json {'byte-identical' if same else 'DIFFER'} over {len(results['stacked'])} jobs", flush=True)
+    finally:
+        if args.keep:
+            print(f"run folders: {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    ratios = [s / u for s, u in zip(times["stacked"], times["unstacked"])]
+    print(f"\nstacked   {' '.join(f'{t:.1f}' for t in times['stacked'])} s")
+    print(f"unstacked {' '.join(f'{t:.1f}' for t in times['unstacked'])} s")
+    print(f"ratio per pair {' '.join(f'{r:.3f}' for r in ratios)}")
+    print(f"peak resident memory of the largest stacked process: {peak_kib / 1024:.0f} MiB")
+    print(f"every job's metrics.json identical stacked and unstacked: {identical}")
+    if not identical:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

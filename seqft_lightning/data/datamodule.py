@@ -7,6 +7,7 @@ that wants the 28x28 grid (the CNN) reshapes them itself."""
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Sequence
 
 import lightning.pytorch as pl
@@ -18,6 +19,25 @@ from seqft_lightning.data.splits import Splits, make_splits
 from seqft_lightning.errors import DataError
 
 log = logging.getLogger(__name__)
+
+
+class _SplitTensors:
+    """The tensors of one split of one loaded data set (never modified in place). The datamodules of
+    one process with the same data and split share them (the runs of a stacked group: ``_SPLITS``)."""
+
+    def __init__(self, train_x: torch.Tensor, train_labels: torch.Tensor, test_x: torch.Tensor, test_labels: torch.Tensor,
+                 splits: Splits):
+        self.source, self.splits = train_x, splits
+        train_y = train_labels.long()
+        self.pretrain_x, self.pretrain_y = train_x[splits.pretrain], train_y[splits.pretrain]
+        self.calib_x, self.calib_y = train_x[splits.calibration], train_y[splits.calibration]
+        self.estim_x, self.estim_y = train_x[splits.estimation], train_y[splits.estimation]
+        self.test_x, self.test_y = test_x, test_labels.long()
+        self.task = {c: (train_x[idx], train_y[idx]) for c, idx in splits.tasks.items()}
+
+
+# Split tensors in use in this process, by data and split: held only while a datamodule holds them.
+_SPLITS: weakref.WeakValueDictionary[tuple, _SplitTensors] = weakref.WeakValueDictionary()
 
 
 class TaskDataModule(pl.LightningDataModule):
@@ -57,14 +77,21 @@ class TaskDataModule(pl.LightningDataModule):
         if self.splits is not None:
             return
         train_x, train_labels, test_x, test_labels = self.load()
-        self.splits = make_splits(train_labels, self.task_classes, self.samples_per_task, self.calibration_size,
-                                  self.split_seed, self.num_classes, self.estimation_size)
-        train_y, test_y = train_labels.long(), test_labels.long()
-        self.pretrain_x, self.pretrain_y = train_x[self.splits.pretrain], train_y[self.splits.pretrain]
-        self.calib_x, self.calib_y = train_x[self.splits.calibration], train_y[self.splits.calibration]
-        self.estim_x, self.estim_y = train_x[self.splits.estimation], train_y[self.splits.estimation]
-        self.test_x, self.test_y = test_x, test_y
-        self._task = {c: (train_x[idx], train_y[idx]) for c, idx in self.splits.tasks.items()}
+        key = (id(train_x), id(test_x), tuple(self.task_classes), self.samples_per_task, self.calibration_size,
+               self.split_seed, self.num_classes, self.estimation_size)
+        split = _SPLITS.get(key)
+        if split is None or split.source is not train_x:
+            split = _SplitTensors(train_x, train_labels, test_x, test_labels, make_splits(
+                train_labels, self.task_classes, self.samples_per_task, self.calibration_size, self.split_seed,
+                self.num_classes, self.estimation_size))
+            _SPLITS[key] = split
+        self._split = split  # what keeps the shared tensors alive
+        self.splits = split.splits
+        self.pretrain_x, self.pretrain_y = split.pretrain_x, split.pretrain_y
+        self.calib_x, self.calib_y = split.calib_x, split.calib_y
+        self.estim_x, self.estim_y = split.estim_x, split.estim_y
+        self.test_x, self.test_y = split.test_x, split.test_y
+        self._task = dict(split.task)
         log.info("splits: pretrain %d, calibration %d (selection) + %d (estimation), tasks %s, test %d",
                  len(self.pretrain_y), len(self.calib_y), len(self.estim_y),
                  {c: len(v[1]) for c, v in self._task.items()}, len(self.test_y))

@@ -99,6 +99,11 @@ def check_model(model: DictConfig, retention: Any) -> None:
     except RuntimeError as err:
         raise ConfigError(f"model ({name}) does not take the data's 28x28 images ({str(err).splitlines()[0]}); "
                           "fix model.input_dim (784) or model.image_size (28)") from None
+    from seqft_lightning.models.stacked import unstackable_layers
+
+    if layers := unstackable_layers(net):
+        raise ConfigError(f"model ({name}) has layers that stacked training cannot run ({', '.join(layers)}): every run trains "
+                          "under torch.vmap (README, Stacked training); use a model without dropout or batch norm")
     try:
         retention.check_model(net)
     except ValueError as err:

@@ -84,6 +84,22 @@ def test_a_net_trained_in_a_stack_of_three_equals_it_trained_alone():
         assert alone_curves[0] == stacked_curves[k]
 
 
+def test_a_model_a_stack_cannot_run_is_refused_before_any_work():
+    from omegaconf import OmegaConf
+    from torch import nn
+
+    from seqft_lightning.errors import ConfigError
+    from seqft_lightning.models import MLP
+    from seqft_lightning.models.stacked import unstackable_layers
+    from seqft_lightning.plan import check_model
+
+    assert unstackable_layers(MLP()) == []
+    assert unstackable_layers(nn.Sequential(nn.Linear(2, 2), nn.Dropout(), nn.BatchNorm1d(2))) == [
+        "Dropout at 1", "BatchNorm1d at 2"]
+    with pytest.raises(ConfigError, match="Dropout at the top.*without dropout or batch norm"):
+        check_model(OmegaConf.create({"_target_": "torch.nn.Dropout"}), retention=None)
+
+
 # --------------------------------------------------------------------------- Lockstep
 
 

@@ -22,6 +22,15 @@ def architecture_key(net: nn.Module) -> tuple:
             *((n, tuple(b.shape), str(b.dtype)) for n, b in net.named_buffers()))
 
 
+#: Layers a vmapped stack cannot run as each model alone would: random (dropout) or updating buffers in place (batch norm).
+UNSTACKABLE = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
+
+
+def unstackable_layers(net: nn.Module) -> list[str]:
+    """Names (``type`` at ``path``) of the layers of ``net`` that :class:`StackedNets` cannot run."""
+    return [f"{type(m).__name__} at {name or 'the top'}" for name, m in net.named_modules() if isinstance(m, UNSTACKABLE)]
+
+
 class StackedNets(nn.Module):
     """``nets`` (K >= 1, one :func:`architecture_key`) as one model: ``forward(x [K, B, ...]) -> [K, B, C]``."""
 

@@ -86,6 +86,6 @@ def checked_stack_size(config: Any) -> int:
     starts, with one line and exit 2 (checked by the launchers and by the sweep's console callback)."""
     value = config.get("stack_size", 1)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        sys.stderr.write(f"Error: stack_size={value!r} must be an integer >= 1 (1 turns stacking off)\n")
+        sys.stderr.write(f"error: stack_size={value!r} must be an integer >= 1 (1 turns stacking off)\n")
         raise SystemExit(EXIT_USER_ERROR)
     return value

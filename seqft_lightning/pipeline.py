@@ -5,7 +5,6 @@ The training seed is re-applied after the baseline, so a cache hit and a miss fi
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -27,11 +26,10 @@ from seqft_lightning.interrupts import check_interrupted
 from seqft_lightning.io import atomic_write_json
 from seqft_lightning.loggers import end_run
 from seqft_lightning.methods.base import MethodResult
-from seqft_lightning.lockstep import Lockstep
 from seqft_lightning.run_plan import RunPlan
 from seqft_lightning.recorder import RunRecorder
 from seqft_lightning.selection import score
-from seqft_lightning.runner import Runner, train_stack
+from seqft_lightning.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +159,3 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
     recorder.finish(metrics)
     return metrics, {"datamodule": runner.datamodule, "net": runner.net, "runner": runner}
 
-
-def run_group(plans: list[RunPlan]) -> list[tuple[bool, Any]]:
-    """Run the checked ``plans`` in one process, their equal fits trained as stacks (each run's result
-    files are those it writes alone); per plan, ``(True, run(plan))`` or ``(False, the exception)``."""
-    return Lockstep(train_stack).run([functools.partial(run, plan) for plan in plans])

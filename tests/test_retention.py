@@ -339,3 +339,29 @@ def test_freeze_accepts_indices_and_prefixes():
 def test_freeze_unknown_entry_raises(bad):
     with pytest.raises(ValueError, match="Freeze"):
         Freeze((bad,)).on_stage_start(TinyNet(), 0, [0])
+
+
+@pytest.mark.parametrize("damping", [0.0, 0.5])
+def test_ewc_penalty_gradient_is_the_per_tensor_one_bit_for_bit(damping):
+    """The penalty works on all parameters as one flat vector; each entry's gradient is still the
+    per-tensor formula's (the same elementwise arithmetic), so training follows the same bits."""
+    torch.manual_seed(3)
+    net = TinyNet()
+    ewc = EWC(lambda_=7.0, damping=damping)
+    ewc.anchor = {n: p.detach().clone() for n, p in net.named_parameters()}
+    ewc.fisher = {n: torch.rand_like(p) for n, p in ewc.anchor.items()}
+    perturb(net)
+    x = torch.randn(2, 784)
+    ewc.penalty(net, x, None, net(x)).backward()
+    flat = {n: p.grad.clone() for n, p in net.named_parameters()}
+    net.zero_grad(set_to_none=True)
+    per_tensor = 0  # the per-tensor penalty as it was written before: w = F·d² (+ ε·d², one d² shared)
+    for n, p in net.named_parameters():
+        sq = (p - ewc.anchor[n]).pow(2)
+        weight = ewc.fisher[n] * sq
+        per_tensor = per_tensor + (weight + damping * sq if damping else weight).sum()
+    (0.5 * 7.0 * per_tensor).backward()
+    for n, p in net.named_parameters():
+        assert torch.equal(flat[n], p.grad), n
+    ewc.anchor = {n: t + 1 for n, t in ewc.anchor.items()}  # a new anchor (a stage's end) is read, not a stale copy
+    assert ewc.penalty(net, x, None, net(x)).item() > 0.5 * 7.0 * per_tensor.item()

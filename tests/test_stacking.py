@@ -58,6 +58,23 @@ def _fit(nets, datasets, seeds):
     return module.take_curves()
 
 
+def test_evaluation_batches_are_stacked_once_and_served_again():
+    from seqft_lightning.data.loaders import StackedLoader, TensorBatchLoader
+
+    torch.manual_seed(0)
+    data = [(torch.randn(50, 4), torch.arange(50) % 3) for _ in range(2)]
+    fixed = StackedLoader([TensorBatchLoader(x, y, 20, shuffle=False) for x, y in data])
+    first = next(iter(fixed))  # a pass stopped early (Lightning stops at len()) still keeps them all
+    passes = [list(fixed), list(fixed)]
+    assert [len(p) for p in passes] == [3, 3] and first is passes[0][0]
+    assert all(a is b for a, b in zip(*passes))  # kept: the data is copied once per fit, not per epoch
+    for k, (x, y) in enumerate(data):
+        assert torch.equal(torch.cat([xb[k] for xb, _ in passes[0]]), x)
+        assert torch.equal(torch.cat([yb[k] for _, yb in passes[0]]), y)
+    shuffled = StackedLoader([TensorBatchLoader(x, y, 50) for x, y in data])
+    assert not torch.equal(next(iter(shuffled))[1], next(iter(shuffled))[1])  # a new order every pass
+
+
 def test_a_net_trained_in_a_stack_of_three_equals_it_trained_alone():
     from seqft_lightning.models import MLP
 
@@ -221,9 +238,10 @@ def test_stack_groups_group_by_everything_but_seeds_and_numbers():
     # Cut into even, interleaved parts of at most stack_size.
     assert stack_groups(jobs, stack_size=4) == [[0, 2, 4], [1, 3, 5], [6, 8, 10], [7, 9, 11]]
     assert stack_groups(jobs, stack_size=1) == [[i] for i in range(12)]
-    # Halved until every worker has a group.
+    # Halved until every worker has two groups.
     halved = stack_groups(jobs, stack_size=25, workers=4)
-    assert len(halved) == 4 and sorted(i for g in halved for i in g) == list(range(12))
+    assert len(halved) == 8 and sorted(i for g in halved for i in g) == list(range(12))
+    assert stack_groups(jobs, stack_size=25, workers=1) == groups
     assert len(stack_groups(jobs[:2], stack_size=25, workers=8)) == 2
     with pytest.raises(ValueError, match="stack_size"):
         stack_groups(jobs, stack_size=0)

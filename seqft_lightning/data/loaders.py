@@ -57,11 +57,15 @@ class TensorBatchLoader:
 
 class StackedLoader:
     """The batches of K loaders with equal :meth:`batch_key`, stacked: ``(x [K, B, ...], y [K, B])``.
-    Loader ``k`` draws its batches with its own random generators ``randoms[k]`` (None: the process's)."""
+    Loader ``k`` draws its batches with its own random generators ``randoms[k]`` (None: the process's).
+    When no loader shuffles (the evaluation loaders), the stacked batches of the first pass are kept
+    and served again: validation after every epoch copies its data once per fit, not once per epoch."""
 
     def __init__(self, loaders: Sequence, randoms: Sequence[RandomState | None] | None = None):
         self.loaders = list(loaders)
         self.randoms = list(randoms) if randoms is not None else [None] * len(self.loaders)
+        self._fixed = all(getattr(loader, "shuffle", True) is False for loader in self.loaders)
+        self._kept: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __len__(self) -> int:
         return len(self.loaders[0])
@@ -76,7 +80,7 @@ class StackedLoader:
         finally:
             random.capture(torch_only=True)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _stacked(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         iterators = [iter(loader) for loader in self.loaders]
         while True:
             try:
@@ -84,3 +88,8 @@ class StackedLoader:
             except StopIteration:
                 return
             yield torch.stack([x for x, _ in batches]), torch.stack([y for _, y in batches])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._fixed and self._kept is None:  # a whole pass up front: Lightning may stop at len() without exhausting it
+            self._kept = list(self._stacked())
+        return iter(self._kept) if self._fixed else self._stacked()

@@ -144,8 +144,8 @@ class EWC(Anchored):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "fisher": self.fisher_kind}
 
-    def _weight(self, name: str, sq_dist: Tensor) -> Tensor:
-        weight = self.fisher[name] * sq_dist
+    def _weight(self, flat: dict[str, Tensor], sq_dist: Tensor) -> Tensor:
+        weight = flat["fisher"] * sq_dist
         return weight + self.damping * sq_dist if self.damping else weight
 
     def extra_flops(self, forward_per_sample: float, train_per_sample: float) -> float:

@@ -23,19 +23,16 @@ $(STAMP): pyproject.toml
 # compare.py picks each knob per seed on the calibration (selection) part with the one selection
 # rule (selection.rule, selection.delta), scores the best method on the estimation part and
 # reports test numbers. Every random draw follows the seed (split, replay memory, Fisher subset,
-# DARE masks). Jobs run in parallel, one worker per core (joblib). The baselines come first, in a
-# sweep of their own: its workers pretrain different seeds side by side, and every later job finds
-# its seed's baseline in the cache (in a mixed sweep, a group whose baselines another worker is
-# pretraining waits idle). resume=true: rerunning after an interruption redoes only the jobs that
-# did not finish (or that other code computed).
+# DARE masks). Jobs run in parallel, one per core (joblib); the seed varies fastest, so parallel
+# jobs pretrain different seeds' baselines instead of waiting for one. resume=true: rerunning
+# after an interruption redoes only the jobs that did not finish (or that other code computed).
 STUDY_DIR ?= outputs/multirun/reference_study
 SEEDS     ?= 0,1,2,3,4
 SWEEP      = $(PY) train.py -m hydra.sweep.dir=$(STUDY_DIR) resume=true
 FINETUNE   = $(SWEEP) method=sequential,joint
 
 run: $(STAMP)
-	$(SWEEP) method=baseline seed=$(SEEDS)
-	$(SWEEP) method=sequential,joint,task_arithmetic,ties,dare,average seed=$(SEEDS)
+	$(SWEEP) method=baseline,sequential,joint,task_arithmetic,ties,dare,average seed=$(SEEDS)
 	$(SWEEP) method=sequential method.reset_optimizer=false seed=$(SEEDS)
 	$(FINETUNE) retention=ewc retention.lambda_=1,3,10,30,100,300 seed=$(SEEDS)
 	$(FINETUNE) retention=l2sp retention.alpha=1,3,10,30,100 seed=$(SEEDS)

@@ -63,10 +63,8 @@ def stack_key(overrides: Sequence[str]) -> tuple[str, ...]:
 
 def stack_groups(job_overrides: Sequence[Sequence[str]], stack_size: int, workers: int = 1) -> list[list[int]]:
     """Indices into ``job_overrides``, grouped by :func:`stack_key` in sweep order, each group cut into
-    even parts of at most ``stack_size`` jobs; with several ``workers``, the largest parts are halved
-    until there are two groups per worker or every group is one job. Two per worker: a worker whose
-    first group ends early takes the next, so groups of unequal length (3 short stages against 1 long)
-    still keep every core busy; on a CPU a model steps about as fast in a stack of 12 as in one of 25."""
+    even parts of at most ``stack_size`` jobs; the largest parts are halved until there are ``workers``
+    groups (so that every worker has one) or every group is one job."""
     if stack_size < 1:
         raise ValueError(f"stack_size must be >= 1, got {stack_size}")
     by_key: dict[tuple[str, ...], list[int]] = {}
@@ -76,7 +74,7 @@ def stack_groups(job_overrides: Sequence[Sequence[str]], stack_size: int, worker
     for jobs in by_key.values():
         parts = math.ceil(len(jobs) / stack_size)
         groups.extend(jobs[part::parts] for part in range(parts))
-    while len(groups) < (2 * workers if workers > 1 else 1) and max(map(len, groups), default=1) > 1:
+    while len(groups) < workers and max(map(len, groups), default=1) > 1:
         largest = max(range(len(groups)), key=lambda i: len(groups[i]))
         jobs = groups.pop(largest)
         groups[largest:largest] = [jobs[0::2], jobs[1::2]]

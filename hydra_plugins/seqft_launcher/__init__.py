@@ -42,7 +42,7 @@ class BaselineFirstJoblibLauncher(JoblibLauncher):
 class StackingJoblibLauncher(JoblibLauncher):
     """Hydra's joblib launcher (every option of ``hydra/launcher=joblib``) that runs a sweep's jobs in
     groups (:func:`seqft_lightning.schedule.stack_groups`: jobs that differ only in seeds and scalar
-    knobs, at most ``stack_size`` per group), each group in one worker process, its equal fits
+    knobs, at most ``stack_size`` per group), one group per worker process, each group's equal fits
     trained as one stack (:mod:`seqft_lightning.sweep_stack`). ``stack_size=1``: one job per group,
     the plain joblib launcher. Returns come back in sweep order."""
 

@@ -63,11 +63,12 @@ def stack_key(overrides: Sequence[str]) -> tuple[str, ...]:
 
 def stack_groups(job_overrides: Sequence[Sequence[str]], stack_size: int, workers: int = 1) -> list[list[int]]:
     """Indices into ``job_overrides``, grouped by :func:`stack_key` in sweep order, each group cut into
-    even parts of at most ``stack_size`` jobs. With several ``workers``, the first group is cut into one
-    part per worker by :func:`baseline_group` (its baselines dealt out in turn), so the workers start by
-    pretraining different baselines side by side, not one worker all of them while the others wait for
-    its locks; then the largest parts are halved until there are ``workers`` groups (so that every
-    worker has one) or every group is one job."""
+    even parts of at most ``stack_size`` jobs. With several ``workers``, a first group whose jobs each
+    need a baseline of their own (``method=baseline seed=0,1,2,3,4``: its sweep starts by pretraining)
+    is cut into one part per worker, its baselines dealt out in turn, so the workers pretrain different
+    baselines side by side instead of one pretraining them all while the others wait for its locks;
+    then the largest parts are halved until there are ``workers`` groups (so that every worker has
+    one) or every group is one job."""
     if stack_size < 1:
         raise ValueError(f"stack_size must be >= 1, got {stack_size}")
     by_key: dict[tuple[str, ...], list[int]] = {}
@@ -77,9 +78,9 @@ def stack_groups(job_overrides: Sequence[Sequence[str]], stack_size: int, worker
     for jobs in by_key.values():
         parts = math.ceil(len(jobs) / stack_size)
         groups.extend(jobs[part::parts] for part in range(parts))
-    if workers > 1 and groups:  # the first group, its baselines dealt out to the workers
+    baselines = list(dict.fromkeys(baseline_group(job_overrides[i]) for i in groups[0])) if groups else []
+    if workers > 1 and len(baselines) == len(groups[0]) > 1:  # one job per baseline: a sweep that starts by pretraining
         first = groups.pop(0)
-        baselines = list(dict.fromkeys(baseline_group(job_overrides[i]) for i in first))
         parts = min(workers, len(baselines))
         groups[0:0] = [[i for i in first if baselines.index(baseline_group(job_overrides[i])) % parts == part]
                        for part in range(parts)]

@@ -238,11 +238,11 @@ def test_stack_groups_group_by_everything_but_seeds_and_numbers():
     # Cut into even, interleaved parts of at most stack_size.
     assert stack_groups(jobs, stack_size=4) == [[0, 2, 4], [1, 3, 5], [6, 8, 10], [7, 9, 11]]
     assert stack_groups(jobs, stack_size=1) == [[i] for i in range(12)]
-    # With several workers the first group is cut by baseline, one share per worker (they start by
-    # pretraining different seeds' baselines), then groups are halved until every worker has one.
-    two = stack_groups(jobs, stack_size=25, workers=2)
-    assert two == [[0, 2, 3, 5], [1, 4], list(range(6, 12))]  # seeds 0 and 2, seed 1, the rest
-    assert {jobs[i][2] for i in two[0]}.isdisjoint(jobs[i][2] for i in two[1])
+    # With several workers, a first group of one job per baseline (a sweep that starts by pretraining)
+    # is cut by baseline, one share per worker; a first group with several jobs per baseline is not.
+    starts = [[f"method={m}", f"seed={s}"] for m in ("baseline", "joint") for s in range(5)]
+    assert stack_groups(starts, stack_size=25, workers=2) == [[0, 2, 4], [1, 3], list(range(5, 10))]
+    assert stack_groups(jobs, stack_size=25, workers=2) == groups
     halved = stack_groups(jobs[:6], stack_size=25, workers=4)
     assert len(halved) == 4 and sorted(i for g in halved for i in g) == list(range(6))
     assert len(stack_groups(jobs[:2], stack_size=25, workers=8)) == 2

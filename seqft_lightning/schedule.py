@@ -78,12 +78,10 @@ def stack_groups(job_overrides: Sequence[Sequence[str]], stack_size: int, worker
     for jobs in by_key.values():
         parts = math.ceil(len(jobs) / stack_size)
         groups.extend(jobs[part::parts] for part in range(parts))
-    baselines = list(dict.fromkeys(baseline_group(job_overrides[i]) for i in groups[0])) if groups else []
-    if workers > 1 and len(baselines) == len(groups[0]) > 1:  # one job per baseline: a sweep that starts by pretraining
-        first = groups.pop(0)
-        parts = min(workers, len(baselines))
-        groups[0:0] = [[i for i in first if baselines.index(baseline_group(job_overrides[i])) % parts == part]
-                       for part in range(parts)]
+    first = groups[0] if groups else []
+    if workers > 1 and len(first) > 1 and len({baseline_group(job_overrides[i]) for i in first}) == len(first):
+        parts = min(workers, len(first))  # one job per baseline: a sweep that starts by pretraining
+        groups[0:1] = [first[part::parts] for part in range(parts)]
     while len(groups) < workers and max(map(len, groups), default=1) > 1:
         largest = max(range(len(groups)), key=lambda i: len(groups[i]))
         jobs = groups.pop(largest)

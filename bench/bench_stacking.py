@@ -11,12 +11,17 @@ and whether every job's ``metrics.json`` is byte-identical between the modes.
     python bench/bench_stacking.py --seeds 0,1 --pairs 2 pretrain.epochs=1 method.epochs_per_stage=1
 
 Run it by hand on an otherwise idle machine; it is not a test. Extra arguments are overrides added
-to every sweep (``trainer.accelerator=gpu`` on a GPU machine).
+to every sweep (``trainer.accelerator=gpu`` on a GPU machine). ``--commands FILE`` reads the study's
+commands from what ``make -n run SEEDS=@SEEDS@ STUDY_DIR=@STUDY@`` printed (for a machine without
+``make``, e.g. the GPU machine: ``bench/gpu_study.sh``). Where the two modes' ``metrics.json`` differ
+(expected on CUDA, whose kernels need not round alike in a stack), it prints how much: the jobs that
+differ, the largest absolute difference of any number, and of any accuracy.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shlex
 import shutil
@@ -29,11 +34,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def study_commands(seeds: str) -> list[list[str]]:
-    """``make -n run``'s ``train.py -m`` and ``compare.py`` commands, as argument lists."""
-    dry = subprocess.run(["make", "-n", "run", f"SEEDS={seeds}", "STUDY_DIR=@STUDY@"], cwd=ROOT, capture_output=True, text=True, check=True)
+def study_commands(seeds: str, commands_file: str | None = None) -> list[list[str]]:
+    """``make -n run``'s ``train.py -m`` and ``compare.py`` commands (or those of ``commands_file``, which holds
+    what it printed with ``SEEDS=@SEEDS@``), as argument lists."""
+    if commands_file is not None:
+        dry = Path(commands_file).read_text().replace("@SEEDS@", seeds)
+    else:
+        dry = subprocess.run(["make", "-n", "run", f"SEEDS={seeds}", "STUDY_DIR=@STUDY@"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout
     commands = []
-    for line in dry.stdout.splitlines():
+    for line in dry.splitlines():
         words = shlex.split(line)
         if len(words) > 1 and words[1] in ("train.py", "compare.py"):
             commands.append([sys.executable, *words[1:]])
@@ -60,13 +70,39 @@ def metrics(work: Path) -> dict[str, bytes]:
     return {str(p.parent.relative_to(work)): p.read_bytes() for p in sorted((work / "study").glob("*/metrics.json"))}
 
 
+def numbers(tree: object, path: str = "") -> dict[str, float]:
+    """Every number of a parsed JSON tree, by its path."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in numbers(sub, f"{path}/{key}").items()}
+    if isinstance(tree, list):
+        return {k: v for i, sub in enumerate(tree) for k, v in numbers(sub, f"{path}[{i}]").items()}
+    return {path: float(tree)} if isinstance(tree, (int, float)) and not isinstance(tree, bool) else {}
+
+
+def differences(a: dict[str, bytes], b: dict[str, bytes]) -> str:
+    """How the ``metrics.json`` of two runs of the study differ: jobs, largest absolute difference of any number
+    and of any accuracy (a fraction: 1e-4 is one test image in 10,000), ``code_version`` aside."""
+    jobs = [job for job in a if job in b and a[job] != b[job]]
+    worst, worst_acc = (0.0, ""), (0.0, "")
+    for job in jobs:
+        old, new = (numbers({k: v for k, v in json.loads(m[job]).items() if k != "code_version"}) for m in (a, b))
+        for key in old.keys() & new.keys():
+            diff = abs(old[key] - new[key])
+            worst = max(worst, (diff, f"{job}{key}"))
+            if "/acc" in key:
+                worst_acc = max(worst_acc, (diff, f"{job}{key}"))
+    return (f"{len(jobs)} of {len(a)} jobs differ; largest difference {worst[0]:.3g} ({worst[1]}); "
+            f"largest accuracy difference {worst_acc[0]:.3g} ({worst_acc[1] or 'none'})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--pairs", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the run folders (their path is printed)")
+    parser.add_argument("--commands", help="a file with what `make -n run SEEDS=@SEEDS@ STUDY_DIR=@STUDY@` printed")
     args, extra = parser.parse_known_args()
-    commands = study_commands(args.seeds)
+    commands = study_commands(args.seeds, args.commands)
     base = Path(tempfile.mkdtemp(prefix="bench_stacking_"))
     modes = {"stacked": [], "unstacked": ["stack_size=1"]}
     times: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -86,6 +122,8 @@ def main() -> None:
             identical &= same
             print(f"pair {pair}: ratio stacked/unstacked {times['stacked'][-1] / times['unstacked'][-1]:.3f}; "
                   f"metrics.json {'byte-identical' if same else 'DIFFER'} over {len(results['stacked'])} jobs", flush=True)
+            if not same:
+                print(f"pair {pair}: {differences(results['unstacked'], results['stacked'])}", flush=True)
     finally:
         if args.keep:
             print(f"run folders: {base}")

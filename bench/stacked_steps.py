@@ -1,7 +1,7 @@
 """How fast can K models of the study's MLP train in lockstep on this machine, and which stacking keeps a model's
 bits whatever it is stacked with? (Groundwork of issue 19.)
 
-``python bench/stacked_steps.py [--ks 1 5 25] [--steps 200] [--threads 1]``
+``python bench/stacked_steps.py [--ks 1 5 25] [--steps 200] [--threads 1] [--device cuda]``
 
 Runs ``--steps`` Adam steps (torch's fused Adam, as the study's optimizer config) at batch 64 (cross-entropy,
 784-128-64-10 MLP, random data held in memory, batches drawn by index, each model its own batches) in three ways and
@@ -38,12 +38,12 @@ from seqft_lightning.models.components import MLP
 BATCH, N_SAMPLES = 64, 4096
 
 
-def make_models(k: int) -> list[nn.Module]:
-    """K MLPs, model i initialised from seed i (so model 0 is the same in every stack)."""
+def make_models(k: int, device: str = "cpu") -> list[nn.Module]:
+    """K MLPs on ``device``, model i initialised from seed i (so model 0 is the same in every stack)."""
     models = []
     for i in range(k):
         torch.manual_seed(i)
-        models.append(MLP())
+        models.append(MLP().to(device))
     return models
 
 
@@ -92,10 +92,14 @@ def member_steps(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor, idx:
 
 def rate(fn: Callable, models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
          idx: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
-    """``(steps per second per model, model 0's parameters)`` of ``fn`` on fresh copies of ``models``."""
+    """``(steps per second per model, model 0's parameters)`` of ``fn`` on fresh copies of ``models`` (on a GPU
+    the clock stops once its queued kernels are done)."""
     fn(copy.deepcopy(models), x, y, idx[:3])  # warm-up: first calls allocate
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    sync()
     start = time.perf_counter()
     params = fn(copy.deepcopy(models), x, y, idx)
+    sync()
     return idx.shape[0] * idx.shape[1] / (time.perf_counter() - start) / len(models), params
 
 
@@ -104,21 +108,24 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 25])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where the models train, e.g. cuda (data held there too)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    gen = torch.Generator().manual_seed(0)
+    gen, device = torch.Generator().manual_seed(0), args.device
     x, y = torch.rand(N_SAMPLES, 784, generator=gen), torch.randint(0, 10, (N_SAMPLES,), generator=gen)
     idx = torch.randint(0, N_SAMPLES, (args.steps, max(args.ks), BATCH), generator=gen)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {BATCH}, {args.steps} fused-Adam steps per model")
+    x, y, idx = x.to(device), y.to(device), idx.to(device)
+    where = torch.cuda.get_device_name(device) if x.is_cuda else f"cpu, {args.threads} thread(s)"
+    print(f"torch {torch.__version__}, {where}, batch {BATCH}, {args.steps} fused-Adam steps per model")
     print(f"{'K':>4} {'module':>8} {'state':>8} {'members':>8}  (steps/s/model)  model 0 after the steps vs K=1")
     alone = {}
     for k in args.ks:
-        models = make_models(k)
+        models = make_models(k, device)
         module, _ = rate(module_steps, models, x, y, idx[:, :k])
         (state, state_p), (member, member_p) = (rate(fn, models, x, y, idx[:, :k]) for fn in (state_steps, member_steps))
         alone = alone or ({"state": state_p, "members": member_p} if k == 1 else
-                          {"state": state_steps(make_models(1), x, y, idx[:, :1]),
-                           "members": member_steps(make_models(1), x, y, idx[:, :1])})
+                          {"state": state_steps(make_models(1, device), x, y, idx[:, :1]),
+                           "members": member_steps(make_models(1, device), x, y, idx[:, :1])})
         same = {name: "same" if all(map(torch.equal, got, alone[name])) else "DIFFERENT"
                 for name, got in (("state", state_p), ("members", member_p))}
         print(f"{k:>4} {module:>8.0f} {state:>8.0f} {member:>8.0f}  state {same['state']}, members {same['members']}")

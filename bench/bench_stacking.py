@@ -4,7 +4,8 @@ The sweep commands are read from ``make -n run`` (so they are the study's, whate
 says today); each mode runs all of them into fresh sweep and cache folders (cold cache), then
 ``compare.py``. Modes alternate (stacked, unstacked, stacked, ...) for ``--pairs`` pairs, and the
 script prints each mode's wall time, the ratio stacked / unstacked per pair, the peak resident
-memory of the largest process (a stacked group's worker: ``resource.getrusage`` of the children),
+memory of the largest training process of each mode and of ``compare.py`` (``os.wait4``'s usage of
+each command, its worker processes included),
 and whether every job's ``metrics.json`` is byte-identical between the modes.
 
     python bench/bench_stacking.py                     # the whole study, one pair (~20 min on 2 cores)
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shlex
 import shutil
 import subprocess
@@ -52,18 +53,25 @@ def study_commands(seeds: str, commands_file: str | None = None) -> list[list[st
     return commands
 
 
-def run_mode(work: Path, commands: list[list[str]], extra: list[str]) -> float:
-    """Every command of the study into ``work`` (sweep dir, cache); the wall time in seconds."""
+def run_mode(work: Path, commands: list[list[str]], extra: list[str]) -> tuple[float, dict[str, float]]:
+    """Every command of the study into ``work`` (sweep dir, cache): the wall time in seconds, and the peak resident
+    memory (MiB) of the largest ``train.py`` process (its workers included) and of ``compare.py``."""
     study, cache = work / "study", work / "cache"
+    peaks = {"train.py": 0.0, "compare.py": 0.0}
     started = time.perf_counter()
     for command in commands:
         command = [str(study) if word == "@STUDY@" else word.replace("@STUDY@", str(study)) for word in command]
         if command[1] == "train.py":
             command = [*command, f"paths.cache_dir={cache}", "trainer.enable_progress_bar=false", *extra]
-        done = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"bench_stacking: {shlex.join(command)} failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
+        with tempfile.TemporaryFile("w+") as stderr:
+            process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+            _, status, usage = os.wait4(process.pid, 0)  # this command's usage alone (ru_maxrss in KiB)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            if process.returncode != 0:
+                stderr.seek(0)
+                raise SystemExit(f"bench_stacking: {shlex.join(command)} failed:\n{stderr.read()[-3000:]}")
+        peaks[command[1]] = max(peaks[command[1]], usage.ru_maxrss / 1024)
+    return time.perf_counter() - started, peaks
 
 
 def metrics(work: Path) -> dict[str, bytes]:
@@ -101,23 +109,27 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the run folders (their path is printed)")
     parser.add_argument("--commands", help="a file with what `make -n run SEEDS=@SEEDS@ STUDY_DIR=@STUDY@` printed")
+    parser.add_argument("--stacked-only", action="store_true", help="time the stacked study alone (no pair)")
     args, extra = parser.parse_known_args()
     commands = study_commands(args.seeds, args.commands)
     base = Path(tempfile.mkdtemp(prefix="bench_stacking_"))
     modes = {"stacked": [], "unstacked": ["stack_size=1"]}
+    if args.stacked_only:
+        del modes["unstacked"]
     times: dict[str, list[float]] = {mode: [] for mode in modes}
-    peak_kib = 0
+    peaks: dict[str, dict[str, float]] = {}
     identical = True
     try:
         for pair in range(args.pairs):
             results = {}
             for mode, overrides in modes.items():
                 work = base / f"{mode}{pair}"
-                times[mode].append(run_mode(work, commands, [*overrides, *extra]))
+                seconds, peaks[mode] = run_mode(work, commands, [*overrides, *extra])
+                times[mode].append(seconds)
                 results[mode] = metrics(work)
-                if mode == "stacked" and pair == 0:  # before any unstacked process ran
-                    peak_kib = max(peak_kib, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
                 print(f"pair {pair}: {mode:9s} {times[mode][-1]:8.1f} s  ({len(results[mode])} jobs)", flush=True)
+            if args.stacked_only:
+                continue
             same = results["stacked"] == results["unstacked"] and len(results["stacked"]) > 0
             identical &= same
             print(f"pair {pair}: ratio stacked/unstacked {times['stacked'][-1] / times['unstacked'][-1]:.3f}; "
@@ -129,11 +141,15 @@ def main() -> None:
             print(f"run folders: {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
-    ratios = [s / u for s, u in zip(times["stacked"], times["unstacked"])]
     print(f"\nstacked   {' '.join(f'{t:.1f}' for t in times['stacked'])} s")
+    for mode, peak in peaks.items():
+        print(f"peak resident memory, {mode}: largest train.py process or worker {peak['train.py']:.0f} MiB, "
+              f"compare.py {peak['compare.py']:.0f} MiB")
+    if args.stacked_only:
+        return
+    ratios = [s / u for s, u in zip(times["stacked"], times["unstacked"])]
     print(f"unstacked {' '.join(f'{t:.1f}' for t in times['unstacked'])} s")
     print(f"ratio per pair {' '.join(f'{r:.3f}' for r in ratios)}")
-    print(f"peak resident memory of the largest stacked process: {peak_kib / 1024:.0f} MiB")
     print(f"every job's metrics.json identical stacked and unstacked: {identical}")
     if not identical:
         raise SystemExit(1)

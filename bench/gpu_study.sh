@@ -11,7 +11,10 @@
 #      whether model 0 keeps its bits in a stack there;
 #   3. `make run` (the whole study, cold cache, report included, accelerator auto) stacked and then
 #      unstacked (stack_size=1), back to back (bench/bench_stacking.py): wall times, their ratio, the
-#      peak memory, and how much the two modes' metrics.json differ on CUDA.
+#      peak memory, and how much the two modes' metrics.json differ on CUDA;
+#   4. the stacked study again with one worker process (hydra.launcher.n_jobs=1: one group at a time,
+#      "one group per GPU") instead of one per core, which may suit one GPU better (it serialises the
+#      kernels of 16 processes anyway).
 # Each part has a time limit, so that a slow part leaves the others their figures. BENCH_ARGS and
 # STEPS_ARGS add arguments (a quick check of the plumbing on a CPU: PY=.venv/bin/python SKIP_SETUP=1
 # BENCH_ARGS="--seeds 0 pretrain.epochs=1 method.epochs_per_stage=1" OUT=/tmp/o bash bench/gpu_study.sh device).
@@ -45,7 +48,10 @@ device() {
     device=$($PY -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
     timeout 120 $PY bench/stacked_steps.py --device "$device" ${STEPS_ARGS:-} || echo "stacked_steps: exit $?"
     echo "== make run, stacked then unstacked (bench/bench_stacking.py)"
-    timeout 440 $PY bench/bench_stacking.py --commands "$WHEELS/study.txt" ${BENCH_ARGS:-} || echo "bench_stacking: exit $?"
+    timeout 390 $PY bench/bench_stacking.py --commands "$WHEELS/study.txt" ${BENCH_ARGS:-} || echo "bench_stacking: exit $?"
+    echo "== make run stacked, one worker process (hydra.launcher.n_jobs=1)"
+    timeout 140 $PY bench/bench_stacking.py --commands "$WHEELS/study.txt" --stacked-only ${BENCH_ARGS:-} \
+        hydra.launcher.n_jobs=1 || echo "bench_stacking (one worker): exit $?"
 }
 
 case "${1:-}" in

@@ -66,7 +66,7 @@ def run_mode(work: Path, commands: list[list[str]], extra: list[str]) -> tuple[f
         with tempfile.TemporaryFile("w+") as stderr:
             process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
             _, status, usage = os.wait4(process.pid, 0)  # this command's usage alone (ru_maxrss in KiB)
-            process.returncode = os.waitstatus_to_exitcode(status)
+            process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
             if process.returncode != 0:
                 stderr.seek(0)
                 raise SystemExit(f"bench_stacking: {shlex.join(command)} failed:\n{stderr.read()[-3000:]}")

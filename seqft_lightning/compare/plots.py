@@ -232,7 +232,7 @@ def _number(zoom: Axes, full: Axes, points: pd.DataFrame, x: str, more: Sequence
         zoom.set_title(f"{zoom.get_title()}\nout of this view (see full scale): {', '.join(map(str, out['number']))}",
                        fontsize=zoom.title.get_fontsize())
     if (fig := zoom.figure).get_layout_engine() is not None:
-        FigureCanvasAgg(fig).draw()
+        fig.canvas.draw()  # the Agg canvas _figure gave it
         fig.set_layout_engine("none")  # placement reads final positions
     renderer, scale = fig.canvas.get_renderer(), fig.dpi / 72
     markers = [*((getattr(r, x), 100 * r.y, 12 if r.selected else 8) for r in points.itertuples()), *others]

@@ -12,7 +12,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from seqft_lightning.contract import result_config
+from seqft_lightning.contract import SELECTION_PART, SELECTION_SCORE, result_config, split_metric_keys
 from seqft_lightning.errors import ConfigError
 from seqft_lightning.selection import check_rule
 
@@ -91,8 +91,10 @@ def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
     _require(divergence > 0, f"divergence_loss={divergence} must be > 0 (nats per sample; chance is ln 10 = 2.3)")
     method = cfg.method
     _require(method.name in known_methods, f"method.name={method.name!r} is unknown; choose one of {sorted(known_methods)} (e.g. `method=sequential`)")
-    metric = str(cfg.get("optimized_metric", "calibration/selection_score"))
-    _require(metric.startswith("calibration/"), f"optimized_metric={metric} is not a calibration metric: a sweeper would select on it; use calibration/... (e.g. calibration/selection_score)")
+    metric = str(cfg.get("optimized_metric", SELECTION_SCORE))
+    _require(metric.startswith("calibration/"), f"optimized_metric={metric} is not a calibration metric: a sweeper would select on it; use calibration/... (e.g. {SELECTION_SCORE})")
+    known = {SELECTION_SCORE, *split_metric_keys(SELECTION_PART, int(cfg.model.num_classes))}
+    _require(metric in known, f"optimized_metric={metric} is not a metric a run records; use {SELECTION_SCORE} (the selection rule as one number) or calibration/<acc, acc_target, acc_retained, f1, ...>")
     _require(cfg.get("selection") is not None, "selection is missing; conf/train.yaml sets it (selection.rule, selection.delta)")
     try:
         check_rule(cfg.selection.get("rule"), cfg.selection.get("delta"))

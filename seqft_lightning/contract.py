@@ -63,6 +63,8 @@ TEST, VAL = "test", "val"
 #: The two parts of the held-out calibration split, as metric prefixes: every choice reads the
 #: selection part (``calibration/...``); the estimation part (``estimation/...``) is read by none.
 SELECTION_PART, ESTIMATION_PART = "calibration", "estimation"
+#: the selection rule as one number to maximise (:func:`seqft_lightning.selection.score`): what a sweeper optimises
+SELECTION_SCORE = f"{SELECTION_PART}/selection_score"
 #: metrics.json top-level key: ``null``, or the first diverged training epoch
 #: (``stage``, ``epoch``, ``train_loss``, ``reason``).
 DIVERGENCE = "divergence"
@@ -78,6 +80,13 @@ def metric_key(split: str, name: str) -> str:
 def class_metric_key(split: str, name: str, k: int) -> str:
     """``class_metric_key("test", "acc", 3) == "test/acc_class_3"`` (acc of a class = its recall)."""
     return f"{split}/{name}_class_{int(k)}"
+
+
+def split_metric_keys(split: str, num_classes: int) -> set[str]:
+    """Every metric key a recorded stage has on ``split`` (:func:`seqft_lightning.metrics.flat_metrics`)."""
+    per_class = {class_metric_key(split, name, k) for name in ("acc", "precision", "f1", "loss")
+                 for k in range(num_classes)}
+    return {metric_key(split, name) for name in GROUP_METRICS} | per_class
 
 
 # -- which config keys change a result -------------------------------------------------------

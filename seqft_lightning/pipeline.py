@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from seqft_lightning.baseline import BaselineCache, baseline_key
 from seqft_lightning.cl_metrics import continual_summary
 from seqft_lightning.config import resolved_result_config
-from seqft_lightning.contract import DIVERGENCE, FINAL_CHECKPOINT, RUN_INFO_FILE, TRAINED_PRETRAIN, flatten
+from seqft_lightning.contract import (DIVERGENCE, FINAL_CHECKPOINT, RUN_INFO_FILE, SELECTION_SCORE, TRAINED_PRETRAIN,
+                                      flatten)
 from seqft_lightning.cost import cost_metrics, flops_per_sample
 from seqft_lightning.interrupts import check_interrupted
 from seqft_lightning.io import atomic_write_json
@@ -129,10 +130,12 @@ def run(plan: RunPlan) -> tuple[dict, dict]:
     result = plan.method.run(runner, plan)
 
     final = dict(result.final)
-    if "calibration/acc" in final:  # the selection rule as one number (what a sweeper maximises)
+    if result.selection_score is not None:  # the method's own rule
+        final[SELECTION_SCORE] = float(result.selection_score)
+    elif "calibration/acc" in final:  # the selection rule as one number (what a sweeper maximises)
         candidate = {k: final[f"calibration/{k}"] for k in ("acc", "acc_target", "acc_retained")}
         rule, retained = cfg.selection, baseline["calibration/acc_retained"]
-        final["calibration/selection_score"] = score(candidate, retained, rule.rule, float(rule.delta))
+        final[SELECTION_SCORE] = score(candidate, retained, rule.rule, float(rule.delta))
     if runner.trained_stages:
         # Continual-learning view: tasks are the stages' class groups (after stage i, on task j).
         confusions = [r.evaluation.confusion for r in recorder.stages[1:]]

@@ -22,7 +22,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from seqft_lightning.cli import in_sweep
-from seqft_lightning.contract import ERROR_FILE, METRICS_FILE, RUN_INFO_FILE, TRAIN_LOG_FILE, result_overrides
+from seqft_lightning.contract import (ERROR_FILE, METRICS_FILE, RUN_INFO_FILE, SELECTION_SCORE, TRAIN_LOG_FILE,
+                                      result_overrides)
 from seqft_lightning.errors import EXIT_USER_ERROR
 from seqft_lightning.io import atomic_write_json, read_json
 from seqft_lightning.resolvers import short_number
@@ -194,9 +195,9 @@ def _search_summary(config: DictConfig, sweep_dir: Path) -> None:
         value, params = float(result["best_value"]), result["best_params"]
     except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
         return
-    metric = str(config.get("optimized_metric", "calibration/selection_score"))
+    metric = str(config.get("optimized_metric", SELECTION_SCORE))
     meaning = ""
-    if metric.endswith("selection_score"):
+    if metric == SELECTION_SCORE:
         meaning = (" (negative: no trial kept calibration retained accuracy within selection.delta of the baseline's; "
                    "the value is the best trial's shortfall)" if value < 0 else
                    " (the calibration target accuracy of a trial that kept retained accuracy within selection.delta)")

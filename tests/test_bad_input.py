@@ -114,6 +114,8 @@ REFUSED_BEFORE_WORK = {
     "merge_old_select_metric": (["method=task_arithmetic", "+method.select_metric=acc"], ["method.select_metric", "selection.rule"], []),
     "bad_selection_rule": (["selection.rule=foo"], ["selection.rule", "foo", "target_at_retained"], []),
     "test_objective": (["optimized_metric=test/acc"], ["optimized_metric=test/acc", "calibration/"], []),
+    "unknown_objective": (["optimized_metric=calibration/accuracy"],
+                          ["optimized_metric=calibration/accuracy", "calibration/selection_score"], []),
     "ties_keep_fraction": (["method=ties", "method.merger.keep_fraction=2"], ["method.merger", "keep_fraction", "2"], []),
     "negation_no_forget": (["method=task_negation", "method.forget=[]"], ["method.forget"], ["method.stages"]),
     "negation_ratio": (["method=task_negation", "method.min_retained_ratio=2"], ["method.min_retained_ratio=2"], []),

@@ -23,7 +23,7 @@ from seqft_lightning.compare.stats import holm, paired_by_seed, t_interval_group
 from seqft_lightning.compare.variants import (FAMILIES, MERGING_METHODS, NAIVE_METHODS, NO_RETENTION, KnobGrid,
                                               format_value, knob_grids, variant_family, variant_labels)
 from seqft_lightning.contract import (CL_AVG_ACC, CL_BWT, CL_FORGETTING, ESTIMATION_PART, GROUP_METRICS, SELECTION_PART,
-                                      TEST, class_metric_key, flatten, metric_key)
+                                      SELECTION_SCORE, TEST, class_metric_key, flatten, metric_key)
 from seqft_lightning.errors import SeqftError
 from seqft_lightning.selection import RULES, check_rule, config_defaults, select
 from seqft_lightning.values import is_finite_number, is_number
@@ -40,8 +40,7 @@ HYPOTHESIS_METRICS = (TARGET, ACC)  # sequential − joint, in report order
 COMPARISON_METRICS = (TARGET, RETAINED, ACC)  # variant − reference
 HEADLINE_METRICS = (ACC, TARGET, RETAINED)
 SELECT_KEYS = {k: metric_key(SELECTION_PART, k) for k in ("acc", "acc_target", "acc_retained")}  # all a choice reads
-CAL_SCORE = metric_key(SELECTION_PART, "selection_score")
-CALIBRATION_METRICS = (*SELECT_KEYS.values(), CAL_SCORE)
+CALIBRATION_METRICS = (*SELECT_KEYS.values(), SELECTION_SCORE)
 ESTIMATE_KEYS = {k: metric_key(ESTIMATION_PART, k) for k in SELECT_KEYS}  # the same on the estimation part
 ESTIMATION_METRICS = tuple(ESTIMATE_KEYS.values())
 BASE_CAL_RETAINED = f"baseline/{SELECT_KEYS['acc_retained']}"  # the reference of the target_at_retained rule

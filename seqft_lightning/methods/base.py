@@ -23,6 +23,9 @@ class MethodResult:
     fields: dict[str, Any] = field(default_factory=dict)
     net: Any = None
     extra_memory_bytes: int = 0  # what the method keeps beyond the net (e.g. task vectors)
+    #: a method with a rule of its own (task negation): that rule as one number to maximise, in place of the
+    #: study's ``calibration/selection_score`` (which would reward the accuracy the method means to remove)
+    selection_score: float | None = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seqft_lightning.cli import in_sweep
 from seqft_lightning.contract import (ERROR_FILE, METRICS_FILE, RUN_INFO_FILE, SELECTION_SCORE, TRAIN_LOG_FILE,
@@ -85,11 +85,13 @@ class SweepProgress(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         checked_stack_size(config)
+        if search := _is_search(config):
+            _check_search(config)
         progress = self._dir(config)
         progress.mkdir(parents=True, exist_ok=True)
         for stale in progress.glob("*.json"):
             stale.unlink()
-        total, search = _total(config, list(config.hydra.overrides.task)), _is_search(config)
+        total = _total(config, list(config.hydra.overrides.task))
         workers = _workers(config, total)
         if search:  # trials come in batches of the sweeper's n_jobs
             workers = min(workers, int(config.hydra.sweeper.get("n_jobs") or 1))
@@ -174,6 +176,26 @@ def new_lines(progress: Path, shown: set[str]) -> list[str]:
         if line:
             lines.append(line)
     return lines
+
+
+def _check_search(config: DictConfig) -> None:
+    """Refuse a search before its first trial when every trial would be refused (its shared config is invalid) or
+    could not report ``optimized_metric`` (no calibration split): one line and exit 2, not a failed trial each and
+    the sweeper's traceback. A basic sweep instead runs its valid jobs and lists the refused ones."""
+    from seqft_lightning.errors import SeqftError
+    from seqft_lightning.plan import plan_run
+
+    cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(config.hydra.sweep.dir)  # a trial's folder does not exist yet
+    try:
+        plan_run(cfg)
+        if int(cfg.data.calibration_size) == 0:
+            raise SeqftError(f"data.calibration_size=0 leaves no calibration split, so no trial can report "
+                             f"optimized_metric={cfg.optimized_metric}; give it calibration samples (data.calibration_size > 0; MNIST's default is 5000)")
+    except SeqftError as err:
+        sys.stderr.write(f"error: {' '.join(str(err).split())} (the search's shared config: every trial would fail)\n")
+        raise SystemExit(EXIT_USER_ERROR) from None
 
 
 def _quiet_optuna() -> None:

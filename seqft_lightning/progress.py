@@ -9,7 +9,7 @@ one file per finished job, created atomically."""
 from __future__ import annotations
 
 import json
-import math
+import itertools
 import os
 import shutil
 import sys
@@ -28,7 +28,7 @@ from seqft_lightning.errors import EXIT_USER_ERROR
 from seqft_lightning.io import atomic_write_json, read_json
 from seqft_lightning.resolvers import short_number
 from seqft_lightning.resume import was_skipped
-from seqft_lightning.schedule import checked_stack_size
+from seqft_lightning.schedule import checked_stack_size, stack_groups
 from seqft_lightning.values import is_finite_number
 
 PROGRESS_DIR = ".progress"
@@ -39,26 +39,31 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def _workers(config: DictConfig, total: int) -> int:
-    launcher = config.hydra.launcher
+def _workers(config: DictConfig, jobs: list[list[str]]) -> int:
+    """Processes that run the sweep's ``jobs`` side by side (a search: its trials count, not their overrides)."""
+    launcher, total = config.hydra.launcher, len(jobs)
     if (n_jobs := launcher.get("n_jobs")) is not None:  # joblib: -1 = every core
         n_jobs = int(n_jobs)
         return max(1, min(total, (os.cpu_count() or 1) + 1 + n_jobs if n_jobs < 0 else n_jobs))
     if "submitit" not in str(launcher.get("_target_", "")).lower():
         return 1  # basic: one at a time
-    parallel = launcher.get("array_parallelism")  # submitit: every job at once (SLURM: up to array_parallelism)
-    return max(1, total if parallel is None else min(total, int(parallel)))
+    # submitit: every group of stacked jobs at once, each one process (SLURM: up to array_parallelism)
+    processes = total if _is_search(config) else len(stack_groups(jobs, checked_stack_size(config)))
+    parallel = launcher.get("array_parallelism")
+    return max(1, processes if parallel is None else min(processes, int(parallel)))
 
 
-def _total(config: DictConfig, task_overrides: list[str]) -> int:
-    """Jobs (or trials) of the sweep: a search sweeper (Optuna) runs ``n_trials`` trials; the basic
-    sweeper the product of the sweep lists' lengths."""
+def _sweep_jobs(config: DictConfig, task_overrides: list[str]) -> list[list[str]]:
+    """The overrides of each job of the sweep, as the basic sweeper expands them (every combination of the
+    sweep lists); a search sweeper (Optuna) proposes ``n_trials`` trials, counted as that many jobs."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if _is_search(config):
-        return int(config.hydra.sweeper.n_trials)
+        return [list(task_overrides)] * int(config.hydra.sweeper.n_trials)
     parsed = OverridesParser.create().parse_overrides(task_overrides)
-    return math.prod(len(list(o.sweep_string_iterator())) for o in parsed if o.is_sweep_override())
+    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+               else [o.input_line] for o in parsed]
+    return [list(job) for job in itertools.product(*choices)]
 
 
 def _is_search(config: DictConfig) -> bool:
@@ -91,8 +96,8 @@ class SweepProgress(Callback):
         progress.mkdir(parents=True, exist_ok=True)
         for stale in progress.glob("*.json"):
             stale.unlink()
-        total = _total(config, list(config.hydra.overrides.task))
-        workers = _workers(config, total)
+        jobs = _sweep_jobs(config, list(config.hydra.overrides.task))
+        total, workers = len(jobs), _workers(config, jobs)
         if search:  # trials come in batches of the sweeper's n_jobs
             workers = min(workers, int(config.hydra.sweeper.get("n_jobs") or 1))
             _quiet_optuna()

@@ -100,11 +100,11 @@ def test_optuna_console_counts_trials_and_stays_quiet(tmp_path):
 
 def test_submitit_local_console_has_one_line_per_job(tmp_path):
     sweep = tmp_path / "sweep"
-    done = _run("train.py", "-m", "hydra/launcher=submitit_local", "method=sequential,joint", f"hydra.sweep.dir={sweep}",
-                f"paths.cache_dir={tmp_path / 'cache'}", *FAST)
+    done = _run("train.py", "-m", "hydra/launcher=submitit_local", "method=sequential,joint", "seed=0,1",
+                f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}", *FAST)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(line.split(" ")[0] for line in _job_lines(done.stderr)) == ["[1/2]", "[2/2]"]
-    assert done.stderr.startswith("sweep: 2 jobs, 2 at a time")
+    assert sorted(line.split(" ")[0] for line in _job_lines(done.stderr)) == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    assert done.stderr.startswith("sweep: 4 jobs, 2 at a time")  # one process per stacked group (the seeds)
     assert not ESCAPE.search(done.stderr) and "Warning" not in done.stderr
     assert not list(sweep.rglob("%j"))  # no folder named after an unsubstituted job id
 

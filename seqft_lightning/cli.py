@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from seqft_lightning.contract import ERROR_FILE
+from seqft_lightning.contract import ERROR_FILE, RETIRED_KEYS
 from seqft_lightning.errors import EXIT_USER_ERROR, SeqftError
 from seqft_lightning.io import atomic_write_json
 
@@ -86,6 +86,8 @@ def misspelt_key(args: list[str], config_dir: str, config_name: str = "train") -
         return None
     for override in keyed:
         key = override.key_or_group
+        if key in RETIRED_KEYS:
+            return f"{key} is gone: {RETIRED_KEYS[key]}"
         parent_key, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(cfg, parent_key, default=None)
         if not isinstance(parent, DictConfig):

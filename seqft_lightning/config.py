@@ -100,6 +100,9 @@ def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
         check_rule(cfg.selection.get("rule"), cfg.selection.get("delta"))
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    _require(cfg.get("trainer", {}).get("limit_test_batches") is None, "trainer.limit_test_batches has no effect: the "
+             "pipeline evaluates test, calibration and estimation whole (no Lightning test loop); shorten a run with "
+             "trainer.limit_train_batches and trainer.limit_val_batches")
     _require(all(int(h) >= 1 for h in cfg.model.hidden_dims), f"model.hidden_dims={list(cfg.model.hidden_dims)} must hold positive sizes")
 
 

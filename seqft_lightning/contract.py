@@ -89,6 +89,16 @@ def split_metric_keys(split: str, num_classes: int) -> set[str]:
     return {metric_key(split, name) for name in GROUP_METRICS} | per_class
 
 
+# -- retired config keys ----------------------------------------------------------------------
+#: Keys earlier versions took -> what replaced them (``train.py`` names it instead of "not a setting").
+RETIRED_KEYS = {
+    "method.select_metric": "the study's one selection rule replaced it: remove it and set selection.rule=target_at_retained "
+                            "(default) or selection.rule=overall",
+    "method.merger.scaling_factor": "it was renamed to method.merger.lambda_",
+    "method.merger.top_k": "it was renamed to method.merger.keep_fraction",
+}
+
+
 # -- which config keys change a result -------------------------------------------------------
 #: Dotted keys that never change what a run computes: whether to skip a finished run, whether a
 #: baseline may come from the cache (a hit equals a miss bit for bit), and console switches.

@@ -114,6 +114,7 @@ REFUSED_BEFORE_WORK = {
     "merge_old_select_metric": (["method=task_arithmetic", "+method.select_metric=acc"], ["method.select_metric", "selection.rule"], []),
     "bad_selection_rule": (["selection.rule=foo"], ["selection.rule", "foo", "target_at_retained"], []),
     "test_objective": (["optimized_metric=test/acc"], ["optimized_metric=test/acc", "calibration/"], []),
+    "limit_test_batches": (["trainer.limit_test_batches=2"], ["trainer.limit_test_batches", "limit_train_batches"], []),
     "unknown_objective": (["optimized_metric=calibration/accuracy"],
                           ["optimized_metric=calibration/accuracy", "calibration/selection_score"], []),
     "ties_keep_fraction": (["method=ties", "method.merger.keep_fraction=2"], ["method.merger", "keep_fraction", "2"], []),

@@ -78,6 +78,16 @@ def test_a_misspelt_key_gets_one_line_and_the_closest_key(args, key):
     assert len(lines) == 1 and lines[0].startswith("error: ") and f"did you mean {key}?" in lines[0]
 
 
+@pytest.mark.parametrize("args, replacement", [(["method=task_arithmetic", "method.select_metric=acc"], "selection.rule"),
+                                               (["method=dare", "method.merger.scaling_factor=1"], "method.merger.lambda_"),
+                                               (["method=ties", "method.merger.top_k=3"], "method.merger.keep_fraction")])
+def test_a_retired_key_is_named_with_what_replaced_it(args, replacement):
+    from seqft_lightning.cli import misspelt_key
+
+    line = misspelt_key(args, str(REPO_ROOT / "conf"))
+    assert line.startswith(f"{args[1].split('=')[0]} is gone: ") and replacement in line
+
+
 @pytest.mark.parametrize("method", ["task_arithmetic", "task_negation", "dare"])
 def test_cfg_job_resolve_works(method):
     done = _run("train.py", f"method={method}", "--cfg", "job", "--resolve")

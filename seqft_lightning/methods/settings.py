@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, ListConfig
 
 from seqft_lightning.config import instantiate_checked, task_classes, validate_stages
-from seqft_lightning.contract import NO_RETENTION, retention_name
+from seqft_lightning.contract import NO_RETENTION, RETIRED_KEYS, retention_name
 from seqft_lightning.errors import ConfigError
 
 
@@ -68,9 +68,8 @@ def validate_merge(cfg: DictConfig) -> None:
     _check_common(cfg)
     merged_stages(cfg)
     if cfg.method.get("select_metric") is not None:
-        raise ConfigError(f"method.select_metric={cfg.method.select_metric} was replaced by the study's one selection "
-                          "rule: remove it and set selection.rule=target_at_retained (default) or "
-                          "selection.rule=overall")
+        raise ConfigError(f"method.select_metric={cfg.method.select_metric} is gone: "
+                          f"{RETIRED_KEYS['method.select_metric']}")
     if "lambda_grid" in cfg.method:
         lambda_grid(cfg.method.lambda_grid)
     merger = instantiate_checked(cfg.method.merger, "method.merger")  # its constructor checks its arguments

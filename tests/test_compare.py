@@ -353,6 +353,8 @@ def test_load_logs_one_info_line_and_debug_per_job(sweep: Path, caplog: pytest.L
     by_level = lambda level: [r.getMessage() for r in caplog.records if r.levelno == level]  # noqa: E731
     assert by_level(logging.INFO) == ["read 13 jobs (1 failed)"]
     assert by_level(logging.WARNING) == ["job 12: failed, RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"]
+    debug = [m for m in by_level(logging.DEBUG) if m.startswith("read ")]  # -v: one line per job read
+    assert len(debug) == 13 and "read 12: failed, method " in " ".join(debug)
 
 
 def test_job_without_stages_csv_has_no_stage_table(tmp_path: Path, caplog: pytest.LogCaptureFixture):

@@ -113,6 +113,7 @@ def load_jobs(root: Path) -> list[Job]:
                          + "; ".join(f"{j.rel}: {j.reason}" for j in jobs[:2])
                          + "); fix and rerun the sweep (resume=true redoes only the unfinished jobs)")
     for job in jobs:
+        log.debug("read %s: %s, method %s, retention %s, seed %s", job.rel, job.status, job.method, job.retention, job.seed)
         for problem in ([] if job.ok else [f"{job.status}, {job.reason}"]) + job.warnings:
             log.warning("job %s: %s", job.rel, problem)
     log.info("read %d jobs (%d failed)", len(jobs), sum(not job.ok for job in jobs))

@@ -4,8 +4,10 @@ Both run as whole processes (imports, data loading, pretraining with a cold base
 fine-tuning, evaluation), on the CPU, ``--repeats`` times each in alternation; the script prints
 the median wall times and their ratio (target: pipeline <= 1.5x plain). The pipeline runs as a
 user types it (``train.py -m``: the default joblib launcher, one job per core); the plain loop is
-one serial process. Both pin the same intra-op thread count and optimizer. It also checks that the
-two performed the same optimizer steps: their final test accuracies must agree.
+one serial process. Both pin the same intra-op thread count and optimizer, and perform as many
+optimizer steps. It prints both runs' final test accuracies; they no longer agree (the plain loop has
+not followed the pipeline's split and seeding since issue 16: README, Tests and benchmarks), so it is
+a timing reference only.
 
     python bench/bench_pipeline.py [--repeats 3] [--threads 1] [--no-fused]
 

@@ -15,7 +15,8 @@
 #   4. the stacked study again with one worker process (hydra.launcher.n_jobs=1: one group at a time,
 #      "one group per GPU") instead of one per core, which may suit one GPU better (it serialises the
 #      kernels of 16 processes anyway).
-# Each part has a time limit, so that a slow part leaves the others their figures. BENCH_ARGS and
+# Each part has a time limit (90 + 330 + 100 s; with the set-up, within the device tool's 600 s a call),
+# so that a slow part leaves the others their figures. BENCH_ARGS and
 # STEPS_ARGS add arguments (a quick check of the plumbing on a CPU: PY=.venv/bin/python SKIP_SETUP=1
 # BENCH_ARGS="--seeds 0 pretrain.epochs=1 method.epochs_per_stage=1" OUT=/tmp/o bash bench/gpu_study.sh device).
 set -uo pipefail
@@ -46,11 +47,11 @@ device() {
     echo "== steps per second per model (bench/stacked_steps.py)"
     local device
     device=$($PY -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
-    timeout 120 $PY bench/stacked_steps.py --device "$device" ${STEPS_ARGS:-} || echo "stacked_steps: exit $?"
+    timeout 90 $PY bench/stacked_steps.py --device "$device" ${STEPS_ARGS:-} || echo "stacked_steps: exit $?"
     echo "== make run, stacked then unstacked (bench/bench_stacking.py)"
-    timeout 390 $PY bench/bench_stacking.py --commands "$WHEELS/study.txt" ${BENCH_ARGS:-} || echo "bench_stacking: exit $?"
+    timeout 330 $PY bench/bench_stacking.py --commands "$WHEELS/study.txt" ${BENCH_ARGS:-} || echo "bench_stacking: exit $?"
     echo "== make run stacked, one worker process (hydra.launcher.n_jobs=1)"
-    timeout 140 $PY bench/bench_stacking.py --commands "$WHEELS/study.txt" --stacked-only ${BENCH_ARGS:-} \
+    timeout 100 $PY bench/bench_stacking.py --commands "$WHEELS/study.txt" --stacked-only ${BENCH_ARGS:-} \
         hydra.launcher.n_jobs=1 || echo "bench_stacking (one worker): exit $?"
 }
 

@@ -1,11 +1,10 @@
 """The reference study as a plain PyTorch script: the yardstick for the pipeline's overhead.
 
-It performs exactly the optimizer steps of ``python train.py -m method=sequential,joint`` with
-the default config (same split, same initialisation, same batch order, same Adam settings, same
-pinned thread count) and
-the same evaluation work (calibration loss/accuracy after every epoch, a test confusion matrix
-after every stage), with no framework: no Lightning, no Hydra, no logging. Its final accuracies
-match the pipeline's ``metrics.json`` (``bench_pipeline.py`` checks this).
+It performs as many optimizer steps as ``python train.py -m method=sequential,joint`` with the
+default config (same batch size, Adam settings and pinned thread count) and the same evaluation work
+(calibration loss/accuracy after every epoch, a test confusion matrix after every stage), with no
+framework: no Lightning, no Hydra, no logging. It is a timing reference only: its split and seeding
+are those of the pipeline before issue 16, so its accuracies differ from ``metrics.json``'s.
 
     python bench/plain_loop.py --out plain.json
 """

@@ -6,27 +6,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import make_dataclass
 from typing import Any, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from seqft_lightning.contract import SELECTION_PART, SELECTION_SCORE, result_config, split_metric_keys
+from seqft_lightning.contract import SELECTION_PART, SELECTION_SCORE, flatten, result_config, split_metric_keys
 from seqft_lightning.errors import ConfigError
 from seqft_lightning.selection import check_rule
 
 
-#: The type of every key every run has, per section (``None``: the root), as OmegaConf checks it.
+#: The type of every key every run has, per section (``None``: the root, first: other keys interpolate its
+#: ``seed``), as OmegaConf checks it.
 SCHEMA: dict[str | None, dict[str, Any]] = {
+    None: {"seed": int, "resume": bool, "optimized_metric": str, "torch_threads": Optional[int], "cpu_kernels": str,
+           "divergence_loss": float, "stack_size": int},
     "data": {"samples_per_task": Optional[int], "calibration_size": int, "estimation_size": int, "split_seed": int,
              "eval_batch_size": int},
     "model": {"input_dim": int, "hidden_dims": list[int], "num_classes": int},
     "pretrain": {"enabled": bool, "epochs": int, "batch_size": int},
     "method": {"name": str, "stages": list[list[int]], "epochs_per_stage": int, "steps_per_stage": Optional[int],
                "reset_optimizer": bool, "batch_size": int},
-    None: {"seed": int, "resume": bool, "optimized_metric": str, "torch_threads": Optional[int], "cpu_kernels": str,
-           "divergence_loss": float, "stack_size": int},
 }
 
 #: Lower bounds of the keys every run has, in the order they are checked: ``(key, minimum, null)``,
@@ -103,18 +105,31 @@ def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
     _require(cfg.get("trainer", {}).get("limit_test_batches") is None, "trainer.limit_test_batches has no effect: the "
              "pipeline evaluates test, calibration and estimation whole (no Lightning test loop); shorten a run with "
              "trainer.limit_train_batches and trainer.limit_val_batches")
+    _require(float(cfg.data.get("std", 1.0)) > 0, f"data.std={cfg.data.get('std')} must be > 0 (images are divided by it)")
     _require(all(int(h) >= 1 for h in cfg.model.hidden_dims), f"model.hidden_dims={list(cfg.model.hidden_dims)} must hold positive sizes")
 
 
-def instantiate_checked(node: DictConfig, key: str) -> Any:
-    """``hydra.utils.instantiate(node)``; an invalid argument becomes a one-line ConfigError."""
+def check_finite(cfg: DictConfig) -> None:
+    """Refuse a NaN in any result-relevant setting (lists included), and an infinity anywhere but in
+    ``divergence_loss`` (where it turns the check off): such a value trains to NaN or fails late."""
+    for key, value in flatten(resolved_result_config(cfg)).items():
+        for item in value if isinstance(value, list) else [value]:
+            for number in item if isinstance(item, list) else [item]:
+                if isinstance(number, float) and (math.isnan(number) or math.isinf(number) and key != "divergence_loss"):
+                    raise ConfigError(f"{key}={show_value(value)} is not a finite number; every setting must be one")
+
+
+def instantiate_checked(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node, **kwargs)``; an invalid argument becomes a ConfigError: the error's
+    whole message, on one line (e.g. why a ``_target_`` does not import)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     try:
-        return instantiate(node)
+        return instantiate(node, **kwargs)
     except (InstantiationException, ValueError, TypeError) as err:
-        raise ConfigError(f"{key}: {str(err.__cause__ or err).splitlines()[0]}") from err
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ is not None else err
+        raise ConfigError(f"{key}: {' '.join(str(cause).split())}") from err
 
 
 def task_classes(stages: list[list[int]]) -> list[int]:

@@ -13,8 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from seqft_lightning.config import (instantiate_checked, resolved_result_config, show_value, stable_hash, task_classes,
-                                    validate_config, validate_stages)
+from seqft_lightning.config import (check_finite, instantiate_checked, resolved_result_config, show_value, stable_hash,
+                                    task_classes, validate_config, validate_stages)
 from seqft_lightning.errors import ConfigError
 from seqft_lightning.methods import METHODS
 from seqft_lightning.provenance import code_version, pin_cpu_kernels
@@ -113,12 +113,16 @@ def check_model(model: DictConfig, retention: Any) -> None:
 def plan_run(cfg: DictConfig) -> RunPlan:
     """Validate ``cfg`` completely and resolve it into a :class:`RunPlan` (no data, no training)."""
     validate_config(cfg, set(METHODS))
+    check_finite(cfg)
     pin_cpu_kernels(cfg.get("cpu_kernels"))  # before anything below may import torch
     method = METHODS[cfg.method.name]
     method.validate(cfg)  # before the generic stage check: e.g. negation's stages derive from `forget`
     stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
     targets = task_classes(stages)
     check_accelerator(cfg.trainer)
+    for key, folder in cfg.paths.items():  # data, logs, baselines, this run: each must be (or become) a folder
+        if str(key).endswith("_dir") and Path(str(folder)).exists() and not Path(str(folder)).is_dir():
+            raise ConfigError(f"paths.{key}={folder} is a file, not a folder; point paths.{key} at a folder")
     check_data(cfg.data, targets)
     optimizers = {"method.optimizer": cfg.method.optimizer}
     if cfg.pretrain.enabled and cfg.pretrain.epochs > 0:

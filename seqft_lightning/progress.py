@@ -90,6 +90,10 @@ class SweepProgress(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         checked_stack_size(config)
+        if config.hydra.launcher.get("n_jobs") == 0:
+            sys.stderr.write("error: hydra.launcher.n_jobs=0 runs no job; give the number of worker processes, or -1 for "
+                             "one per core\n")
+            raise SystemExit(EXIT_USER_ERROR)
         if search := _is_search(config):
             _check_search(config)
         progress = self._dir(config)

@@ -8,6 +8,7 @@ import csv
 import io
 import logging
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -79,9 +80,14 @@ class RunRecorder:
         self._task_rows: list[dict] = []
 
     def start(self) -> None:
-        """Remove what an earlier run left that would make a crashed rerun look complete (an old
-        ``metrics.json``) and the temporary files of a killed writer."""
-        (self.run_dir / contract.METRICS_FILE).unlink(missing_ok=True)
+        """Remove what an earlier run in this folder left: its result files (an old ``metrics.json`` would make
+        a crashed rerun look complete; a merging run's ``calibration.csv`` would be read as this run's), and
+        the temporary files of a killed writer. ``config.json``, ``train.log`` and TensorBoard's events stay."""
+        for name in (contract.METRICS_FILE, contract.STAGES_FILE, contract.CURVES_FILE, contract.CALIBRATION_FILE,
+                     contract.LAMBDA_TEST_FILE, contract.RUN_INFO_FILE):
+            (self.run_dir / name).unlink(missing_ok=True)
+        for folder in (contract.CONFUSION_DIR, contract.CHECKPOINT_DIR):
+            shutil.rmtree(self.run_dir / folder, ignore_errors=True)
         for stale in self.run_dir.rglob(".*.tmp"):
             stale.unlink(missing_ok=True)
 

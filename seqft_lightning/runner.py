@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from seqft_lightning.config import instantiate_checked
 from seqft_lightning.cost import Work
 from seqft_lightning.data.datamodule import TaskDataModule
 from seqft_lightning.evaluation import Evaluation, evaluate
@@ -63,7 +64,9 @@ class Runner:
         bar = any(isinstance(c, ProgressBar) for c in callbacks)
         limits = {"max_epochs": max_epochs} if max_steps is None else {"max_epochs": -1, "max_steps": int(max_steps)}
         # No logger: the module writes each stacked model's scalars to that model's own loggers.
-        return instantiate(self.trainer_cfg, **limits, logger=False, callbacks=callbacks, enable_progress_bar=bar)
+        # A setting Lightning refuses (devices=0, precision=bogus, ...) is the user's: one line, exit 2.
+        return instantiate_checked(self.trainer_cfg, "trainer", **limits, logger=False, callbacks=callbacks,
+                                   enable_progress_bar=bar)
 
     def fit(self, loader: Any, epochs: int, optimizer: Callable, stage: int, penalty: Penalty | None = None,
             max_steps: int | None = None, keep_optimizer: bool = False) -> int:

@@ -94,6 +94,12 @@ INVALID_CONFIGS = [
     (["method.epochs_per_stage=ten"], ConfigError, ["method.epochs_per_stage", "ten", "wrong type"]),
     (["data.samples_per_task=many"], ConfigError, ["data.samples_per_task", "wrong type"]),
     (["method.stages=[[3],[x]]"], ConfigError, ["method.stages"]),
+    (["seed=1.5"], ConfigError, ["seed=1.5", "wrong type"]),  # not data.split_seed, which interpolates it
+    (["retention=ewc", "retention.lambda_=nan"], ConfigError, ["retention.lambda_=nan", "finite"]),
+    (["method=task_arithmetic", "method.lambda_grid=[0,nan]"], ConfigError, ["method.lambda_grid=[0, nan]", "finite"]),
+    (["method.optimizer.lr=inf"], ConfigError, ["method.optimizer.lr=inf", "finite"]),
+    (["retention=l2sp", "retention.alpha=-inf"], ConfigError, ["retention.alpha=-inf", "finite"]),
+    (["data.std=0"], ConfigError, ["data.std=0", "> 0"]),
 ]
 
 
@@ -121,6 +127,24 @@ REFUSED_BEFORE_WORK = {
     "negation_no_forget": (["method=task_negation", "method.forget=[]"], ["method.forget"], ["method.stages"]),
     "negation_ratio": (["method=task_negation", "method.min_retained_ratio=2"], ["method.min_retained_ratio=2"], []),
 }
+
+
+def test_a_file_where_a_folder_belongs_is_refused(compose, tmp_path):
+    (tmp_path / "afile").write_text("")
+    _assert_refused(compose([f"paths.log_dir={tmp_path / 'afile'}"]), ConfigError, "paths.log_dir=", "is a file")
+
+
+@pytest.mark.parametrize("override, needle", [("trainer.devices=0", "devices=0"), ("trainer.precision=bogus", "bogus")])
+def test_a_trainer_setting_lightning_refuses_is_one_line(compose, override, needle):
+    """Lightning checks its own settings when the Trainer is built (the first fit): a one-line ConfigError."""
+    with pytest.raises(ConfigError) as info:
+        train(compose(["data=synthetic", "pretrain.epochs=1", "logger=none", override]))
+    assert str(info.value).startswith("trainer: ") and needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_optimizer_that_does_not_import_says_why(compose):
+    with pytest.raises(ConfigError, match=r"Bogus.*Are you sure"):
+        train(compose(["method.optimizer._target_=torch.optim.Bogus"]))
 
 
 @pytest.mark.parametrize("case", list(REFUSED_BEFORE_WORK))

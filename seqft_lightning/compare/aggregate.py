@@ -336,7 +336,8 @@ def selection_rule(jobs: Sequence[Job], rule: str | None = None, delta: float | 
     try:
         check_rule(*chosen)
     except ValueError as err:
-        raise SeqftError(str(err) if cli else f"{err} (in the jobs' config)") from None
+        cli_text = str(err).replace("selection.rule=", "--rule ").replace("selection.delta=", "--delta ")
+        raise SeqftError(cli_text if cli else f"{err} (in the jobs' config)") from None
     if len(found) > 1:
         log.warning("the jobs ran with different selection rules (%s); compare applies %s, delta=%g", ran, *chosen)
     return SelectionRule(*chosen, f"the command line (--rule/--delta); the jobs ran with {ran}" if cli

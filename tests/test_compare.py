@@ -7,6 +7,7 @@ are the knob values the selection rule must pick in the hand-made study (:data:`
 from __future__ import annotations
 
 import json
+import shutil
 import logging
 import math
 import os
@@ -442,6 +443,22 @@ def test_hypothesis_results(analysis: agg.Analysis):
 
 
 # --------------------------------------------------------------------------- outputs
+
+def test_the_answer_says_when_the_sweep_is_incomplete(compared: Path):
+    answer = (compared / "report.md").read_text().split("## Answer", 1)[1].split("**Best method", 1)[0]
+    assert "Incomplete sweep: 1 of 13 job dir(s) did not finish (1 failed, 0 unfinished)" in answer
+
+
+def test_a_job_with_an_unreadable_json_file_fails_alone(sweep: Path, tmp_path: Path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    job = next(p.parent for p in sorted(copy.rglob(METRICS_FILE)))
+    (job / METRICS_FILE).write_text('{"method": ')  # truncated
+    jobs = {j.rel: j for j in load_jobs(copy)}
+    bad = jobs[job.relative_to(copy).as_posix()]
+    assert bad.status == "failed" and bad.reason.startswith(f"{METRICS_FILE} is unreadable") and bad.config
+    assert sum(j.ok for j in jobs.values()) == sum(j.ok for j in load_jobs(sweep)) - 1
+
 
 def test_outputs_written(compared: Path):
     csv = pd.read_csv(compared / "summary.csv")

@@ -83,11 +83,18 @@ def _csv(job: Job, name: str, **kwargs: Any) -> pd.DataFrame | None:
 
 
 def load_job(job_dir: Path, root: Path) -> Job:
-    """Read one job dir; a missing CSV file is a job warning, never fatal."""
+    """Read one job dir; a missing CSV file is a job warning, never fatal; an unreadable JSON file makes the job
+    failed (the file and why), never the comparison."""
     job = Job(job_dir, job_dir.relative_to(root).as_posix())
-    config, error, job.metrics, job.run_info = (json.loads((job_dir / name).read_text(encoding="utf-8"))
-                                                if (job_dir / name).is_file() else None
-                                                for name in (CONFIG_FILE, ERROR_FILE, METRICS_FILE, RUN_INFO_FILE))
+    read: dict[str, Any] = {}
+    for name in (CONFIG_FILE, ERROR_FILE, METRICS_FILE, RUN_INFO_FILE):
+        try:
+            read[name] = json.loads((job_dir / name).read_text(encoding="utf-8")) if (job_dir / name).is_file() else None
+        except (OSError, ValueError) as err:  # ValueError: JSON or UTF-8 decoding
+            job.config, job.status = read.get(CONFIG_FILE) or {}, "failed"
+            job.reason = f"{name} is unreadable ({' '.join(str(err).split())}): rerun the job (resume=true redoes it)"
+            return job
+    config, error, job.metrics, job.run_info = read.values()
     job.config = config or {}
     if job.metrics is None:
         if error is not None:  # a refusal (exit status 2) or a crash

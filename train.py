@@ -34,7 +34,7 @@ def main(cfg: DictConfig) -> float:
     if result is None:  # refused: its error.json says why; its config.json labels it in compare
         with contextlib.suppress(Exception):  # an unresolvable config: error.json names what is wrong
             write_config(cfg, cfg.paths.output_dir)
-        return float("nan")  # a sweeper (Optuna) records the trial as failed
+        return None  # a sweeper (Optuna) records the trial as failed (not float-castable) and goes on
     # What a sweeper optimises: a calibration metric (validated), never a test one.
     return result[0]["final"].get(cfg.optimized_metric)
 

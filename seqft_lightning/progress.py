@@ -187,10 +187,34 @@ def new_lines(progress: Path, shown: set[str]) -> list[str]:
     return lines
 
 
+def _search_corners(config: DictConfig) -> list[tuple[str, Any]]:
+    """``(key, value)`` for each end of each searched setting's range (each choice of a categorical one), as the
+    Optuna sweeper reads its space (``hydra.sweeper.params``, then the command line's sweeps); a range Optuna cannot
+    sample is a one-line SeqftError."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+
+    from seqft_lightning.errors import SeqftError
+
+    parser, corners = OverridesParser.create(), []
+    params = (config.hydra.sweeper.get("params") or {}).items()
+    space_of = {o.key_or_group: o for o in parser.parse_overrides([f"{k}={v}" for k, v in params])}
+    space_of |= {o.key_or_group: o for o in parser.parse_overrides(list(config.hydra.overrides.task)) if o.is_sweep_override()}
+    for key, override in space_of.items():
+        try:
+            space = create_optuna_distribution_from_override(override)
+        except (ValueError, AssertionError) as err:
+            raise SeqftError(f"{override.input_line or key} is not a search space Optuna can sample: {err}") from None
+        ends = space.choices if hasattr(space, "choices") else (space.low, space.high) if hasattr(space, "low") else ()
+        corners += [(key, value) for value in ends]
+    return corners
+
+
 def _check_search(config: DictConfig) -> None:
-    """Refuse a search before its first trial when every trial would be refused (its shared config is invalid) or
-    could not report ``optimized_metric`` (no calibration split): one line and exit 2, not a failed trial each and
-    the sweeper's traceback. A basic sweep instead runs its valid jobs and lists the refused ones."""
+    """Refuse a search before its first trial, in one line with exit 2 (not a failed trial each and then the
+    sweeper's traceback): fewer than one trial; a shared config that every trial would have refused; a search
+    space whose ends (or choices) hold a refused value; no calibration split to report ``optimized_metric``. A basic
+    sweep instead runs its valid jobs and lists the refused ones; a search's refused trial counts as failed."""
     from seqft_lightning.errors import SeqftError
     from seqft_lightning.plan import plan_run
 
@@ -198,12 +222,30 @@ def _check_search(config: DictConfig) -> None:
     with open_dict(cfg):
         cfg.paths.output_dir = str(config.hydra.sweep.dir)  # a trial's folder does not exist yet
     try:
+        if int(config.hydra.sweeper.n_trials) < 1:
+            raise SeqftError(f"hydra.sweeper.n_trials={config.hydra.sweeper.n_trials} runs no trial; give at least 1")
         plan_run(cfg)
         if int(cfg.data.calibration_size) == 0:
             raise SeqftError(f"data.calibration_size=0 leaves no calibration split, so no trial can report "
-                             f"optimized_metric={cfg.optimized_metric}; give it calibration samples (data.calibration_size > 0; MNIST's default is 5000)")
+                             f"optimized_metric={cfg.optimized_metric}; give it calibration samples "
+                             "(data.calibration_size > 0; MNIST's default is 5000)")
     except SeqftError as err:
         sys.stderr.write(f"error: {' '.join(str(err).split())} (the search's shared config: every trial would fail)\n")
+        raise SystemExit(EXIT_USER_ERROR) from None
+    try:
+        for key, value in _search_corners(config):
+            if isinstance(OmegaConf.select(cfg, key), DictConfig):
+                continue  # a config group: a trial composes it anew
+            trial = cfg.copy()
+            with open_dict(trial):
+                OmegaConf.update(trial, key, value, force_add=True)
+            try:
+                plan_run(trial)
+            except SeqftError as err:
+                raise SeqftError(f"{err} (the search space of {key} reaches {value}: a search must range over valid "
+                                 "values only)") from None
+    except SeqftError as err:
+        sys.stderr.write(f"error: {' '.join(str(err).split())}\n")
         raise SystemExit(EXIT_USER_ERROR) from None
 
 

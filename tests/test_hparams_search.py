@@ -48,10 +48,13 @@ def test_a_test_metric_cannot_be_the_objective(compose):
         train(compose(["optimized_metric=test/acc"]))
 
 
-@pytest.mark.parametrize("override", ["data.calibration_size=0", "method.epochs_per_stage=-1"])
+@pytest.mark.parametrize("override", ["data.calibration_size=0", "method.epochs_per_stage=-1", "hydra.sweeper.n_trials=0",
+                                      "retention.lambda_=interval(-10,-1)", "retention.lambda_=choice(-1,5)",
+                                      "retention.lambda_=tag(log,interval(-5,10))"])
 def test_a_search_every_trial_of_which_would_fail_is_refused_before_the_first(tmp_path, override):
-    """No calibration split (no trial can report the objective) or an invalid shared config: one line and exit 2
-    before any trial, not a failed trial each and then Optuna's traceback ("No trials are completed yet")."""
+    """No calibration split (no trial can report the objective), an invalid shared config, no trial, or a search
+    space that reaches refused values or that Optuna cannot sample: one line and exit 2 before any trial, not a
+    failed trial each and then Optuna's traceback ("No trials are completed yet")."""
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "train.py", "-m", "hparams_search=ewc_optuna", "hydra.sweeper.n_trials=2", "data=synthetic",
            "pretrain.epochs=1", "logger=none", override, f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path}/cache"]
@@ -59,5 +62,5 @@ def test_a_search_every_trial_of_which_would_fail_is_refused_before_the_first(tm
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and override in last and "every trial" in last
+    assert last.startswith("error: ") and override.split("=")[0] in last
     assert not sweep.exists() or not any(sweep.iterdir())  # no trial ran, no progress records

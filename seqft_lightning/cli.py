@@ -58,10 +58,13 @@ def run_or_exit(fn: Callable[[], T], job_dir: str | Path | None = None) -> T | N
 
 
 def misspelt_key(args: list[str], config_dir: str, config_name: str = "train") -> str | None:
-    """One line naming the first command-line override whose key the composed config lacks (or that
-    adds, with ``+``, a setting its instantiated node does not take), with the closest valid key and the
-    node's valid keys; ``None`` when every key exists or the line does not parse (Hydra's own refusal
-    exits 1 with a hint to add the key with ``+``)."""
+    """One line naming the first command-line override whose key the composed config lacks, with the closest
+    valid key and the node's valid keys, or a retired key with what replaced it; ``None`` when every key exists
+    or the line does not parse (Hydra's own refusal exits 1 with a hint to add the key with ``+``). Adding a key
+    with ``+`` is accepted only where something takes it: an argument of the class or function the node
+    instantiates (``+trainer.check_val_every_n_epoch=2``), unless it is a near-typo of one of the node's settings
+    (``+retention.lamda``); the run refuses an argument the class does not take, in one line (importing the class
+    here would load torch before the run pins its kernels). Nothing reads a new key of a plain node."""
     import difflib
 
     from hydra import compose, initialize_config_dir
@@ -73,9 +76,10 @@ def misspelt_key(args: list[str], config_dir: str, config_name: str = "train") -
     except Exception:
         return None
     keyed = [o for o in parsed if "." in o.key_or_group and not o.key_or_group.startswith("hydra") and not o.is_delete()]
-    if not keyed:
-        return None
     groups = [o for o in parsed if "." not in o.key_or_group and "/" not in o.key_or_group and not o.is_delete()]
+    added = [o for o in groups if o.is_add() and not (Path(config_dir) / o.key_or_group).is_dir()]  # not a group
+    if not keyed and not added:
+        return None
     first = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()), '') if o.is_sweep_override() else o.get_value_element_as_str()}"
              for o in groups]
     try:
@@ -84,6 +88,9 @@ def misspelt_key(args: list[str], config_dir: str, config_name: str = "train") -
         choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     except Exception:
         return None
+    if added:
+        top = [k for k in cfg if k not in {"hydra", *(o.key_or_group for o in added)}]
+        return f"{added[0].key_or_group} is not a setting: the top-level settings are {', '.join(top)}"
     for override in keyed:
         key = override.key_or_group
         if key in RETIRED_KEYS:
@@ -92,9 +99,10 @@ def misspelt_key(args: list[str], config_dir: str, config_name: str = "train") -
         parent = OmegaConf.select(cfg, parent_key, default=None)
         if not isinstance(parent, DictConfig):
             continue  # a missing group node: Hydra's own message names it
-        if leaf in parent or (override.is_add() and "_target_" not in parent):
-            continue
         keys = [k for k in parent if not str(k).startswith("_")]
+        if leaf in parent or (override.is_add() and "_target_" in parent
+                              and not difflib.get_close_matches(leaf, keys, n=1, cutoff=0.8)):
+            continue  # an argument added to what the node instantiates (unless a near-typo of a setting it has)
         close = difflib.get_close_matches(leaf, keys, n=1, cutoff=0.5)
         where = f"{parent_key}={choices[parent_key]}" if choices.get(parent_key) else parent_key
         hint = f"did you mean {parent_key}.{close[0]}? " if close else ""

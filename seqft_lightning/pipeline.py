@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqft_lightning.baseline import BaselineCache, baseline_key
 from seqft_lightning.cl_metrics import continual_summary
-from seqft_lightning.config import resolved_result_config
+from seqft_lightning.config import instantiate_checked, resolved_result_config
 from seqft_lightning.contract import (DIVERGENCE, FINAL_CHECKPOINT, RUN_INFO_FILE, SELECTION_SCORE, TRAINED_PRETRAIN,
                                       flatten)
 from seqft_lightning.cost import cost_metrics, flops_per_sample
@@ -64,13 +64,13 @@ def training_device(trainer: DictConfig) -> torch.device:
 def build_runner(plan: RunPlan, device: torch.device) -> Runner:
     """Data (on ``device``, the training device), model, module, loggers and recorder of one run."""
     cfg = plan.cfg
-    datamodule = instantiate(cfg.data, task_classes=plan.task_classes)
+    datamodule = instantiate_checked(cfg.data, "data", task_classes=plan.task_classes)
     datamodule.prepare_data()
     datamodule.setup()
     _quiet_lightning()
     datamodule.to(device)
-    net = instantiate(cfg.model).to(device)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    net = instantiate_checked(cfg.model, "model").to(device)
+    loggers = [instantiate_checked(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c is not None]
     recorder = RunRecorder(plan.run_dir, plan.task_classes)
     return Runner(cfg.trainer, cfg.get("callbacks"), datamodule, net, recorder, loggers, plan.retention, plan.task_classes,
                   divergence_loss=float(cfg.get("divergence_loss") or math.inf))

@@ -12,7 +12,6 @@ from typing import Any, Callable, Hashable, Sequence
 
 import lightning.pytorch as pl
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
@@ -57,7 +56,7 @@ class Runner:
 
     def _make_trainer(self, max_epochs: int, max_steps: int | None) -> pl.Trainer:
         # Fresh callback objects per Trainer (Lightning callbacks keep per-fit state).
-        callbacks = [instantiate(c) for c in (self.callbacks_cfg or {}).values() if c is not None]
+        callbacks = [instantiate_checked(c, f"callbacks.{k}") for k, c in (self.callbacks_cfg or {}).items() if c is not None]
         if not self.trainer_cfg.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
             callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
         # No progress-bar callback (e.g. `callbacks=none`) means no bar, not Lightning's default one.

@@ -70,12 +70,27 @@ def test_compare_refuses_a_folder_without_finished_jobs_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("args, key", [(["retention=ewc", "retention.lambda=1000"], "retention.lambda_"),
                                        (["retention=ewc", "+retention.lamda=1000"], "retention.lambda_"),
-                                       (["method.epochs_per_stag=3"], "method.epochs_per_stage")])
+                                       (["method.epochs_per_stag=3"], "method.epochs_per_stage"),
+                                       (["+method.epoch_per_stage=3"], "method.epochs_per_stage")])
 def test_a_misspelt_key_gets_one_line_and_the_closest_key(args, key):
     done = _run("train.py", *args)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and f"did you mean {key}?" in lines[0]
+
+
+@pytest.mark.parametrize("args, refused", [(["+pretrain.optimizer.betas=[0.9,0.99]"], False),  # Adam takes it
+                                           (["+trainer.check_val_every_n_epoch=2"], False),  # so does the Trainer
+                                           (["+experiment=split_mnist"], False),  # a config group
+                                           (["+selection.rul=overall"], True),  # nothing reads a new plain key
+                                           (["+foo=1"], True)])
+def test_a_key_added_with_plus_is_refused_where_nothing_would_read_it(args, refused):
+    from seqft_lightning.cli import misspelt_key
+
+    line = misspelt_key(args, str(REPO_ROOT / "conf"))
+    assert (line is not None) == refused, line
+    if refused:
+        assert line.startswith(f"{args[0][1:].split('=')[0]} is not a setting")
 
 
 @pytest.mark.parametrize("args, replacement", [(["method=task_arithmetic", "method.select_metric=acc"], "selection.rule"),

@@ -5,6 +5,7 @@
 """
 
 import contextlib
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -44,4 +45,12 @@ if __name__ == "__main__":
     if (typo := misspelt_key(sys.argv[1:], str(Path(__file__).resolve().parent / "conf"))) is not None:
         sys.stderr.write(f"error: {typo}\n")
         sys.exit(EXIT_USER_ERROR)
-    main()
+    # SIGTERM (`kill`, a scheduler's cancel) stops like Ctrl-C: a sweep's launcher then stops its worker
+    # processes too, instead of dying alone and leaving them to finish (or not) unwatched.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: runs without metrics.json did not finish (nothing of theirs is complete); "
+                         "run the same command with resume=true to redo only those\n")
+        sys.exit(130)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import csv
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +123,35 @@ def test_optuna_console_counts_trials_and_stays_quiet(tmp_path):
     values = [m for line in lines for m in re.findall(r"(?:lr|lambda_)=([0-9.e+-]+)", line)]
     assert len(values) == 6 and all(float(m) == float(f"{float(m):.3g}") for m in values)  # 3 significant digits
     assert "search: best calibration/selection_score" in done.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_sweep_stops_its_workers_and_says_so_in_one_line(tmp_path, signum):
+    """Ctrl-C, or SIGTERM (kill, a scheduler's cancel), to a sweep: its worker processes stop too (a SIGTERM used to
+    kill the launcher alone, leaving the workers to run on unwatched), exit 130, one line, no metrics.json."""
+    import psutil
+
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "train.py", "-m", "method=sequential,joint", "seed=0,1", "pretrain.epochs=3", "logger=none",
+           "trainer=cpu", f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal starts it
+    try:
+        launcher = psutil.Process(proc.pid)
+        for _ in range(600):  # until the workers run their jobs (each writes config.json first)
+            if len(list(sweep.glob("*/config.json"))) >= 2:
+                break
+            time.sleep(0.05)
+        workers = launcher.children(recursive=True)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert workers and proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: ") and "Traceback" not in err
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, [" ".join(p.cmdline()) for p in alive]
+    assert not list(sweep.glob("*/metrics.json"))
 
 
 def test_submitit_local_console_has_one_line_per_job(tmp_path):

@@ -56,7 +56,7 @@ def add_estimation(sweep: Path, value) -> None:
     ``value(job, key, calibration value)``."""
     def edit(job: str, metrics: dict) -> None:
         for block in [metrics["final"], metrics["baseline"], *metrics["per_stage"]]:
-            for key in [k for k in block if k.startswith("calibration/") and k != agg.CAL_SCORE]:
+            for key in [k for k in block if k.startswith("calibration/") and k != agg.SELECTION_SCORE]:
                 block[key.replace("calibration/", "estimation/", 1)] = value(job, key, block[key])
     edit_metrics(sweep, edit)
 

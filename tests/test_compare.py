@@ -460,6 +460,16 @@ def test_a_job_with_an_unreadable_json_file_fails_alone(sweep: Path, tmp_path: P
     assert sum(j.ok for j in jobs.values()) == sum(j.ok for j in load_jobs(sweep)) - 1
 
 
+def test_an_incomplete_stages_csv_is_left_out_with_a_warning(sweep: Path, tmp_path: Path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    job = next(p.parent for p in sorted(copy.rglob(STAGES_FILE)) if (p.parent / METRICS_FILE).is_file())
+    lines = (job / STAGES_FILE).read_text().splitlines(keepends=True)
+    (job / STAGES_FILE).write_text("".join(lines[:-2]))  # the last stage's rows cut short
+    read = {j.rel: j for j in load_jobs(copy)}[job.relative_to(copy).as_posix()]
+    assert read.ok and read.stages is None and any(f"{STAGES_FILE} is incomplete" in w for w in read.warnings)
+
+
 def test_outputs_written(compared: Path):
     csv = pd.read_csv(compared / "summary.csv")
     assert len(csv) == 13

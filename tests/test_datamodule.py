@@ -289,6 +289,27 @@ def test_corrupt_unpacked_file_without_archive_is_refused(vendored_copy, tmp_pat
     assert "t10k-labels-idx1-ubyte" in str(info.value)
 
 
+@pytest.mark.parametrize("custom", [True, False])
+def test_missing_archives_and_no_download_say_where_to_put_them(tmp_path, monkeypatch, custom):
+    """Offline, with the archives gone: the repository's folder is restored with git, a folder of the user's own
+    (``data.vendored_dir``) is named instead."""
+    import seqft_lightning.data.mnist_files as mnist_files
+
+    def offline(dataset, root, failure):
+        raise DataError(failure.format(err="offline"))
+
+    monkeypatch.setattr(mnist_files, "download", offline)
+    folder = tmp_path / "mine" if custom else Path(mnist_files.__file__).resolve().parents[2] / "data" / "mnist"
+    if custom:
+        folder.mkdir()
+    else:  # the repository's folder, seen as empty
+        monkeypatch.setattr(Path, "is_file", lambda self: False)
+    with pytest.raises(DataError) as info:
+        mnist_files.ensure_mnist_raw(folder, tmp_path / "root")
+    expected = f"put the four .gz archives back into {folder}" if custom else "git checkout -- data/mnist"
+    assert expected in str(info.value) and "offline" in str(info.value)
+
+
 def test_corrupt_archive_reaches_the_datamodule_as_data_error(vendored_copy, tmp_path):
     from seqft_lightning.data import MNISTTaskDataModule
 

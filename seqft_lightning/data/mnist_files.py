@@ -21,6 +21,8 @@ from seqft_lightning.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
+REPO_ARCHIVES = "data/mnist"  # where the repository vendors the MNIST archives
+
 # MD5 of the official *unpacked* IDX files (the vendored .gz wrapping differs from the official one).
 MNIST_MD5 = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -118,8 +120,11 @@ def ensure_raw(dataset: IDXDataset | str, source_dir: str | os.PathLike, root: s
         raise DataError(f"{missing_archives[0]} is missing ({where}; nothing is downloaded at run time); {hint(missing_archives[0])}")
     if missing_archives and not all((target / name).is_file() for name in dataset.md5):
         log.warning("vendored %s files missing; falling back to torchvision's download into %s", dataset.folder, root)
-        download(dataset, root, f"{dataset.folder} files are missing from {source_dir} and torchvision's download failed "
-                                "({err}); restore them with `git checkout -- data/mnist`")
+        vendored = source_dir.resolve() == (Path(__file__).resolve().parents[2] / REPO_ARCHIVES).resolve()
+        restore = f"restore them with `git checkout -- {REPO_ARCHIVES}`" if vendored else \
+            f"put the four .gz archives back into {source_dir}"
+        failure = f"{dataset.folder} files are missing from {source_dir} and torchvision's download failed ({{err}}); "
+        download(dataset, root, failure + restore.replace("{", "{{").replace("}", "}}"))
     for name, expected in dataset.md5.items():
         dest = target / name
         if dest.is_file() and (file_identity(dest) in _VERIFIED or md5_of(dest) == expected):

@@ -25,7 +25,7 @@ warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_local' i
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     sweep = in_sweep()
     if sweep:  # per-epoch bars only for single runs; a sweep shows one line per job
         with open_dict(cfg):

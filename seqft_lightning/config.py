@@ -109,10 +109,11 @@ def validate_config(cfg: DictConfig, known_methods: set[str]) -> None:
     _require(all(int(h) >= 1 for h in cfg.model.hidden_dims), f"model.hidden_dims={list(cfg.model.hidden_dims)} must hold positive sizes")
 
 
-def check_finite(cfg: DictConfig) -> None:
-    """Refuse a NaN in any result-relevant setting (lists included), and an infinity anywhere but in
-    ``divergence_loss`` (where it turns the check off): such a value trains to NaN or fails late."""
-    for key, value in flatten(resolved_result_config(cfg)).items():
+def check_finite(result_cfg: dict[str, Any]) -> None:
+    """Refuse a NaN in any setting of ``result_cfg`` (:func:`resolved_result_config`; lists included), and an
+    infinity anywhere but in ``divergence_loss`` (where it turns the check off): such a value trains to NaN or
+    fails late."""
+    for key, value in flatten(result_cfg).items():
         for item in value if isinstance(value, list) else [value]:
             for number in item if isinstance(item, list) else [item]:
                 if isinstance(number, float) and (math.isnan(number) or math.isinf(number) and key != "divergence_loss"):

@@ -70,6 +70,13 @@ def check_accelerator(trainer: DictConfig) -> None:
         raise ConfigError(f"trainer.devices={devices}: this machine has {torch.cuda.device_count()} CUDA GPU(s); lower trainer.devices")
 
 
+def check_paths(paths: DictConfig) -> None:
+    """Every ``paths.*_dir`` (data, logs, baselines, this run) is a folder, or can become one."""
+    for key, folder in paths.items():
+        if str(key).endswith("_dir") and Path(str(folder)).exists() and not Path(str(folder)).is_dir():
+            raise ConfigError(f"paths.{key}={folder} is a file, not a folder; point paths.{key} at a folder")
+
+
 def check_data(data: DictConfig, targets: list[int]) -> None:
     """MNIST-format files (vendored MNIST, a Fashion-MNIST folder): the files are intact (their
     MD5s) and the split can be carved (class counts from the label file), refused here rather
@@ -113,16 +120,15 @@ def check_model(model: DictConfig, retention: Any) -> None:
 def plan_run(cfg: DictConfig) -> RunPlan:
     """Validate ``cfg`` completely and resolve it into a :class:`RunPlan` (no data, no training)."""
     validate_config(cfg, set(METHODS))
-    check_finite(cfg)
+    result_cfg = resolved_result_config(cfg)  # what config.json holds and the config hash covers
+    check_finite(result_cfg)
     pin_cpu_kernels(cfg.get("cpu_kernels"))  # before anything below may import torch
     method = METHODS[cfg.method.name]
     method.validate(cfg)  # before the generic stage check: e.g. negation's stages derive from `forget`
     stages = validate_stages(cfg.method.stages, int(cfg.model.num_classes))
     targets = task_classes(stages)
     check_accelerator(cfg.trainer)
-    for key, folder in cfg.paths.items():  # data, logs, baselines, this run: each must be (or become) a folder
-        if str(key).endswith("_dir") and Path(str(folder)).exists() and not Path(str(folder)).is_dir():
-            raise ConfigError(f"paths.{key}={folder} is a file, not a folder; point paths.{key} at a folder")
+    check_paths(cfg.paths)
     check_data(cfg.data, targets)
     optimizers = {"method.optimizer": cfg.method.optimizer}
     if cfg.pretrain.enabled and cfg.pretrain.epochs > 0:
@@ -143,5 +149,5 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         log.warning("retention=%s cannot act in this run (%s): it equals retention=none; metrics.json marks it", retention.name, inactive)
     return RunPlan(cfg=cfg, method_name=str(cfg.method.name), method=method, stages=stages, task_classes=targets,
                    train_groups=train_groups, retention=retention, retention_inactive=inactive,
-                   config_hash=stable_hash(resolved_result_config(cfg)), run_dir=Path(cfg.paths.output_dir),
+                   config_hash=stable_hash(result_cfg), run_dir=Path(cfg.paths.output_dir),
                    code_version=code_version())

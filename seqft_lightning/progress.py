@@ -21,7 +21,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqft_lightning.cli import in_sweep
+from seqft_lightning.cli import in_sweep, run_or_exit
 from seqft_lightning.contract import (ERROR_FILE, METRICS_FILE, RUN_INFO_FILE, SELECTION_SCORE, TRAIN_LOG_FILE,
                                       result_overrides)
 from seqft_lightning.errors import EXIT_USER_ERROR
@@ -90,12 +90,8 @@ class SweepProgress(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         checked_stack_size(config)
-        if config.hydra.launcher.get("n_jobs") == 0:
-            sys.stderr.write("error: hydra.launcher.n_jobs=0 runs no job; give the number of worker processes, or -1 for "
-                             "one per core\n")
-            raise SystemExit(EXIT_USER_ERROR)
-        if search := _is_search(config):
-            _check_search(config)
+        run_or_exit(lambda: _check_sweep(config))  # one line and exit 2, before any job
+        search = _is_search(config)
         progress = self._dir(config)
         progress.mkdir(parents=True, exist_ok=True)
         for stale in progress.glob("*.json"):
@@ -210,43 +206,44 @@ def _search_corners(config: DictConfig) -> list[tuple[str, Any]]:
     return corners
 
 
-def _check_search(config: DictConfig) -> None:
-    """Refuse a search before its first trial, in one line with exit 2 (not a failed trial each and then the
-    sweeper's traceback): fewer than one trial; a shared config that every trial would have refused; a search
-    space whose ends (or choices) hold a refused value; no calibration split to report ``optimized_metric``. A basic
-    sweep instead runs its valid jobs and lists the refused ones; a search's refused trial counts as failed."""
+def _check_sweep(config: DictConfig) -> None:
+    """Raise a one-line SeqftError for a sweep that cannot run: no joblib worker, or a search (Optuna) that no trial
+    could finish (not a failed trial each and then the sweeper's traceback): fewer than one trial; a shared config
+    that every trial would have refused; a search space whose ends (or choices) hold a refused value; no calibration
+    split to report ``optimized_metric``. A basic sweep instead runs its valid jobs and lists the refused ones; a
+    search's refused trial counts as failed."""
     from seqft_lightning.errors import SeqftError
+
+    if config.hydra.launcher.get("n_jobs") == 0:
+        raise SeqftError("hydra.launcher.n_jobs=0 runs no job; give the number of worker processes, or -1 for one per core")
+    if not _is_search(config):
+        return
+    if int(config.hydra.sweeper.n_trials) < 1:
+        raise SeqftError(f"hydra.sweeper.n_trials={config.hydra.sweeper.n_trials} runs no trial; give at least 1")
     from seqft_lightning.plan import plan_run
 
     cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     with open_dict(cfg):
         cfg.paths.output_dir = str(config.hydra.sweep.dir)  # a trial's folder does not exist yet
     try:
-        if int(config.hydra.sweeper.n_trials) < 1:
-            raise SeqftError(f"hydra.sweeper.n_trials={config.hydra.sweeper.n_trials} runs no trial; give at least 1")
         plan_run(cfg)
         if int(cfg.data.calibration_size) == 0:
             raise SeqftError(f"data.calibration_size=0 leaves no calibration split, so no trial can report "
                              f"optimized_metric={cfg.optimized_metric}; give it calibration samples "
                              "(data.calibration_size > 0; MNIST's default is 5000)")
     except SeqftError as err:
-        sys.stderr.write(f"error: {' '.join(str(err).split())} (the search's shared config: every trial would fail)\n")
-        raise SystemExit(EXIT_USER_ERROR) from None
-    try:
-        for key, value in _search_corners(config):
-            if isinstance(OmegaConf.select(cfg, key), DictConfig):
-                continue  # a config group: a trial composes it anew
-            trial = cfg.copy()
-            with open_dict(trial):
-                OmegaConf.update(trial, key, value, force_add=True)
-            try:
-                plan_run(trial)
-            except SeqftError as err:
-                raise SeqftError(f"{err} (the search space of {key} reaches {value}: a search must range over valid "
-                                 "values only)") from None
-    except SeqftError as err:
-        sys.stderr.write(f"error: {' '.join(str(err).split())}\n")
-        raise SystemExit(EXIT_USER_ERROR) from None
+        raise SeqftError(f"{err} (the search's shared config: every trial would fail)") from None
+    for key, value in _search_corners(config):
+        if isinstance(OmegaConf.select(cfg, key), DictConfig):
+            continue  # a config group: a trial composes it anew
+        trial = cfg.copy()
+        with open_dict(trial):
+            OmegaConf.update(trial, key, value, force_add=True)
+        try:
+            plan_run(trial)
+        except SeqftError as err:
+            raise SeqftError(f"{err} (the search space of {key} reaches {value}: a search must range over valid "
+                             "values only)") from None
 
 
 def _quiet_optuna() -> None:

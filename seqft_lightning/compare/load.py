@@ -102,15 +102,14 @@ def load_job(job_dir: Path, root: Path) -> Job:
         return job
     job.status, job.reason, job.divergence = "ok", "", job.metrics.get(DIVERGENCE)
     job.stages, job.curves = _csv(job, STAGES_FILE), _csv(job, CURVES_FILE)
-    if job.stages is not None:  # the same rows for each recorded stage: the baseline and one per metrics.json entry
-        rows = job.stages.groupby("stage").size()
-        if rows.nunique() > 1 or len(rows) != 1 + len(job.metrics.get("per_stage") or []):
-            job.warnings.append(f"{STAGES_FILE} is incomplete ({dict(rows)} rows per stage, "
-                                f"{1 + len(job.metrics.get('per_stage') or [])} stages recorded): left out of the figures")
-            job.stages = None
+    recorded = 1 + len(job.metrics.get("per_stage") or [])  # the baseline and one per metrics.json entry
+    if job.stages is not None and ((rows := job.stages.groupby("stage").size()).nunique() > 1 or len(rows) != recorded):
+        job.warnings.append(f"{STAGES_FILE} is incomplete ({dict(rows)} rows per stage, {recorded} stages recorded): "
+                            "left out of the figures")
+        job.stages = None
     job.calibration, job.lambda_test = ((_csv(job, name) if (job_dir / name).is_file() else None)  # merging only
                                         for name in (CALIBRATION_FILE, LAMBDA_TEST_FILE))
-    job.confusion_stage = len(job.metrics.get("per_stage") or [])
+    job.confusion_stage = recorded - 1  # the final model's
     confusion = _csv(job, confusion_file(job.confusion_stage), index_col=0)
     job.confusion = None if confusion is None else confusion.to_numpy(dtype=float)
     return job

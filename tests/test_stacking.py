@@ -250,6 +250,71 @@ def test_stack_groups_group_by_everything_but_seeds_and_numbers():
         stack_groups(jobs, stack_size=0)
 
 
+def test_a_groups_configs_are_those_hydra_composes(tmp_path):
+    """A group composes its first job and copies it for the others (their seeds and knobs set): each copy
+    is exactly Hydra's composition (every value, key order and type, the hydra node with its
+    record of the job's overrides); any other difference is left to Hydra."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.utils import JobRuntime
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from seqft_lightning.sweep_stack import alike_sweep_config
+
+    JobRuntime.instance().set("name", "train")
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(ROOT / "conf")))
+    master = loader.load_configuration("train", [f"hydra.sweep.dir={tmp_path}", "hydra.job.config.override_dirname.exclude_keys=[seed]"],
+                                       run_mode=RunMode.MULTIRUN)
+    first = ["method=sequential", "retention=ewc", "retention.lambda_=1", "data.samples_per_task=100", "seed=0"]
+    template = loader.load_sweep_config(master, first)
+    for job in (["method=sequential", "retention=ewc", "retention.lambda_=300", "data.samples_per_task=100", "seed=3"],
+                ["method=sequential", "retention=ewc", "retention.lambda_=0.5", "data.samples_per_task=100", "seed=0"],
+                ["method=sequential", "retention=ewc", "retention.lambda_=1", "data.samples_per_task=50", "seed=4"]):
+        copied = alike_sweep_config(template, first, job)
+        assert copied is not None, job
+        composed = loader.load_sweep_config(master, job)
+        assert OmegaConf.to_yaml(copied) == OmegaConf.to_yaml(composed), job
+        assert copied.hydra.job.override_dirname == composed.hydra.job.override_dirname and "seed" not in composed.hydra.job.override_dirname
+    assert OmegaConf.to_yaml(template) == OmegaConf.to_yaml(loader.load_sweep_config(master, first))  # left as composed
+    for other in (["method=joint", "retention=ewc", "retention.lambda_=1", "data.samples_per_task=100", "seed=0"],  # a group
+                  ["method=sequential", "retention=ewc", "retention.lambda_=1", "data.samples_per_task=100"],  # fewer overrides
+                  ["method=sequential", "retention=ewc", "+retention.lambda_=1", "data.samples_per_task=100", "seed=0"],
+                  ["method=sequential", "retention=ewc", "retention.lambda_=1", "data.samples_per_task=100", "seed=[0,1]"],
+                  ["method=sequential", "retention=ewc", "retention.lambda_=1", "data.samples_per_task=100", "data=1"],
+                  ["method=sequential", "retention=ewc", "retention.lambda_=1", "data.samples_per_task=100", "hydra.job.num=1"],
+                  ["method=sequential", "retention=ewc", "retention.lambda_=1", "data.samples_per_task=100", "retention=1"]):
+        assert alike_sweep_config(template, first, other) is None, other
+
+
+def test_the_sweeper_checks_a_group_on_its_first_config_and_still_refuses_what_hydra_refuses(tmp_path):
+    """Before a sweep starts, each job's config must compose: one full composition per stack group, a
+    copy for its alike jobs, and a job Hydra cannot compose is refused as Hydra refuses it."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.utils import JobRuntime
+    from hydra.errors import ConfigCompositionException
+    from hydra.types import HydraContext, RunMode
+
+    from hydra_plugins.seqft_launcher import StackingBasicSweeper
+
+    JobRuntime.instance().set("name", "train")
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(ROOT / "conf")))
+    composed = []
+    compose = loader.load_sweep_config
+    loader.load_sweep_config = lambda master_config, sweep_overrides: composed.append(sweep_overrides) or compose(master_config, sweep_overrides)
+    sweeper = StackingBasicSweeper(max_batch_size=None, params=None)
+    sweeper.config = loader.load_configuration("train", [f"hydra.sweep.dir={tmp_path}"], run_mode=RunMode.MULTIRUN)
+    sweeper.hydra_context = HydraContext(config_loader=loader, callbacks=None)
+    batch = [[f"method={m}", f"retention.lambda_={l}", "retention=ewc", f"seed={s}"] for m in ("sequential", "joint") for l in (1, 30) for s in (0, 1)]
+    sweeper.validate_batch_is_legal(batch)
+    assert composed == [batch[0], batch[4]]  # the first of each group
+    with pytest.raises(ConfigCompositionException):  # retention=none has no lambda_
+        sweeper.validate_batch_is_legal([["retention.lambda_=1", "seed=0"], ["retention.lambda_=2", "seed=1"]])
+    with pytest.raises(ConfigCompositionException):  # a job unlike the first of its group is composed, and refused
+        sweeper.validate_batch_is_legal([["retention=ewc", "seed=0"], ["retention=ewc", "+seed=1"]])
+
+
 # --------------------------------------------------------------------------- train.py -m
 
 SWEEP = ["data=synthetic", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "callbacks=none", "logger=none",

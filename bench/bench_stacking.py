@@ -2,7 +2,8 @@
 
 The sweep commands are read from ``make -n run`` (so they are the study's, whatever the Makefile
 says today); each mode runs all of them into fresh sweep and cache folders (cold cache), then
-``compare.py``. Modes alternate (stacked, unstacked, stacked, ...) for ``--pairs`` pairs, and the
+``compare.py``. Modes alternate (stacked, unstacked, stacked, ...) for ``--pairs`` pairs, or with
+``--interleave`` command by command within a pair (so that a drift of the machine's speed hits both), and the
 script prints each mode's wall time, the ratio stacked / unstacked per pair, the peak resident
 memory of the largest training process of each mode and of ``compare.py`` (``os.wait4``'s usage of
 each command, its worker processes included),
@@ -10,6 +11,7 @@ and whether every job's ``metrics.json`` is byte-identical between the modes.
 
     python bench/bench_stacking.py                     # the whole study, one pair (~20 min on 2 cores)
     python bench/bench_stacking.py --seeds 0,1 --pairs 2 pretrain.epochs=1 method.epochs_per_stage=1
+    python bench/bench_stacking.py --interleave         # the same pair, the modes alternating sweep by sweep
 
 Run it by hand on an otherwise idle machine; it is not a test. Extra arguments are overrides added
 to every sweep (``trainer.accelerator=gpu`` on a GPU machine). ``--commands FILE`` reads the study's
@@ -53,25 +55,41 @@ def study_commands(seeds: str, commands_file: str | None = None) -> list[list[st
     return commands
 
 
-def run_mode(work: Path, commands: list[list[str]], extra: list[str]) -> tuple[float, dict[str, float]]:
-    """Every command of the study into ``work`` (sweep dir, cache): the wall time in seconds, and the peak resident
-    memory (MiB) of the largest ``train.py`` process (its workers included) and of ``compare.py``."""
+def run_command(work: Path, command: list[str], extra: list[str]) -> tuple[float, float]:
+    """One command of the study into ``work`` (sweep dir, cache): its wall time in seconds, and its peak resident
+    memory in MiB (the largest of its processes, workers included)."""
     study, cache = work / "study", work / "cache"
-    peaks = {"train.py": 0.0, "compare.py": 0.0}
+    command = [str(study) if word == "@STUDY@" else word.replace("@STUDY@", str(study)) for word in command]
+    if command[1] == "train.py":
+        command = [*command, f"paths.cache_dir={cache}", "trainer.enable_progress_bar=false", *extra]
     started = time.perf_counter()
-    for command in commands:
-        command = [str(study) if word == "@STUDY@" else word.replace("@STUDY@", str(study)) for word in command]
-        if command[1] == "train.py":
-            command = [*command, f"paths.cache_dir={cache}", "trainer.enable_progress_bar=false", *extra]
-        with tempfile.TemporaryFile("w+") as stderr:
-            process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
-            _, status, usage = os.wait4(process.pid, 0)  # this command's usage alone (ru_maxrss in KiB)
-            process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-            if process.returncode != 0:
-                stderr.seek(0)
-                raise SystemExit(f"bench_stacking: {shlex.join(command)} failed:\n{stderr.read()[-3000:]}")
-        peaks[command[1]] = max(peaks[command[1]], usage.ru_maxrss / 1024)
-    return time.perf_counter() - started, peaks
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        _, status, usage = os.wait4(process.pid, 0)  # this command's usage alone (ru_maxrss in KiB)
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        if process.returncode != 0:
+            stderr.seek(0)
+            raise SystemExit(f"bench_stacking: {shlex.join(command)} failed:\n{stderr.read()[-3000:]}")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def run_modes(base: Path, pair: int, modes: dict[str, list[str]], commands: list[list[str]], extra: list[str],
+              interleave: bool) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Every command of the study in each mode (into ``base/<mode><pair>``): each mode's wall time in seconds, and the
+    peak resident memory (MiB) of its largest ``train.py`` process (workers included) and of ``compare.py``. One
+    mode after the other, or with ``interleave`` command by command (the modes' order swapped at every command),
+    so that a drift of the machine's speed hits both modes alike."""
+    seconds = {mode: 0.0 for mode in modes}
+    peaks = {mode: {"train.py": 0.0, "compare.py": 0.0} for mode in modes}
+    steps = ([(i, mode) for i in range(len(commands)) for mode in (list(modes) if i % 2 == 0 else list(modes)[::-1])]
+             if interleave else [(i, mode) for mode in modes for i in range(len(commands))])
+    for i, mode in steps:
+        took, peak = run_command(base / f"{mode}{pair}", commands[i], [*modes[mode], *extra])
+        seconds[mode] += took
+        peaks[mode][commands[i][1]] = max(peaks[mode][commands[i][1]], peak)
+        if interleave:
+            print(f"pair {pair}, command {i + 1}/{len(commands)}: {mode:9s} {took:7.1f} s", flush=True)
+    return seconds, peaks
 
 
 def metrics(work: Path) -> dict[str, bytes]:
@@ -110,6 +128,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the run folders (their path is printed)")
     parser.add_argument("--commands", help="a file with what `make -n run SEEDS=@SEEDS@ STUDY_DIR=@STUDY@` printed")
     parser.add_argument("--stacked-only", action="store_true", help="time the stacked study alone (no pair)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="alternate the modes command by command, not study by study (for a machine whose speed drifts)")
     args, extra = parser.parse_known_args()
     commands = study_commands(args.seeds, args.commands)
     base = Path(tempfile.mkdtemp(prefix="bench_stacking_"))
@@ -121,12 +141,11 @@ def main() -> None:
     identical = True
     try:
         for pair in range(args.pairs):
+            seconds, peaks = run_modes(base, pair, modes, commands, extra, args.interleave)
             results = {}
-            for mode, overrides in modes.items():
-                work = base / f"{mode}{pair}"
-                seconds, peaks[mode] = run_mode(work, commands, [*overrides, *extra])
-                times[mode].append(seconds)
-                results[mode] = metrics(work)
+            for mode in modes:
+                times[mode].append(seconds[mode])
+                results[mode] = metrics(base / f"{mode}{pair}")
                 print(f"pair {pair}: {mode:9s} {times[mode][-1]:8.1f} s  ({len(results[mode])} jobs)", flush=True)
             if args.stacked_only:
                 continue

@@ -36,6 +36,8 @@ def main(cfg: DictConfig) -> float | None:
         with contextlib.suppress(Exception):  # an unresolvable config: error.json names what is wrong
             write_config(cfg, cfg.paths.output_dir)
         return None  # a sweeper (Optuna) records the trial as failed (not float-castable) and goes on
+    if result[0].get("divergence"):  # left out of compare's means: a search must not choose it either
+        return None  # a failed trial, as above
     # What a sweeper optimises: a calibration metric (validated), never a test one.
     return result[0]["final"].get(cfg.optimized_metric)
 

@@ -64,3 +64,18 @@ def test_a_search_every_trial_of_which_would_fail_is_refused_before_the_first(tm
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and override.split("=")[0] in last
     assert not sweep.exists() or not any(sweep.iterdir())  # no trial ran, no progress records
+
+
+def test_a_diverged_trial_is_a_failed_one_and_a_search_with_no_valued_trial_is_one_line_and_exit_2(tmp_path):
+    # divergence_loss below any cross-entropy: every trial diverges, so none may be named best.
+    cmd = [sys.executable, "train.py", "-m", "hparams_search=ewc_optuna", "hydra.sweeper.n_trials=2", "data=synthetic",
+           "pretrain.epochs=1", "method.epochs_per_stage=1", "logger=none", "divergence_loss=0.0001",
+           f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no trial of the search returned a value" in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "sweep" / "optimization_results.yaml").exists()
+    trials = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/metrics.json")]
+    assert len(trials) == 2 and all(t["divergence"] for t in trials)

@@ -1,5 +1,6 @@
 """Hydra plugins: the launchers ``hydra/launcher=stacked`` (the default of ``train.py -m``) and
-``hydra/launcher=baseline_first``, and the sweeper ``hydra/sweeper=stacked`` (the default).
+``hydra/launcher=baseline_first``, the sweeper ``hydra/sweeper=stacked`` (the default) and the search
+sweeper ``hydra/sweeper=search`` (Optuna, for ``hparams_search`` configs).
 
 Hydra finds plugins in the ``hydra_plugins`` namespace package; this one is found because
 ``train.py`` sits beside it (the script's folder is on ``sys.path``).
@@ -8,17 +9,20 @@ Hydra finds plugins in the ``hydra_plugins`` namespace package; this one is foun
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, configure_log, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from joblib import Parallel, delayed
 from omegaconf import DictConfig
 
+from seqft_lightning.errors import EXIT_USER_ERROR
 from seqft_lightning.schedule import baseline_first, checked_stack_size, stack_groups, stack_key
 
 
@@ -86,3 +90,36 @@ class StackingBasicSweeper(BasicSweeper):
             if first is None or alike_sweep_config(first[1], first[0], overrides) is None:
                 config = compose(master_config=self.config, sweep_overrides=list(overrides))
                 composed.setdefault(stack_key(overrides), (overrides, config))
+
+
+class _ValueCount:
+    """A launcher as it is, counting the jobs it ran (``launched``) and those that returned a value (``valued``)."""
+
+    def __init__(self, launcher: Any) -> None:
+        self.launcher, self.launched, self.valued = launcher, 0, 0
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        returns = self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
+        self.launched += len(returns)
+        self.valued += sum(r.status == JobStatus.COMPLETED and r.return_value is not None for r in returns)
+        return returns
+
+
+class SearchSweeper(OptunaSweeper):
+    """Hydra's Optuna sweeper (every option of ``hydra/sweeper=optuna``), for the ``hparams_search`` configs. A trial
+    refused or diverged returns no value (``train.py``): Optuna records it as failed and the search goes on. A search
+    none of whose trials returned one has no best trial: one line and exit 2, instead of Optuna's traceback."""
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.sweeper.launcher = self.counted = _ValueCount(self.sweeper.launcher)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        try:
+            return super().sweep(arguments)
+        except ValueError:  # Optuna: no completed trial, so no best one
+            if not self.counted.launched or self.counted.valued:
+                raise
+        sys.stderr.write("error: no trial of the search returned a value (each was refused or diverged: its train.log "
+                         "says which), so none is best; widen or move the search space, or check the shared settings\n")
+        raise SystemExit(EXIT_USER_ERROR)

@@ -5,15 +5,16 @@ and return value) inside a :class:`~seqft_lightning.lockstep.Lockstep`, which tr
 fits as one stack and keeps each job's view of the process (Hydra's job config and runtime, the
 logging handlers, the random generators) its own. What a job writes is what it writes alone.
 
-Hydra composes a job's config from the config files (~0.3 s of one CPU core each); the jobs of a group
-differ only in seeds and scalar knobs, so the group composes its first job's config and gives each
-other job a copy with its own values (:func:`alike_sweep_config`): the same config Hydra composes."""
+Hydra composes a job's config from the config files (~0.13 s of one CPU core each, more in a busy
+worker); the jobs of a group differ only in seeds and scalar knobs, so the group composes its first
+job's config and gives each other job a copy with its own values (:func:`group_configs`): the same
+config Hydra composes."""
 
 from __future__ import annotations
 
 import copy
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.hydra_config import HydraConfig
@@ -71,6 +72,14 @@ def alike_sweep_config(template: DictConfig, template_overrides: Sequence[str], 
     return config
 
 
+def group_configs(compose: Callable[[DictConfig, list[str]], DictConfig], master: DictConfig,
+                  job_overrides: Sequence[Sequence[str]]) -> list[DictConfig]:
+    """The sweep config of each job of a group (``compose(master, overrides)``: Hydra's ``load_sweep_config``): the
+    first composed, each other a copy of it with its values (:func:`alike_sweep_config`), or composed where unlike."""
+    template = compose(master, list(job_overrides[0]))
+    return [template] + [alike_sweep_config(template, job_overrides[0], o) or compose(master, list(o)) for o in job_overrides[1:]]
+
+
 def _execute_job(index: int, sweep_config: DictConfig, hydra_context: HydraContext, task_function: TaskFunction) -> JobReturn:
     """Hydra's joblib ``execute_job`` on a composed ``sweep_config``, less the per-process set-up that
     :func:`execute_group` does once."""
@@ -87,14 +96,12 @@ def execute_group(indices: Sequence[int], job_overrides: Sequence[Sequence[str]]
     """Run the jobs ``job_overrides`` (their sweep indices ``indices``) in lockstep; their returns, in order."""
     setup_globals()
     Singleton.set_state(singleton_state)
-    compose = hydra_context.config_loader.load_sweep_config
-    template = compose(config, list(job_overrides[0]))
+    # every config is made before any job runs (run_job writes into its job's config, the template included)
+    configs = group_configs(hydra_context.config_loader.load_sweep_config, config, job_overrides)
     try:  # before torch loads: the group's jobs share cpu_kernels (stack_key); a job refuses a bad one itself
-        pin_cpu_kernels(template.get("cpu_kernels"))
+        pin_cpu_kernels(configs[0].get("cpu_kernels"))
     except ConfigError:
         pass
-    # every config is made before any job runs (run_job writes into its job's config, the template included)
-    configs = [template] + [alike_sweep_config(template, job_overrides[0], o) or compose(config, list(o)) for o in job_overrides[1:]]
     from seqft_lightning.lockstep import Lockstep
     from seqft_lightning.runner import train_stack
 

@@ -78,18 +78,16 @@ class StackingBasicSweeper(BasicSweeper):
     that each job's config composes (~0.13 s of one core per job, before any job runs); here a job that
     differs from an earlier one of its stack group (:func:`~seqft_lightning.schedule.stack_key`) only in
     seeds and knobs is checked on a copy of that one's config with its values set, as Hydra sets them
-    (:func:`~seqft_lightning.sweep_stack.alike_sweep_config`); any other job is composed."""
+    (:func:`~seqft_lightning.sweep_stack.group_configs`, as the group's worker makes them); any other job is composed."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from seqft_lightning.sweep_stack import alike_sweep_config
+        from seqft_lightning.sweep_stack import group_configs
 
-        compose = self.hydra_context.config_loader.load_sweep_config
-        composed: dict[tuple[str, ...], tuple[Sequence[str], DictConfig]] = {}
+        groups: dict[tuple[str, ...], list[Sequence[str]]] = {}
         for overrides in batch:
-            first = composed.get(stack_key(overrides))
-            if first is None or alike_sweep_config(first[1], first[0], overrides) is None:
-                config = compose(master_config=self.config, sweep_overrides=list(overrides))
-                composed.setdefault(stack_key(overrides), (overrides, config))
+            groups.setdefault(stack_key(overrides), []).append(overrides)
+        for jobs in groups.values():
+            group_configs(self.hydra_context.config_loader.load_sweep_config, self.config, jobs)
 
 
 class _ValueCount:

@@ -226,8 +226,13 @@ def test_confusion_rows_are_percent_of_each_true_class(sweep: agg.Analysis):
     shown = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]  # not the colour bar
     assert [ax.get_title().split("\n")[0] for ax in shown] == [v for v in sweep.shown if jobs_of(sweep, v)]
     counts = sum(j.confusion for j in jobs_of(sweep, "joint"))
-    np.testing.assert_allclose(shown[0].collections[0].get_array().reshape(counts.shape),
-                               100 * counts / counts.sum(axis=1, keepdims=True))
+    percent = 100 * counts / counts.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(shown[0].collections[0].get_array().reshape(counts.shape), percent)
+    # every cell of at least 0.5 % is written in it (row i, column k: at (k + 0.5, i + 0.5)), the others blank
+    written = {(int(t.get_position()[1]), int(t.get_position()[0])): float(t.get_text()) for t in shown[0].texts}
+    assert set(written) == {tuple(ik) for ik in np.argwhere(percent >= 0.5)}
+    assert all(abs(value - percent[ik]) <= 0.05 or (percent[ik] >= 9.95 and abs(value - percent[ik]) <= 0.5)
+               for ik, value in written.items())
 
 
 def test_calibration_draws_each_series_and_the_chosen_lambda(sweep: agg.Analysis):

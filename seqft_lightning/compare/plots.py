@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from seaborn.utils import relative_luminance
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -460,10 +461,17 @@ def confusion(a: Analysis) -> Figure | None:
     for ax, (variant, jobs) in zip(axes, found.items()):
         counts = sum(j.confusion for j in jobs)  # summed over seeds
         norm = 100 * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # a class without samples: 0
-        text = np.where(norm >= 9.95, np.char.mod("%.0f", norm), np.char.mod("%.1f", norm))
-        sns.heatmap(norm, ax=ax, cmap="Blues", vmin=0, vmax=100, cbar=False, square=True, fmt="",
-                    annot=np.where(norm >= 0.5, text, ""), annot_kws={"fontsize": 5.5})  # blank: text is slow to draw
-        ax.tick_params(labelsize=6, rotation=0)
+        # drawn as seaborn's heat map looks, without sns.heatmap: it draws the whole figure once per call to check
+        # its tick labels (for 10 panels, 8 of compare's 33 s on the reference study)
+        mesh, ticks = ax.pcolormesh(norm, cmap="Blues", vmin=0, vmax=100), np.arange(len(norm)) + 0.5
+        for (i, k), value in np.ndenumerate(norm):
+            if value >= 0.5:  # blank below: text is slow to draw
+                ax.text(k + 0.5, i + 0.5, f"{value:.0f}" if value >= 9.95 else f"{value:.1f}", ha="center",
+                        va="center", fontsize=5.5, color=".15" if relative_luminance(mesh.to_rgba(value)) > .408 else "w")
+        ax.set(xticks=ticks, yticks=ticks, xticklabels=range(len(norm)), yticklabels=range(len(norm)), aspect="equal",
+               xlim=(0, len(norm)), ylim=(len(norm), 0))
+        ax.spines[:].set_visible(False)
+        ax.tick_params(labelsize=6)
         ax.set_title(f"{variant}\n(stage {max(j.confusion_stage for j in jobs)}, {len(jobs)} seed(s))", fontsize=7)
         ax.set_xlabel("predicted", fontsize=7)
         ax.set_ylabel("true", fontsize=7)
